@@ -1,0 +1,1 @@
+"""How we search: CLI entry points, budget parsing, drivers, storage, scaling, export."""

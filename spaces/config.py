@@ -1,0 +1,208 @@
+"""`ArchConfig`: one point of the search space, plain data that builds a model on its own.
+
+A config round-trips exactly through JSON (`to_json` / `from_dict`), carries a schema version,
+and refuses unknown keys or impossible combinations with a `ValueError` that names the field,
+the allowed values and an example. Everything downstream (FLOP counting, the proxy trainer,
+scaling, export) works on this one object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from spaces.attention import ATTENTION, NoParams
+
+SCHEMA_VERSION = 1
+NORMS = ("pre", "post")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    """A Transformer: task interface, attention variant, shape, sharing and regularisation."""
+
+    # -- task interface: what the data looks like ------------------------------------------
+    vocab_size: int  # tokens in the embedding table (and LM head, which is tied to it)
+    seq_len: int  # context length the model is built for (learned positions, Linformer's n)
+    causal: bool  # True: position t sees only <= t (language modelling); False: bidirectional
+    num_classes: int = 0  # 0: LM head over the vocabulary; >= 2: mean-pooled classifier
+    # -- attention ---------------------------------------------------------------------------
+    attention: str = "full"  # variant name, see spaces.attention.ATTENTION.names()
+    attention_params: Any = None  # the variant's Params dataclass (a dict is converted)
+    # -- shape ------------------------------------------------------------------------------
+    depth: int = 4  # number of Transformer layers
+    d_model: int = 128  # residual width
+    n_heads: int = 4  # attention heads; d_model must be divisible by n_heads
+    ffn_mult: float = 4.0  # FFN hidden width = round(ffn_mult * d_model)
+    norm: str = "pre"  # "pre"-LN (stable, default) or "post"-LN (original Transformer)
+    # ALBERT (Lan et al. 2019, arXiv:1909.11942) cross-layer sharing: 0 = none; k = only k
+    # distinct blocks, consecutive layers in groups of depth/k share one (1 = all layers share).
+    unique_blocks: int = 0
+    dropout: float = 0.0  # residual and embedding dropout
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        variant = self._variant_class()
+        params = self.attention_params
+        if params is None:
+            params = variant.Params()
+        elif isinstance(params, dict):
+            params = _params_from_dict(variant, params)
+        elif not isinstance(params, variant.Params):
+            raise ValueError(
+                f"attention_params: expected {variant.Params.__name__} for attention "
+                f"{self.attention!r}, got {type(params).__name__}"
+            )
+        object.__setattr__(self, "attention_params", params)
+        self._validate(variant)
+
+    # -- derived quantities -----------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def d_ff(self) -> int:
+        return max(1, round(self.ffn_mult * self.d_model))
+
+    @property
+    def span(self) -> int | None:
+        """The variant's reach parameter (window, bucket_size, block, rank, stride) or None."""
+        name = self._variant_class().span_param
+        return None if name is None else getattr(self.attention_params, name)
+
+    def layer_to_block(self) -> list[int]:
+        """Which weight block each layer uses (ALBERT-style contiguous groups)."""
+        k = self.unique_blocks or self.depth
+        return [i * k // self.depth for i in range(self.depth)]
+
+    def replace(self, **changes: Any) -> ArchConfig:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["attention_params"] = dataclasses.asdict(self.attention_params)
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        """Build from a plain dict; unknown keys and a wrong schema version are errors."""
+        if not isinstance(data, dict):
+            raise ValueError(f"ArchConfig.from_dict expects a mapping, got {type(data).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown ArchConfig field(s) {unknown}; allowed: {', '.join(known)}")
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version: this release reads version {SCHEMA_VERSION}, got {version!r}"
+            )
+        missing = [n for n in ("vocab_size", "seq_len", "causal") if n not in data]
+        if missing:
+            raise ValueError(f"missing ArchConfig field(s) {missing}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ArchConfig:
+        """Load a config from .json or .yaml; an exported file's "config" section is used."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if isinstance(data, dict) and "config" in data and "vocab_size" not in data:
+            data = data["config"]  # an export: {"config": ..., "provenance": ...}
+        return cls.from_dict(data)
+
+    def to_file(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    # -- validation -------------------------------------------------------------------------
+    def _variant_class(self):
+        if self.attention not in ATTENTION:
+            raise ValueError(
+                f"attention: unknown variant {self.attention!r}; allowed: "
+                f"{', '.join(ATTENTION.names())} (e.g. attention='window')"
+            )
+        return ATTENTION.get(self.attention)
+
+    def _validate(self, variant) -> None:
+        _int(self, "vocab_size", 2)
+        _int(self, "seq_len", 1)
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"causal must be true or false, got {self.causal!r}")
+        if not _is_int(self.num_classes) or self.num_classes == 1 or self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 (LM head) or >= 2, got {self.num_classes!r}")
+        _int(self, "depth", 1)
+        _int(self, "d_model", 1)
+        _int(self, "n_heads", 1)
+        if self.d_model % self.n_heads:
+            divisors = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
+            raise ValueError(
+                f"n_heads: d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                f"allowed n_heads for this width: {divisors}"
+            )
+        if isinstance(self.ffn_mult, bool) or not isinstance(self.ffn_mult, (int, float)):
+            raise ValueError(f"ffn_mult must be a positive number (e.g. 4), got {self.ffn_mult!r}")
+        if not self.ffn_mult > 0 or self.ffn_mult > 64:
+            raise ValueError(f"ffn_mult must be in (0, 64] (e.g. 4), got {self.ffn_mult!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not _is_int(self.unique_blocks) or not 0 <= self.unique_blocks <= self.depth:
+            raise ValueError(
+                f"unique_blocks must be an integer in [0, depth={self.depth}] "
+                f"(0 = no sharing, 1 = ALBERT all-shared), got {self.unique_blocks!r}"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        causal_ok = [n for n in ATTENTION.names() if ATTENTION.get(n).supports_causal]
+        if self.causal and not variant.supports_causal:
+            raise ValueError(
+                f"attention: {self.attention!r} is bidirectional only and cannot serve a causal "
+                f"task; allowed for causal tasks: {', '.join(causal_ok)}"
+            )
+        if not self.causal and not variant.supports_bidirectional:
+            raise ValueError(f"attention: {self.attention!r} supports causal tasks only")
+        variant.validate(self.attention_params, self.seq_len, self.causal)
+
+
+def _params_from_dict(variant, data: dict[str, Any]):
+    fields = [f.name for f in dataclasses.fields(variant.Params)]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        allowed = ", ".join(fields) if fields else "none (this variant has no parameters)"
+        raise ValueError(
+            f"attention_params: unknown field(s) {unknown} for attention {variant.name!r}; "
+            f"allowed: {allowed}"
+        )
+    return variant.Params(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(cfg: ArchConfig, field: str, low: int) -> None:
+    value = getattr(cfg, field)
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+
+
+__all__ = ["SCHEMA_VERSION", "ArchConfig", "NoParams"]

@@ -1,0 +1,103 @@
+"""The Transformer trunk every search point is built on: `build_model(cfg) -> nn.Module`.
+
+Read top to bottom: token + learned position embeddings (absolute positions work with every
+attention variant, including Reformer's sorting and Linformer's sequence projections), a stack
+of blocks (pre-LN by default, post-LN selectable; ALBERT-style weight sharing), a final norm and
+either an LM head tied to the embedding or a mean-pooled classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spaces.attention import ATTENTION
+from spaces.config import ArchConfig
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: Linear -> GELU -> Linear."""
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff)
+        self.act = nn.GELU()
+        self.down = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class Block(nn.Module):
+    """Attention + FFN with residuals; `pre_norm` picks pre-LN (x + f(LN x)) or post-LN."""
+
+    def __init__(self, cfg: ArchConfig) -> None:
+        super().__init__()
+        variant = ATTENTION.get(cfg.attention)
+        self.attn = variant(cfg.d_model, cfg.n_heads, cfg.seq_len, cfg.attention_params)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.pre_norm = cfg.norm == "pre"
+        self.causal = cfg.causal
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.drop(self.attn(self.norm1(x), mask, self.causal))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, mask, self.causal)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class Transformer(nn.Module):
+    """Embeddings -> blocks (possibly shared) -> norm -> LM head or classifier."""
+
+    def __init__(self, cfg: ArchConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        n_unique = cfg.unique_blocks or cfg.depth
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(n_unique))
+        self.layer_to_block = cfg.layer_to_block()
+        self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        if cfg.num_classes:
+            self.head = nn.Linear(cfg.d_model, cfg.num_classes)
+        else:
+            self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            self.head.weight = self.tok_emb.weight  # tied (Press & Wolf 2017, arXiv:1608.05859)
+        self.apply(_init_weights)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) int64, mask (B, T) bool (True = real) -> (B, T, V) or (B, classes)."""
+        B, T = tokens.shape
+        if self.cfg.seq_len < T:
+            raise ValueError(f"sequence of {T} tokens exceeds seq_len={self.cfg.seq_len}")
+        pos = torch.arange(T, device=tokens.device)
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, T, C)
+        for i in self.layer_to_block:
+            x = self.blocks[i](x, mask)  # (B, T, C)
+        x = self.norm(x)
+        if not self.cfg.num_classes:
+            return self.head(x)  # (B, T, V)
+        if mask is None:
+            pooled = x.mean(1)  # (B, C)
+        else:
+            w = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+            pooled = (x * w).sum(1) / w.sum(1).clamp(min=1)  # (B, C)
+        return self.head(pooled)  # (B, classes)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2 style: N(0, 0.02) for linear and embedding weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def build_model(cfg: ArchConfig) -> Transformer:
+    """Build the model a config describes; the same call in any training pipeline."""
+    return Transformer(cfg)
