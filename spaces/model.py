@@ -72,7 +72,7 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) int64, mask (B, T) bool (True = real) -> (B, T, V) or (B, classes)."""
-        B, T = tokens.shape
+        T = tokens.shape[1]
         if self.cfg.seq_len < T:
             raise ValueError(f"sequence of {T} tokens exceeds seq_len={self.cfg.seq_len}")
         pos = torch.arange(T, device=tokens.device)

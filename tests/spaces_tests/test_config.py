@@ -115,7 +115,7 @@ def test_invalid_configs_name_the_field(changes, field):
 
 def test_unknown_key_and_schema_version_are_refused():
     good = ArchConfig(**BASE).to_dict()
-    with pytest.raises(ValueError, match="unknown ArchConfig field.*'widht'"):
+    with pytest.raises(ValueError, match=r"unknown ArchConfig field.*'widht'"):
         ArchConfig.from_dict({**good, "widht": 3})
     with pytest.raises(ValueError, match="schema_version"):
         ArchConfig.from_dict({**good, "schema_version": 99})
