@@ -44,17 +44,7 @@ LAYER_NORM_FLOPS_PER_ELEMENT = 5  # fvcore's estimate for an affine LayerNorm
 # unsupported fails the tests.
 ELEMENTWISE_OPS = frozenset(
     f"aten::{op}"
-    for op in """
-    add add_ sub sub_ rsub mul mul_ div div_ neg exp log sqrt rsqrt pow square abs sum mean
-    softmax log_softmax logsumexp gelu elu elu_ sigmoid tanh silu cumsum amax argmax max_pool1d
-    embedding sort argsort scatter scatter_add scatter_add_ where masked_fill_ fill_ zero_
-    unfold repeat repeat_interleave tril triu ones_like lt le ne logical_not logical_and
-    logical_or bitwise_and bitwise_or bitwise_not min minimum maximum clamp_min norm
-    linalg_vector_norm normal_ randn topk unflatten index_select take_along_dim
-    expand_as view_as type_as new_ones bernoulli_ round ceil sign pad clone zeros_like
-    empty_like masked_select isfinite any all flip cummax diff eye scatter_ scatter_reduce
-    index_add index_add_ gather_ new_empty_strided
-    """.split()
+    for op in ["add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "exp", "log", "sqrt", "rsqrt", "pow", "square", "abs", "sum", "mean", "softmax", "log_softmax", "logsumexp", "gelu", "elu", "elu_", "sigmoid", "tanh", "silu", "cumsum", "amax", "argmax", "max_pool1d", "embedding", "sort", "argsort", "scatter", "scatter_add", "scatter_add_", "where", "masked_fill_", "fill_", "zero_", "unfold", "repeat", "repeat_interleave", "tril", "triu", "ones_like", "lt", "le", "ne", "logical_not", "logical_and", "logical_or", "bitwise_and", "bitwise_or", "bitwise_not", "min", "minimum", "maximum", "clamp_min", "norm", "linalg_vector_norm", "normal_", "randn", "topk", "unflatten", "index_select", "take_along_dim", "expand_as", "view_as", "type_as", "new_ones", "bernoulli_", "round", "ceil", "sign", "pad", "clone", "zeros_like", "empty_like", "masked_select", "isfinite", "any", "all", "flip", "cummax", "diff", "eye", "scatter_", "scatter_reduce", "index_add", "index_add_", "gather_", "new_empty_strided"]
 )
 
 
