@@ -1,0 +1,173 @@
+"""The search space: a declarative description that turns an Optuna-style trial into a config.
+
+`SearchSpace` lists candidate values per dimension; `suggest(trial, interface)` asks the trial
+for one value per dimension and returns an `ArchConfig`. The trial is duck-typed (it needs only
+`suggest_categorical`), so this module does not import Optuna.
+
+No trial is wasted on an invalid combination: width is derived as heads x head_dim (so it is
+always divisible), variants that cannot serve the task (a bidirectional-only variant on a
+causal task) are left out, and each variant's parameter choices are filtered by the sequence
+length. Variant parameters are named `<variant>.<field>`, so they exist only in trials of that
+variant. A study preset narrows or replaces any list (see `studies/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+from spaces.attention import ATTENTION
+from spaces.config import ArchConfig
+
+# ALBERT-style sharing choices -> number of distinct blocks for a given depth (0: no sharing)
+SHARING = {
+    "none": lambda depth: 0,
+    "all": lambda depth: 1,
+    "pairs": lambda depth: -(-depth // 2) if depth > 1 else 0,  # consecutive pairs share
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Candidate values for each dimension of the architecture."""
+
+    variants: tuple[str, ...] = ()  # empty: every registered variant valid for the task
+    depth: tuple[int, ...] = (1, 2, 3, 4, 6)
+    n_heads: tuple[int, ...] = (1, 2, 4, 8)
+    head_dim: tuple[int, ...] = (16, 32, 64)
+    ffn_mult: tuple[float, ...] = (1.0, 2.0, 4.0)
+    sharing: tuple[str, ...] = ("none", "all")  # ALBERT cross-layer sharing, see SHARING
+    # per-variant overrides of the variant's own `search_choices`, e.g. {"window": {"window": [32]}}
+    params: dict[str, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("variants", "depth", "n_heads", "head_dim", "ffn_mult", "sharing"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"space.{name} must be a list of values, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+            if name != "variants" and not getattr(self, name):
+                raise ValueError(f"space.{name} must list at least one value")
+        for v in self.variants:
+            if v not in ATTENTION:
+                raise ValueError(
+                    f"space.variants: unknown variant {v!r}; "
+                    f"allowed: {', '.join(ATTENTION.names())}"
+                )
+        for s in self.sharing:
+            if s not in SHARING:
+                raise ValueError(f"space.sharing: {s!r} is not one of {sorted(SHARING)}")
+        for variant, fields in self.params.items():
+            if variant not in ATTENTION:
+                raise ValueError(f"space.params: unknown variant {variant!r}")
+            allowed = [f.name for f in dataclasses.fields(ATTENTION.get(variant).Params)]
+            for field in fields:
+                if field not in allowed:
+                    raise ValueError(
+                        f"space.params.{variant}: unknown field {field!r}; allowed: {allowed}"
+                    )
+
+    # -- what the space holds for a task ----------------------------------------------------
+    def variant_choices(self, variant: str, seq_len: int, causal: bool) -> dict[str, list] | None:
+        """Valid choices per parameter at this length (None if the variant cannot fit)."""
+        cls = ATTENTION.get(variant)
+        choices = {**cls.search_choices, **self.params.get(variant, {})}
+        out: dict[str, list] = {}
+        for field, values in choices.items():
+            good = []
+            for value in values:
+                params = dataclasses.replace(cls.Params(), **{field: value})
+                try:
+                    cls.validate(params, seq_len, causal)
+                except ValueError:
+                    continue
+                good.append(value)
+            if not good:
+                return None
+            out[field] = good
+        return out
+
+    def valid_variants(self, seq_len: int, causal: bool) -> list[str]:
+        names = list(self.variants) or ATTENTION.names()
+        out = []
+        for n in names:
+            cls = ATTENTION.get(n)
+            if not (cls.supports_causal if causal else cls.supports_bidirectional):
+                continue
+            if self.variant_choices(n, seq_len, causal) is not None:
+                out.append(n)
+        if not out:
+            raise ValueError(
+                f"space.variants: none of {names} can serve a "
+                f"{'causal' if causal else 'bidirectional'} task at seq_len={seq_len}"
+            )
+        return out
+
+    # -- sampling ---------------------------------------------------------------------------
+    def suggest(self, trial: Any, interface: dict[str, Any]) -> ArchConfig:
+        """One config from the trial's choices; every combination is valid by construction."""
+        seq_len, causal = interface["seq_len"], interface["causal"]
+        variant = trial.suggest_categorical("attention", self.valid_variants(seq_len, causal))
+        params = {}
+        for field, values in self.variant_choices(variant, seq_len, causal).items():
+            params[field] = trial.suggest_categorical(f"{variant}.{field}", values)
+        depth = trial.suggest_categorical("depth", list(self.depth))
+        n_heads = trial.suggest_categorical("n_heads", list(self.n_heads))
+        head_dim = trial.suggest_categorical("head_dim", list(self.head_dim))
+        ffn_mult = trial.suggest_categorical("ffn_mult", list(self.ffn_mult))
+        sharing = trial.suggest_categorical("sharing", list(self.sharing))
+        return self._build(interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing)
+
+    def _build(self, interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing):
+        # params must be validated jointly: a combination can be invalid although each value is
+        # not (e.g. window's global_tokens with causal). Variants keep such fields out of search.
+        unique = SHARING[sharing](depth)
+        return ArchConfig(
+            vocab_size=interface["vocab_size"],
+            seq_len=interface["seq_len"],
+            causal=interface["causal"],
+            num_classes=interface.get("num_classes", 0),
+            attention=variant,
+            attention_params=params,
+            depth=depth,
+            d_model=n_heads * head_dim,
+            n_heads=n_heads,
+            ffn_mult=float(ffn_mult),
+            unique_blocks=unique,
+        )
+
+    def corners(self, interface: dict[str, Any]) -> list[ArchConfig]:
+        """The cheapest config of each variant/parameter combination (smallest shape)."""
+        seq_len, causal = interface["seq_len"], interface["causal"]
+        out = []
+        for variant in self.valid_variants(seq_len, causal):
+            choices = self.variant_choices(variant, seq_len, causal)
+            keys = list(choices)
+            for combo in itertools.product(*(choices[k] for k in keys)):
+                out.append(
+                    self._build(
+                        interface,
+                        variant,
+                        dict(zip(keys, combo)),
+                        min(self.depth),
+                        min(self.n_heads),
+                        min(self.head_dim),
+                        min(self.ffn_mult),
+                        "none",
+                    )
+                )
+        return out
+
+    # -- presets and storage ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown space field(s) {unknown}; allowed: {', '.join(known)}")
+        return cls(**data)
