@@ -1,0 +1,113 @@
+"""`python -m search.export --study NAME --out best.json`: hand a config to any pipeline.
+
+Writes the `ArchConfig` plus provenance (study, trial, metric, FLOPs and their convention,
+params, task, seed, software versions) as JSON or YAML (by the file suffix). Load it with
+`spaces.ArchConfig.from_file(path)` and build it with `spaces.build_model(cfg)`.
+With `--top K`, writes K files named `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.results import feasible_trials
+from search.storage import DEFAULT_STORAGE, open_storage
+from spaces import ArchConfig
+
+
+def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The exported document of one trial: {"config": ..., "provenance": ...}."""
+    cfg = ArchConfig.from_dict(trial.user_attrs["config"])
+    a, s = trial.user_attrs, study.user_attrs
+    return {
+        "config": cfg.to_dict(),
+        "provenance": {
+            "study": study.study_name,
+            "trial": trial.number,
+            "metric_name": s.get("metric"),
+            "metric": trial.values[0] if trial.values else a.get("metric"),
+            "flops": a.get("flops"),
+            "flop_convention": a.get("flop_convention"),
+            "params": a.get("params"),
+            "task": s.get("task"),
+            "task_options": s.get("task_options"),
+            "seq_len": s.get("seq_len"),
+            "budget": s.get("budget"),
+            "proxy_compute": s.get("proxy_compute"),
+            "seed": s.get("seed"),
+            "versions": s.get("versions"),
+        },
+    }
+
+
+def write(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    elif path.suffix.lower() == ".json":
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    else:
+        raise ValueError(f"--out {str(path)!r}: use a .json, .yaml or .yml file name")
+
+
+def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | None = None):
+    """Write the chosen trial(s); returns the written paths."""
+    if trial is not None:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
+        if not matches or "config" not in matches[0].user_attrs:
+            raise ValueError(
+                f"--trial {trial}: study {study.study_name!r} has no such trial with a config"
+            )
+        chosen = matches
+    else:
+        chosen = feasible_trials(study)[: top or 1]
+        if not chosen:
+            raise ValueError(f"study {study.study_name!r} has no completed trial within budget")
+    paths = []
+    for i, t in enumerate(chosen, start=1):
+        path = (
+            out
+            if top is None or trial is not None
+            else out.with_name(f"{out.stem}-{i}{out.suffix}")
+        )
+        write(document(study, t), path)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.export", description=__doc__.split("\n")[0])
+    p.add_argument("--study", required=True, help="study name, e.g. recall-2.00GFLOPs")
+    p.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"database URL, default {DEFAULT_STORAGE}"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--trial", type=int, help="export this trial number instead of the best")
+    g.add_argument("--top", type=int, help="export the K best feasible trials")
+    p.add_argument("--out", default="best.json", help="output .json or .yaml, default best.json")
+    args = p.parse_args(argv)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage))
+    except KeyError:
+        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
+        return 2
+    try:
+        paths = export(study, Path(args.out), args.trial, args.top)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The objective every backend runs: suggest, count FLOPs, reject over budget, train, record.
+
+One code path for Optuna workers and Ray Tune trials. Everything a user later needs is written
+on the trial as user attributes, so the dashboard, export and scaling read only the database.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+from search.settings import RunSettings
+from spaces.flops import FLOP_CONVENTION, count_flops, count_params
+from trainers.proxy import Progress, train
+from trainers.tasks import Task, get_task
+
+CONSTRAINT_ATTR = "constraint"  # (flops - budget) / budget: <= 0 is feasible
+
+
+def make_task(settings: RunSettings) -> Task:
+    kwargs: dict[str, Any] = dict(settings.task_options)
+    if settings.seq_len is not None:
+        kwargs["seq_len"] = settings.seq_len
+    if settings.data:
+        kwargs["data"] = list(settings.data)
+    return get_task(settings.task, seed=settings.seed, **kwargs)
+
+
+def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """For samplers' constraints_func: the budget violation stored on the trial."""
+    return [trial.user_attrs.get(CONSTRAINT_ATTR, 0.0)]
+
+
+class Objective:
+    """Callable objective; picklable, so worker processes and Ray actors can run it."""
+
+    def __init__(self, settings: RunSettings, threads: int | None = None) -> None:
+        self.settings = settings
+        self.threads = threads
+        self._task: Task | None = None
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = make_task(self.settings)
+        return self._task
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "threads": self.threads, "_task": None}
+
+    def suggest(self, trial: optuna.Trial):
+        """Sample a config and record what it costs; raise TrialPruned if over budget."""
+        s = self.settings
+        cfg = s.space.suggest(trial, self.task.interface())
+        flops = count_flops(cfg)
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("variant", cfg.attention)
+        trial.set_user_attr("span", cfg.span)
+        trial.set_user_attr("d_model", cfg.d_model)
+        trial.set_user_attr("flops", flops)
+        trial.set_user_attr("flop_convention", FLOP_CONVENTION)
+        trial.set_user_attr("params", count_params(cfg))
+        trial.set_user_attr(CONSTRAINT_ATTR, (flops - s.budget) / s.budget)
+        if flops > s.budget:
+            reason = f"over budget: {flops:,} > {s.budget:,} FLOPs; not trained"
+            trial.set_user_attr("status", "over_budget")
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+        return cfg, flops
+
+    def __call__(self, trial: optuna.Trial):
+        s = self.settings
+        cfg, flops = self.suggest(trial)
+        single = s.objectives == "single"
+
+        def report(point: Progress) -> bool:
+            trial.set_user_attr("last_progress", point.fraction)
+            if not single:
+                return False
+            trial.report(point.metric, step=point.step)
+            return trial.should_prune()
+
+        result = train(
+            cfg,
+            self.task,
+            s.proxy_compute,
+            recipe=s.recipe,
+            seed=s.seed,
+            device=s.device,
+            threads=self.threads,
+            callback=report,
+        )
+        for key in (
+            "metric",
+            "loss",
+            "steps",
+            "tokens",
+            "tokens_per_s",
+            "flops_per_s",
+            "wall_time",
+        ):
+            value = getattr(result, key)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("reason", result.reason)
+        if result.status == "stopped":
+            raise optuna.TrialPruned(result.reason)
+        if result.status != "ok" or result.metric is None:
+            # diverged / out of memory: the trial FAILs (a NaN value never completes a trial)
+            raise TrialFailed(f"{result.status}: {result.reason}")
+        return result.metric if single else (result.metric, float(flops))
+
+
+class TrialFailed(Exception):
+    """A trial that trained but produced no usable metric (diverged, out of memory)."""

@@ -1,0 +1,99 @@
+"""Everything that defines a search run, from defaults, a study preset and CLI flags.
+
+Precedence: built-in defaults < preset file (`--preset studies/<name>.toml`) < explicit flags.
+The part that defines *what* is searched (`identity()`) is stored on the study; resuming a study
+with a different identity is refused, so one study never mixes budgets, tasks or spaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from search.budget import parse_flops
+from spaces.space import SearchSpace
+from trainers.proxy import Recipe
+
+DEFAULT_TASK = "recall"
+DEFAULT_PROXY_COMPUTE = 150_000_000_000  # training FLOPs per trial (fvcore convention)
+SAMPLERS = ("tpe", "random", "nsga2", "gp")
+PRUNERS = ("median", "halving", "hyperband", "none")
+OBJECTIVES = ("single", "pareto")
+
+
+@dataclasses.dataclass
+class RunSettings:
+    budget: int  # forward FLOPs of one sequence allowed (fvcore: 1 multiply-add = 1 FLOP)
+    task: str = DEFAULT_TASK
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: list[str] = dataclasses.field(default_factory=list)
+    seq_len: int | None = None
+    proxy_compute: int = DEFAULT_PROXY_COMPUTE
+    objectives: str = "single"
+    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    recipe: Recipe = dataclasses.field(default_factory=Recipe)
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    device: str = "cpu"
+
+    def identity(self) -> dict[str, Any]:
+        """What the study's results mean; must match to resume a study."""
+        return {
+            "task": self.task,
+            "task_options": self.task_options,
+            "data": [str(Path(p).resolve()) for p in self.data],
+            "seq_len": self.seq_len,
+            "budget": self.budget,
+            "proxy_compute": self.proxy_compute,
+            "objectives": self.objectives,
+            "space": self.space.to_dict(),
+            "recipe": dataclasses.asdict(self.recipe),
+        }
+
+
+def load_preset(path: str | Path) -> dict[str, Any]:
+    """Read a TOML preset; its keys are RunSettings fields (budget-like values as text)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--preset {str(path)!r}: no such file (e.g. studies/recall.toml)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--preset {str(path)!r}: invalid TOML: {exc}") from exc
+    known = {f.name for f in dataclasses.fields(RunSettings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"--preset {str(path)!r}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}"
+        )
+    return data
+
+
+def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings:
+    """Merge preset and explicitly given flags (None = not given) into RunSettings."""
+    merged = {**preset, **{k: v for k, v in flags.items() if v is not None}}
+    if "budget" not in merged:
+        raise ValueError("--budget is required (e.g. --budget 2GFLOPs), or set budget in a preset")
+    for key in ("budget", "proxy_compute"):
+        if isinstance(merged.get(key), str):
+            merged[key] = parse_flops(merged[key])
+    if isinstance(merged.get("space"), dict):
+        merged["space"] = SearchSpace.from_dict(merged["space"])
+    if isinstance(merged.get("recipe"), dict):
+        fields = {f.name for f in dataclasses.fields(Recipe)}
+        bad = sorted(set(merged["recipe"]) - fields)
+        if bad:
+            raise ValueError(f"recipe: unknown key(s) {bad}; allowed: {', '.join(sorted(fields))}")
+        merged["recipe"] = Recipe(**merged["recipe"])
+    settings = RunSettings(**merged)
+    for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objectives", OBJECTIVES)):
+        if getattr(settings, name) not in allowed:
+            raise ValueError(
+                f"--{name} {getattr(settings, name)!r} is not one of {', '.join(allowed)}"
+            )
+    if settings.seq_len is not None and settings.seq_len < 8:
+        raise ValueError(f"--seq-len must be >= 8, got {settings.seq_len}")
+    return settings

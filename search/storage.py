@@ -1,0 +1,76 @@
+"""Study storage chosen by URL: a SQLite file by default, any SQLAlchemy URL otherwise.
+
+SQLite is made safe for several local worker processes: WAL journal (readers never block the
+writer), a 60 s busy timeout, and the study is created once by the parent before workers start.
+Optuna's heartbeat marks the trials of a killed worker FAIL after `grace_period` seconds, and
+`RetryFailedTrialCallback` re-queues them once, so no trial stays RUNNING forever.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+DEFAULT_STORAGE = "sqlite:///studies/studies.db"
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed and retried
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def open_storage(
+    url: str = DEFAULT_STORAGE,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int = GRACE_PERIOD,
+) -> RDBStorage:
+    """Open (creating if needed) the study database at `url`, with heartbeats and retries."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(
+            f"--storage {url!r} is not a database URL; expected e.g. {DEFAULT_STORAGE} or "
+            "postgresql://user:password@host:5432/dbname"
+        )
+    engine_kwargs = {}
+    if is_sqlite(url):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+        if not event.contains(Engine, "connect", _sqlite_pragmas):
+            event.listen(Engine, "connect", _sqlite_pragmas)
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
+    except ImportError as exc:
+        raise SystemExit(
+            f"error: the database driver for {url.split(':', 1)[0]!r} is missing ({exc}); "
+            "for PostgreSQL: pip install -e '.[postgres]'"
+        ) from exc
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    """WAL + normal sync for SQLite connections; a no-op for other databases."""
+    module = type(dbapi_connection).__module__
+    if "sqlite" not in module:
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def study_names(url: str) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]

@@ -1,0 +1,195 @@
+"""The proxy trainer: a short, fair, deterministic training run that judges one config.
+
+Every candidate gets the same *training compute* (FLOPs, fvcore convention, forward x
+`TRAIN_FLOPS_FACTOR`), so a smaller model sees more sequences. The recipe is one for the whole
+space: AdamW, linear warm-up then cosine decay to 10%, gradient clipping at 1.0, and a learning
+rate that shrinks with width (`lr = base_lr * sqrt(256 / d_model)`, muP-flavoured: wider
+layers take smaller steps). The validation metric is reported at `n_evals` even fractions of
+the compute through a callback that knows nothing of Optuna or Ray; the callback may stop the
+run. A non-finite loss ends the run at once as `diverged`; running out of memory ends it as
+`oom`; neither raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from spaces import ArchConfig, build_model
+from spaces.flops import count_flops, training_flops_per_sequence
+from trainers.tasks import Task
+
+STATUSES = ("ok", "diverged", "stopped", "oom")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The training recipe shared by every candidate (documented in README, 'Proxy runs')."""
+
+    batch_size: int = 16  # sequences per step
+    base_lr: float = 2e-3  # learning rate at d_model = 256; scaled by sqrt(256 / d_model)
+    warmup_frac: float = 0.1  # fraction of steps with linear warm-up
+    final_lr_frac: float = 0.1  # cosine decay ends at this fraction of the peak
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    n_evals: int = 4  # validation points reported, evenly spaced over the compute
+    eval_batch_size: int = 64
+
+    def lr_for(self, cfg: ArchConfig) -> float:
+        return self.base_lr * math.sqrt(256 / cfg.d_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """One validation point, passed to the callback."""
+
+    step: int
+    steps: int
+    fraction: float  # of the training compute spent so far, in (0, 1]
+    tokens: int
+    metric: float
+    loss: float
+
+
+@dataclasses.dataclass
+class ProxyResult:
+    status: str  # one of STATUSES
+    metric: float | None  # validation metric at the end (None unless a validation ran)
+    loss: float | None
+    steps: int
+    tokens: int
+    sequences: int
+    wall_time: float  # seconds, training and evaluation
+    tokens_per_s: float  # training tokens per second of training time
+    flops_per_s: float  # achieved training FLOP/s (fvcore convention, x TRAIN_FLOPS_FACTOR)
+    reason: str = ""
+    history: list[Progress] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["history"] = [dataclasses.asdict(p) for p in self.history]
+        return d
+
+
+Callback = Callable[[Progress], bool | None]  # return True to stop the run
+
+
+def plan_steps(cfg: ArchConfig, compute: float, recipe: Recipe) -> int:
+    """Optimizer steps that spend `compute` training FLOPs at this batch size (at least 1)."""
+    per_step = training_flops_per_sequence(cfg) * recipe.batch_size
+    return max(1, round(compute / per_step))
+
+
+def evaluate(model: torch.nn.Module, task: Task, device: torch.device, batch_size: int):
+    """(metric, loss) over the task's fixed validation set."""
+    model.eval()
+    num, count, loss_sum, n = 0.0, 0, 0.0, 0
+    with torch.no_grad():
+        for batch in task.val_batches(batch_size):
+            batch = batch.to(device)
+            logits = model(batch.tokens, batch.mask)
+            a, c = task.metric_stats(logits, batch)
+            num, count = num + a, count + c
+            loss_sum, n = loss_sum + float(task.loss(logits, batch)), n + 1
+    model.train()
+    return num / max(count, 1), loss_sum / max(n, 1)
+
+
+def train(
+    cfg: ArchConfig,
+    task: Task,
+    compute: float,
+    *,
+    recipe: Recipe = Recipe(),
+    seed: int = 0,
+    device: str = "cpu",
+    threads: int | None = None,
+    callback: Callback | None = None,
+) -> ProxyResult:
+    """Train `cfg` on `task` for `compute` training FLOPs; never raises for divergence or OOM."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    steps = plan_steps(cfg, compute, recipe)
+    evals = sorted({max(1, round(steps * (i + 1) / recipe.n_evals)) for i in range(recipe.n_evals)})
+    tokens_per_step = recipe.batch_size * cfg.seq_len
+    flops_per_step = training_flops_per_sequence(cfg) * recipe.batch_size
+    start = time.perf_counter()
+    train_time, history = 0.0, []
+    step, metric, loss_value = 0, None, None
+
+    def result(status: str, reason: str = "") -> ProxyResult:
+        return ProxyResult(
+            status=status,
+            metric=metric,
+            loss=loss_value,
+            steps=step,
+            tokens=step * tokens_per_step,
+            sequences=step * recipe.batch_size,
+            wall_time=time.perf_counter() - start,
+            tokens_per_s=step * tokens_per_step / train_time if train_time else 0.0,
+            flops_per_s=step * flops_per_step / train_time if train_time else 0.0,
+            reason=reason,
+            history=history,
+        )
+
+    try:
+        torch.manual_seed(seed)
+        model = build_model(cfg).to(dev).train()
+        lr = recipe.lr_for(cfg)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay
+        )
+        warmup = max(1, round(recipe.warmup_frac * steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: _lr_factor(s, steps, warmup, recipe.final_lr_frac)
+        )
+        for step in range(1, steps + 1):
+            t0 = time.perf_counter()
+            batch = task.train_batch(step - 1, recipe.batch_size).to(dev)
+            loss = task.loss(model(batch.tokens, batch.mask), batch)
+            if not torch.isfinite(loss):
+                loss_value = float("nan")
+                metric = None
+                return result("diverged", f"non-finite training loss at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            opt.step()
+            sched.step()
+            train_time += time.perf_counter() - t0
+            if step in evals:
+                metric, loss_value = evaluate(model, task, dev, recipe.eval_batch_size)
+                if not (math.isfinite(metric) and math.isfinite(loss_value)):
+                    metric, loss_value = None, float("nan")
+                    return result("diverged", f"non-finite validation loss at step {step}")
+                point = Progress(
+                    step, steps, step / steps, step * tokens_per_step, metric, loss_value
+                )
+                history.append(point)
+                if callback is not None and callback(point):
+                    return result("stopped", f"stopped by callback at step {step}/{steps}")
+        return result("ok")
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        return result("oom", f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}")
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            return result("oom", f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}")
+        raise
+
+
+def _lr_factor(step: int, steps: int, warmup: int, final: float) -> float:
+    """Linear warm-up to 1, then cosine decay to `final`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+__all__ = ["STATUSES", "Progress", "ProxyResult", "Recipe", "count_flops", "plan_steps", "train"]
