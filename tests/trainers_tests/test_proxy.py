@@ -1,0 +1,107 @@
+"""The proxy trainer: same compute for all, deterministic, robust, reports through a callback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spaces import ArchConfig
+from spaces.flops import training_flops_per_sequence
+from trainers.proxy import Recipe, plan_steps, train
+from trainers.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("recall", seq_len=32, num_pairs=4, n_val=32)
+
+
+def config(task, **changes) -> ArchConfig:
+    base = dict(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
+    base.update(changes)
+    return ArchConfig(**base)
+
+
+RECIPE = Recipe(batch_size=8, n_evals=4, eval_batch_size=32)
+
+
+def test_same_seed_same_result(task):
+    cfg = config(task)
+    compute = 30 * RECIPE.batch_size * training_flops_per_sequence(cfg)
+    a = train(cfg, task, compute, recipe=RECIPE, seed=3, threads=1)
+    b = train(cfg, task, compute, recipe=RECIPE, seed=3, threads=1)
+    assert a.status == b.status == "ok" and a.steps == b.steps == 30
+    assert abs(a.metric - b.metric) <= 1e-6 and abs(a.loss - b.loss) <= 1e-6
+    c = train(cfg, task, compute, recipe=RECIPE, seed=4, threads=1)
+    assert c.loss != a.loss
+
+
+def test_equal_compute_gives_smaller_models_more_steps(task):
+    small, large = config(task, d_model=16), config(task, d_model=64, depth=2)
+    compute = 1e10
+    assert plan_steps(small, compute, RECIPE) > 4 * plan_steps(large, compute, RECIPE)
+    spent = (
+        plan_steps(large, compute, RECIPE) * RECIPE.batch_size * training_flops_per_sequence(large)
+    )
+    assert abs(spent - compute) <= RECIPE.batch_size * training_flops_per_sequence(large)
+
+
+def test_absurd_learning_rate_diverges_within_one_interval_without_raising(task):
+    cfg = config(task)
+    steps = 40
+    compute = steps * RECIPE.batch_size * training_flops_per_sequence(cfg)
+    result = train(
+        cfg,
+        task,
+        compute,
+        recipe=Recipe(batch_size=8, base_lr=1e8, warmup_frac=0, grad_clip=1e9),
+        seed=0,
+        threads=1,
+    )
+    assert result.status == "diverged"
+    assert result.metric is None and "non-finite" in result.reason
+    assert result.steps <= steps // RECIPE.n_evals
+
+
+def test_callback_sees_increasing_progress_and_can_stop(task):
+    cfg = config(task)
+    compute = 40 * RECIPE.batch_size * training_flops_per_sequence(cfg)
+    seen = []
+    full = train(cfg, task, compute, recipe=RECIPE, callback=seen.append, threads=1)
+    assert full.status == "ok" and len(seen) == RECIPE.n_evals
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions) and len(set(fractions)) == len(fractions)
+    assert fractions[-1] == 1.0 and [p.step for p in seen] == [10, 20, 30, 40]
+    assert all(0 <= p.metric <= 1 for p in seen)
+    assert full.metric == seen[-1].metric
+
+    stopped = train(cfg, task, compute, recipe=RECIPE, callback=lambda p: p.step >= 20, threads=1)
+    assert stopped.status == "stopped" and stopped.steps == 20 and len(stopped.history) == 2
+
+
+def test_out_of_memory_becomes_a_status(task):
+    def boom(point):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    cfg = config(task)
+    compute = 8 * RECIPE.batch_size * training_flops_per_sequence(cfg)
+    result = train(cfg, task, compute, recipe=RECIPE, callback=boom, threads=1)
+    assert result.status == "oom" and "out of memory" in result.reason
+
+
+def test_result_record_fields(task):
+    cfg = config(task)
+    compute = 8 * RECIPE.batch_size * training_flops_per_sequence(cfg)
+    r = train(cfg, task, compute, recipe=RECIPE, threads=1)
+    assert r.tokens == r.steps * RECIPE.batch_size * cfg.seq_len
+    assert r.tokens_per_s > 0 and r.flops_per_s > 0 and r.wall_time > 0
+    assert set(r.to_dict()) >= {
+        "metric",
+        "loss",
+        "steps",
+        "tokens",
+        "wall_time",
+        "tokens_per_s",
+        "flops_per_s",
+        "status",
+    }
