@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from search.objective import Objective, TrialFailed, constraints
 from search.settings import RunSettings
-from search.storage import open_storage
+from search.storage import GRACE_PERIOD, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -84,9 +84,11 @@ def versions() -> dict[str, str]:
     }
 
 
-def open_study(settings: RunSettings, study_name: str, storage_url: str, task) -> optuna.Study:
+def open_study(
+    settings: RunSettings, study_name: str, storage_url: str, task, grace_period: int = GRACE_PERIOD
+) -> optuna.Study:
     """Create the study with its attributes, or resume it after checking it means the same."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, grace_period=grace_period)
     identity = settings.identity()
     identity["seq_len"] = task.seq_len
     directions = (
@@ -170,12 +172,13 @@ def _worker(
     timeout: float | None,
     threads: int,
     index: int,
+    grace_period: int = GRACE_PERIOD,
 ) -> None:
     import torch
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, grace_period=grace_period)
     objective = Objective(settings, threads=threads)
     study = optuna.load_study(study_name=study_name, storage=storage)
     offset = 1 + index + 97 * len(study.get_trials(deepcopy=False))
@@ -195,6 +198,7 @@ def start_workers(
     total: int,
     timeout: float | None,
     workers: int,
+    grace_period: int = GRACE_PERIOD,
 ) -> list[mp.Process]:
     """Start `workers` processes (spawned, so CUDA and torch threads start clean)."""
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -202,7 +206,8 @@ def start_workers(
     procs = []
     for index in range(workers):
         p = ctx.Process(
-            target=_worker, args=(settings, study_name, storage_url, total, timeout, threads, index)
+            target=_worker,
+            args=(settings, study_name, storage_url, total, timeout, threads, index, grace_period),
         )
         p.start()
         procs.append(p)

@@ -33,7 +33,7 @@ from search.settings import (
     build_settings,
     load_preset,
 )
-from search.storage import DEFAULT_STORAGE, is_sqlite
+from search.storage import DEFAULT_STORAGE, GRACE_PERIOD, is_sqlite
 from spaces.flops import estimate_flops
 
 EPILOG = """examples:
@@ -110,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--address", help="Ray cluster address for --backend ray, e.g. auto or ray://host:10001")
     a("--cpus-per-trial", type=int, default=1, help="CPUs per Ray trial (--backend ray), e.g. 2")
+    a(
+        "--grace-period",
+        type=int,
+        default=GRACE_PERIOD,
+        help="seconds without a heartbeat after "
+        f"which a dead worker's RUNNING trial is failed and retried once; default {GRACE_PERIOD}",
+    )
     a("--top", type=int, default=8, help="rows of the final table, default 8")
     a("--quiet", action="store_true", help="no progress bar")
     return p
@@ -167,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         args.study
         or f"{settings.task.replace(':', '.')}-{format_flops(settings.budget)}".replace(" ", "")
     )
-    if args.workers > 1 and not is_sqlite(args.storage) and args.storage.startswith("sqlite"):
-        return fail("--workers > 1 needs a file database")
+    if args.workers > 1 and is_sqlite(args.storage) and ":memory:" in args.storage:
+        return fail(
+            "--workers > 1 needs a database file or server, not sqlite in memory; "
+            "use the default sqlite file or a postgresql:// URL"
+        )
     try:
-        study = open_study(settings, study_name, args.storage, task)
+        study = open_study(settings, study_name, args.storage, task, args.grace_period)
     except (StudyMismatch, ValueError) as exc:
         return fail(str(exc))
 
@@ -228,7 +238,13 @@ def run_optuna(settings, study, study_name: str, args) -> None:
         optimize(study, objective, args.trials, args.timeout, callbacks=[refresh])
     else:
         procs = start_workers(
-            settings, study_name, args.storage, args.trials, args.timeout, args.workers
+            settings,
+            study_name,
+            args.storage,
+            args.trials,
+            args.timeout,
+            args.workers,
+            args.grace_period,
         )
         while any(p.is_alive() for p in procs):
             time.sleep(2.0)

@@ -26,10 +26,12 @@ def is_sqlite(url: str) -> bool:
 
 def open_storage(
     url: str = DEFAULT_STORAGE,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    heartbeat_interval: int | None = None,
     grace_period: int = GRACE_PERIOD,
 ) -> RDBStorage:
     """Open (creating if needed) the study database at `url`, with heartbeats and retries."""
+    if heartbeat_interval is None:
+        heartbeat_interval = max(1, min(HEARTBEAT_INTERVAL, grace_period // 3))
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(
             f"--storage {url!r} is not a database URL; expected e.g. {DEFAULT_STORAGE} or "

@@ -275,6 +275,24 @@ def estimate_flops(cfg: ArchConfig) -> int:
     return total
 
 
+def estimate_params(cfg: ArchConfig) -> int:
+    """Closed-form parameter count; equals `count_params` (tested), without building a model."""
+    d, f = cfg.d_model, cfg.d_ff
+    variant = ATTENTION.get(cfg.attention)
+    n_proj = 3 if variant.shared_qk else 4
+    block = (
+        n_proj * (d * d + d)
+        + variant.extra_params(cfg.attention_params, d, cfg.n_heads, cfg.seq_len)
+        + (d * f + f)
+        + (f * d + d)  # FFN
+        + 2 * 2 * d  # two LayerNorms
+    )
+    total = (cfg.vocab_size + cfg.seq_len) * d + (cfg.unique_blocks or cfg.depth) * block
+    total += 2 * d if cfg.norm == "pre" else 0  # final LayerNorm
+    total += d * cfg.num_classes + cfg.num_classes  # classifier (the LM head is tied)
+    return total
+
+
 def flop_breakdown(cfg: ArchConfig) -> dict[str, int]:
     """Counted FLOPs split into attention kernel, projections, FFN, norms and head."""
     fca = analysis(cfg)
@@ -306,6 +324,7 @@ __all__ = [
     "count_flops",
     "count_params",
     "estimate_flops",
+    "estimate_params",
     "flop_breakdown",
     "sequences_for_compute",
     "training_flops_per_sequence",

@@ -18,6 +18,7 @@ from spaces.flops import (
     count_flops,
     count_params,
     estimate_flops,
+    estimate_params,
     flop_breakdown,
     sequences_for_compute,
     training_flops_per_sequence,
@@ -63,6 +64,14 @@ def test_counted_flops_match_the_formula_over_a_grid(variant):
     for cfg in _grid(variant):
         counted, formula = count_flops(cfg), estimate_flops(cfg)
         assert abs(counted - formula) <= 0.01 * formula, (cfg.to_json(None), counted, formula)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_params_formula_matches_the_built_model(variant):
+    for cfg in _grid(variant):
+        for shared in (0, 1):
+            c = cfg.replace(unique_blocks=shared)
+            assert estimate_params(c) == count_params(c), c.to_json(None)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

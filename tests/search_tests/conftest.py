@@ -1,0 +1,74 @@
+"""Fixtures for end-to-end search tests: a tiny preset and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY_PRESET = """
+task = "recall"
+seq_len = 32
+proxy_compute = "0.15GFLOPs"
+
+[task_options]
+num_pairs = 4
+n_val = 32
+
+[space]
+depth = [1, 2]
+n_heads = [1, 2]
+head_dim = [8, 16]
+ffn_mult = [1.0, 2.0]
+
+[recipe]
+batch_size = 8
+eval_batch_size = 32
+"""
+TINY_BUDGET = "600KFLOPs"
+
+
+@pytest.fixture
+def tiny_preset(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_PRESET)
+    return path
+
+
+def run_cli(
+    module: str, *args: str, cwd: Path | None = None, timeout: float = 240, check: bool = False
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def search_args(preset: Path, storage: str, study: str, trials: int, *extra: str) -> list[str]:
+    return [
+        "--budget",
+        TINY_BUDGET,
+        "--preset",
+        str(preset),
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--quiet",
+        *extra,
+    ]

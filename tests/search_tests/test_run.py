@@ -1,0 +1,205 @@
+"""End-to-end: `python -m search.run` on tiny budgets (seconds each), storage, resume, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.budget import parse_flops
+from spaces import ArchConfig, build_model
+from spaces.flops import count_flops, count_params
+from tests.search_tests.conftest import ROOT, TINY_BUDGET, run_cli, search_args
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def load(storage: str, study: str) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def assert_sound(study: optuna.Study) -> None:
+    budget = parse_flops(TINY_BUDGET)
+    for t in study.get_trials():
+        if t.state == TrialState.COMPLETE:
+            a = t.user_attrs
+            assert a["flops"] <= budget
+            assert {
+                "config",
+                "flops",
+                "flop_convention",
+                "params",
+                "tokens_per_s",
+                "flops_per_s",
+                "metric",
+                "status",
+            } <= set(a)
+            assert 0 <= t.value <= 1
+        if t.user_attrs.get("status") == "over_budget":
+            assert t.state == TrialState.PRUNED and t.user_attrs["flops"] > budget
+            assert "over budget" in t.user_attrs["reason"]
+            assert (t.datetime_complete - t.datetime_start).total_seconds() < 1.0
+
+
+def test_run_resume_and_refusals(tmp_path, tiny_preset):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    first = run_cli("search.run", *search_args(tiny_preset, storage, "tiny", 5), check=True)
+    assert "top configs" in first.stdout and "fvcore" in first.stdout
+    assert "optuna-dashboard" in first.stdout
+    study = load(storage, "tiny")
+    assert len(study.get_trials(states=FINISHED)) == 5
+    assert study.user_attrs["budget"] == parse_flops(TINY_BUDGET)
+    assert study.user_attrs["task"] == "recall" and "versions" in study.user_attrs
+    assert_sound(study)
+
+    run_cli("search.run", *search_args(tiny_preset, storage, "tiny", 8), check=True)
+    study = load(storage, "tiny")
+    assert len(study.get_trials(states=FINISHED)) == 8
+    numbers = [t.number for t in study.get_trials()]
+    assert numbers == list(range(len(numbers)))
+    assert_sound(study)
+
+    args = search_args(tiny_preset, storage, "tiny", 9)
+    args[args.index(TINY_BUDGET)] = "700KFLOPs"
+    refused = run_cli("search.run", *args)
+    assert refused.returncode == 2
+    assert "different settings" in refused.stderr and "budget" in refused.stderr
+    assert len(load(storage, "tiny").get_trials()) == 8  # nothing added, nothing lost
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [("2GB", "unknown unit"), ("-1G", "positive"), ("nan", "finite"), ("", "empty")],
+)
+def test_bad_budget_exits_2(budget, message):
+    proc = run_cli("search.run", f"--budget={budget}", "--trials", "1")
+    assert proc.returncode == 2 and message in proc.stderr and "e.g." in proc.stderr
+
+
+def test_infeasible_budget_exits_2_with_smallest_feasible(tmp_path, tiny_preset):
+    proc = run_cli(
+        "search.run",
+        "--budget",
+        "1KFLOPs",
+        "--preset",
+        str(tiny_preset),
+        "--storage",
+        f"sqlite:///{tmp_path}/s.db",
+    )
+    assert proc.returncode == 2
+    assert "smallest feasible budget" in proc.stderr
+    smallest = int(proc.stderr.split("--budget ")[1].split()[0])
+    ok = run_cli(
+        "search.run",
+        *search_args(tiny_preset, f"sqlite:///{tmp_path}/s.db", "edge", 1),
+        "--budget",
+        str(smallest),
+    )
+    assert ok.returncode in (0, 1), ok.stderr  # feasible now (a run may still prune its trial)
+
+
+def test_two_sqlite_workers(tmp_path, tiny_preset):
+    storage = f"sqlite:///{tmp_path}/w.db"
+    run_cli(
+        "search.run", *search_args(tiny_preset, storage, "two", 6, "--workers", "2"), check=True
+    )
+    trials = load(storage, "two").get_trials()
+    assert 6 <= len([t for t in trials if t.state in FINISHED]) <= 7
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert_sound(load(storage, "two"))
+
+
+@pytest.mark.slow
+def test_killed_worker_leaves_no_trial_running(tmp_path, tiny_preset):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    args = search_args(
+        tiny_preset,
+        storage,
+        "kill",
+        3,
+        "--grace-period",
+        "3",
+        "--proxy-compute",
+        "30GFLOPs",
+        "--budget",
+        "5MFLOPs",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                running = load(storage, "kill").get_trials(states=(TrialState.RUNNING,))
+            except KeyError:
+                continue
+            if any(
+                "config" in t.user_attrs and t.user_attrs.get("status") != "over_budget"
+                for t in running
+            ):
+                break
+        else:
+            pytest.fail("no trial started training in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert load(storage, "kill").get_trials(states=(TrialState.RUNNING,))
+    time.sleep(4)  # past the grace period
+    # Resume the same study; --timeout 0.01 starts no new trial, but the driver first fails
+    # stale trials (and queues a retry).
+    run_cli("search.run", *args, "--timeout", "0.01", check=False, timeout=300)
+    trials = load(storage, "kill").get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert [t for t in trials if t.state == TrialState.FAIL]
+    assert [t for t in trials if t.state == TrialState.WAITING]  # the retry, run next time
+
+
+def test_export_round_trip_and_example_script(tmp_path, tiny_preset):
+    storage = f"sqlite:///{tmp_path}/e.db"
+    run_cli("search.run", *search_args(tiny_preset, storage, "exp", 4), check=True)
+    out = tmp_path / "best.json"
+    run_cli("search.export", "--study", "exp", "--storage", storage, "--out", str(out), check=True)
+    doc = json.loads(out.read_text())
+    cfg = ArchConfig.from_file(out)
+    trial = [t for t in load(storage, "exp").get_trials() if t.number == doc["provenance"]["trial"]]
+    assert trial and trial[0].state == TrialState.COMPLETE
+    a = trial[0].user_attrs
+    assert count_params(cfg) == a["params"] == sum(p.numel() for p in build_model(cfg).parameters())
+    assert count_flops(cfg) == a["flops"] == doc["provenance"]["flops"]
+    assert doc["provenance"]["flop_convention"].startswith("fvcore")
+    yaml_out = tmp_path / "top.yaml"
+    run_cli(
+        "search.export",
+        "--study",
+        "exp",
+        "--storage",
+        storage,
+        "--out",
+        str(yaml_out),
+        "--top",
+        "2",
+        check=True,
+    )
+    assert ArchConfig.from_file(tmp_path / "top-1.yaml") == cfg
+    example = run_cli("examples.train_exported", str(out), "--steps", "3", check=True)
+    assert "step 3" in example.stdout
+
+
+def test_export_errors(tmp_path):
+    proc = run_cli("search.export", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db")
+    assert proc.returncode == 2 and "no study 'nope'" in proc.stderr
