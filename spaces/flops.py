@@ -187,44 +187,60 @@ HANDLES = {
 }
 
 
-def analysis(cfg: ArchConfig) -> FlopCountAnalysis:
-    """An fvcore analysis of the model `cfg` builds, on one sequence of cfg.seq_len tokens."""
-    with torch.random.fork_rng():
+def analysis(cfg: ArchConfig, device: str = "meta") -> FlopCountAnalysis:
+    """An fvcore analysis of the model `cfg` builds, on one sequence of cfg.seq_len tokens.
+
+    On the "meta" device tensors carry shapes but no data, so building and tracing skip all
+    arithmetic; kernels that need data (e.g. `.item()`) fall back to the CPU in `_count`."""
+    with torch.random.fork_rng(), torch.device(device):
         torch.manual_seed(0)
         model = build_model(cfg).eval()
-    tokens = torch.zeros(1, cfg.seq_len, dtype=torch.long)
+        tokens = torch.zeros(1, cfg.seq_len, dtype=torch.long)
     fca = FlopCountAnalysis(model, (tokens,)).set_op_handle(**HANDLES)
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     fca.tracer_warnings("none")
     return fca
 
 
+def _traced(cfg: ArchConfig) -> tuple[FlopCountAnalysis, Counter]:
+    """Trace on the meta device; fall back to the CPU for kernels that need real data."""
+    for device in ("meta", "cpu"):
+        try:
+            fca = analysis(cfg, device)
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                return fca, fca.by_module()
+        except (RuntimeError, NotImplementedError):
+            if device == "cpu":
+                raise
+    raise AssertionError("unreachable")
+
+
 @functools.lru_cache(maxsize=4096)
-def _count_canonical(cfg: ArchConfig) -> tuple[int, tuple[tuple[str, int], ...], int]:
-    fca = analysis(cfg)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        total = int(fca.total())
-        unsupported = tuple(sorted(fca.unsupported_ops().items()))
-    params = sum(p.numel() for p in fca._model.parameters())
-    return total, unsupported, params
+def _count_canonical(cfg: ArchConfig) -> tuple[int, int, tuple[tuple[str, int], ...], int, int]:
+    """(total, one block's FLOPs, unsupported ops, params, one block's params), depth-1 model."""
+    fca, by_module = _traced(cfg)
+    total, block = int(by_module[""]), int(by_module["blocks.0"])
+    unsupported = tuple(sorted(fca.unsupported_ops().items()))
+    model = fca._model
+    params = sum(p.numel() for p in model.parameters())
+    block_params = sum(p.numel() for p in model.blocks[0].parameters())
+    return total, block, unsupported, params, block_params
 
 
 def _count(cfg: ArchConfig) -> tuple[int, tuple[tuple[str, int], ...], int]:
-    """(FLOPs, unsupported ops, params) from fvcore runs on 1- and 2-layer models.
+    """(FLOPs, unsupported ops, params) from one fvcore trace of the depth-1 model.
 
-    Every layer of the trunk is the same module shape, so the count of a depth-L model is
-    exactly c1 + (L - 1) * (c2 - c1), where c1, c2 are the counted depth-1 and depth-2 models.
-    Sharing and dropout do not change FLOPs. This keeps counting fast and lets the cache serve
-    every depth of a search from two traces."""
-    one = _count_canonical(cfg.replace(depth=1, unique_blocks=0, dropout=0.0))
-    if cfg.depth == 1:
-        return one
-    two = _count_canonical(cfg.replace(depth=2, unique_blocks=0, dropout=0.0))
-    flops = one[0] + (cfg.depth - 1) * (two[0] - one[0])
-    blocks = cfg.unique_blocks or cfg.depth
-    params = one[2] + (blocks - 1) * (two[2] - one[2])
-    return flops, two[1], params
+    Every layer of the trunk is the same module shape, so a depth-L model costs exactly the
+    depth-1 model plus (L - 1) times its block, as counted by fvcore for `blocks.0`. Sharing and
+    dropout do not change FLOPs. One trace per (variant, shape) serves every depth of a search.
+    """
+    total, block, unsupported, params, block_params = _count_canonical(
+        cfg.replace(depth=1, unique_blocks=0, dropout=0.0)
+    )
+    flops = total + (cfg.depth - 1) * block
+    params += ((cfg.unique_blocks or cfg.depth) - 1) * block_params
+    return flops, unsupported, params
 
 
 def count_flops(cfg: ArchConfig) -> int:
@@ -295,10 +311,7 @@ def estimate_params(cfg: ArchConfig) -> int:
 
 def flop_breakdown(cfg: ArchConfig) -> dict[str, int]:
     """Counted FLOPs split into attention kernel, projections, FFN, norms and head."""
-    fca = analysis(cfg)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        by_module = fca.by_module()
+    _, by_module = _traced(cfg)
     parts = Counter()
     for name, flops in by_module.items():
         leaf = name.rsplit(".", 1)[-1]

@@ -1,0 +1,1 @@
+"""Reproducible performance measurements, printed as ratios measured side by side in one run."""
