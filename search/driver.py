@@ -17,7 +17,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
-from search.objective import Objective, TrialFailed, constraints
+from search.objective import Objective, TrialFailed
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, open_storage
 
@@ -38,17 +38,14 @@ def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.Base
             seed=seed,
             multivariate=True,
             group=True,
-            constraints_func=constraints,
             n_startup_trials=8,
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, constraints_func=constraints, population_size=10
-        )
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
+        return optuna.samplers.GPSampler(seed=seed)
     raise ValueError(f"unknown sampler {name!r}")
 
 

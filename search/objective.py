@@ -35,11 +35,6 @@ def make_task(settings: RunSettings) -> Task:
     return get_task(settings.task, seed=settings.seed, **kwargs)
 
 
-def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """For samplers' constraints_func: the budget violation stored on the trial."""
-    return [trial.user_attrs.get(CONSTRAINT_ATTR, 0.0)]
-
-
 class Objective:
     """Callable objective; picklable, so worker processes and Ray actors can run it."""
 
@@ -77,6 +72,8 @@ class Objective:
             "params", count_params(cfg) if source == "fvcore" else estimate_params(cfg)
         )
         trial.set_user_attr(CONSTRAINT_ATTR, (flops - s.budget) / s.budget)
+        # Optuna's constraint API: samplers (TPE, NSGA-II, GP) treat > 0 as infeasible.
+        trial.set_constraint("flops_over_budget", (flops - s.budget) / s.budget)
         if flops > s.budget:
             reason = f"over budget: {flops:,} > {s.budget:,} FLOPs; not trained"
             trial.set_user_attr("status", "over_budget")

@@ -111,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     a("--address", help="Ray cluster address for --backend ray, e.g. auto or ray://host:10001")
     a("--cpus-per-trial", type=int, default=1, help="CPUs per Ray trial (--backend ray), e.g. 2")
     a(
+        "--ray-results",
+        metavar="DIR",
+        help="Ray Tune's own result folders (--backend ray); default ray_results/ next to a "
+        "SQLite study file, else studies/ray_results",
+    )
+    a(
         "--grace-period",
         type=int,
         default=GRACE_PERIOD,
@@ -179,13 +185,20 @@ def main(argv: list[str] | None = None) -> int:
             "--workers > 1 needs a database file or server, not sqlite in memory; "
             "use the default sqlite file or a postgresql:// URL"
         )
+    if args.backend == "ray":
+        from search.ray_backend import require_ray
+
+        try:
+            require_ray()  # before the study is created: without Ray, change nothing
+        except ImportError as exc:
+            return fail(str(exc))
     try:
         study = open_study(settings, study_name, args.storage, task, args.grace_period)
     except (StudyMismatch, ValueError) as exc:
         return fail(str(exc))
 
     if args.backend == "ray":
-        from search.ray_backend import run_ray
+        from search.ray_backend import RayConfigError, run_ray
 
         try:
             run_ray(
@@ -196,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.timeout,
                 args.address,
                 args.cpus_per_trial,
+                grace_period=args.grace_period,
+                quiet=args.quiet,
+                results_dir=args.ray_results,
             )
-        except ImportError as exc:
+        except (ImportError, RayConfigError) as exc:
             return fail(str(exc))
     else:
         run_optuna(settings, study, study_name, args)

@@ -33,9 +33,9 @@ class SearchSpace:
     """Candidate values for each dimension of the architecture."""
 
     variants: tuple[str, ...] = ()  # empty: every registered variant valid for the task
-    depth: tuple[int, ...] = (1, 2, 3, 4, 6)
+    depth: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     n_heads: tuple[int, ...] = (1, 2, 4, 8)
-    head_dim: tuple[int, ...] = (16, 32, 64)
+    head_dim: tuple[int, ...] = (16, 32, 64, 128)
     ffn_mult: tuple[float, ...] = (1.0, 2.0, 4.0)
     sharing: tuple[str, ...] = ("none", "all")  # ALBERT cross-layer sharing, see SHARING
     # per-variant overrides of the variant's own `search_choices`, e.g. {"window": {"window": [32]}}

@@ -1,13 +1,18 @@
 """The proxy trainer: a short, fair, deterministic training run that judges one config.
 
 Every candidate gets the same *training compute* (FLOPs, fvcore convention, forward x
-`TRAIN_FLOPS_FACTOR`), so a smaller model sees more sequences. The recipe is one for the whole
+`TRAIN_FLOPS_FACTOR`), so a smaller model sees more sequences. By default every candidate also
+takes the same number of optimizer steps (`Recipe.steps`), and the batch size is what absorbs
+the difference: small models train on large batches (which also keeps a 2-core CPU busy
+instead of waiting on per-step overhead), large models on small ones; the batch is clamped to
+[1, max_batch_size], and the step count then moves instead. The recipe is one for the whole
 space: AdamW, linear warm-up then cosine decay to 10%, gradient clipping at 1.0, and a learning
-rate that shrinks with width (`lr = base_lr * sqrt(256 / d_model)`, muP-flavoured: wider
-layers take smaller steps). The validation metric is reported at `n_evals` even fractions of
-the compute through a callback that knows nothing of Optuna or Ray; the callback may stop the
-run. A non-finite loss ends the run at once as `diverged`; running out of memory ends it as
-`oom`; neither raises.
+rate that shrinks with width (`lr = base_lr * sqrt(256 / d_model)`, muP-flavoured: wider layers
+take smaller steps). The validation metric is reported at `n_evals` even fractions of the
+compute through a callback that knows nothing of Optuna or Ray (intermediate points on the
+first `intermediate_val_fraction` of the validation set, the final one on all of it); the
+callback may stop the run. A non-finite loss ends the run at once as `diverged`; running out of
+memory ends it as `oom`; neither raises.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ STATUSES = ("ok", "diverged", "stopped", "oom")
 class Recipe:
     """The training recipe shared by every candidate (documented in README, 'Proxy runs')."""
 
-    batch_size: int = 16  # sequences per step
+    steps: int = 200  # optimizer steps every candidate takes (batch size absorbs model cost)
+    batch_size: int | None = None  # fixed sequences per step instead (steps then vary)
+    max_batch_size: int = 256  # clamp of the derived batch size
     base_lr: float = 2e-3  # learning rate at d_model = 256; scaled by sqrt(256 / d_model)
     warmup_frac: float = 0.1  # fraction of steps with linear warm-up
     final_lr_frac: float = 0.1  # cosine decay ends at this fraction of the peak
@@ -40,6 +47,7 @@ class Recipe:
     grad_clip: float = 1.0
     n_evals: int = 4  # validation points reported, evenly spaced over the compute
     eval_batch_size: int = 64
+    intermediate_val_fraction: float = 0.25  # share of the validation set for early points
 
     def lr_for(self, cfg: ArchConfig) -> float:
         return self.base_lr * math.sqrt(256 / cfg.d_model)
@@ -65,6 +73,7 @@ class ProxyResult:
     steps: int
     tokens: int
     sequences: int
+    batch_size: int
     wall_time: float  # seconds, training and evaluation
     tokens_per_s: float  # training tokens per second of training time
     flops_per_s: float  # achieved training FLOP/s (fvcore convention, x TRAIN_FLOPS_FACTOR)
@@ -80,18 +89,30 @@ class ProxyResult:
 Callback = Callable[[Progress], bool | None]  # return True to stop the run
 
 
+def plan(cfg: ArchConfig, compute: float, recipe: Recipe) -> tuple[int, int]:
+    """(steps, batch size) that spend `compute` training FLOPs on this config."""
+    per_seq = training_flops_per_sequence(cfg)
+    batch = recipe.batch_size
+    if batch is None:
+        batch = min(recipe.max_batch_size, max(1, round(compute / (recipe.steps * per_seq))))
+    return max(1, round(compute / (batch * per_seq))), batch
+
+
 def plan_steps(cfg: ArchConfig, compute: float, recipe: Recipe) -> int:
-    """Optimizer steps that spend `compute` training FLOPs at this batch size (at least 1)."""
-    per_step = training_flops_per_sequence(cfg) * recipe.batch_size
-    return max(1, round(compute / per_step))
+    """Optimizer steps that spend `compute` training FLOPs (at least 1)."""
+    return plan(cfg, compute, recipe)[0]
 
 
-def evaluate(model: torch.nn.Module, task: Task, device: torch.device, batch_size: int):
-    """(metric, loss) over the task's fixed validation set."""
+def evaluate(
+    model: torch.nn.Module, task: Task, device: torch.device, batch_size: int, fraction: float = 1.0
+):
+    """(metric, loss) over the task's fixed validation set (or its first `fraction`)."""
     model.eval()
     num, count, loss_sum, n = 0.0, 0, 0.0, 0
+    batches = task.val_batches(batch_size)
+    batches = batches[: max(1, round(len(batches) * fraction))]
     with torch.no_grad():
-        for batch in task.val_batches(batch_size):
+        for batch in batches:
             batch = batch.to(device)
             logits = model(batch.tokens, batch.mask)
             a, c = task.metric_stats(logits, batch)
@@ -116,10 +137,10 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    steps = plan_steps(cfg, compute, recipe)
+    steps, batch_size = plan(cfg, compute, recipe)
     evals = sorted({max(1, round(steps * (i + 1) / recipe.n_evals)) for i in range(recipe.n_evals)})
-    tokens_per_step = recipe.batch_size * cfg.seq_len
-    flops_per_step = training_flops_per_sequence(cfg) * recipe.batch_size
+    tokens_per_step = batch_size * cfg.seq_len
+    flops_per_step = training_flops_per_sequence(cfg) * batch_size
     start = time.perf_counter()
     train_time, history = 0.0, []
     step, metric, loss_value = 0, None, None
@@ -131,7 +152,8 @@ def train(
             loss=loss_value,
             steps=step,
             tokens=step * tokens_per_step,
-            sequences=step * recipe.batch_size,
+            sequences=step * batch_size,
+            batch_size=batch_size,
             wall_time=time.perf_counter() - start,
             tokens_per_s=step * tokens_per_step / train_time if train_time else 0.0,
             flops_per_s=step * flops_per_step / train_time if train_time else 0.0,
@@ -152,7 +174,7 @@ def train(
         )
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
-            batch = task.train_batch(step - 1, recipe.batch_size).to(dev)
+            batch = task.train_batch(step - 1, batch_size).to(dev)
             loss = task.loss(model(batch.tokens, batch.mask), batch)
             if not torch.isfinite(loss):
                 loss_value = float("nan")
@@ -165,7 +187,8 @@ def train(
             sched.step()
             train_time += time.perf_counter() - t0
             if step in evals:
-                metric, loss_value = evaluate(model, task, dev, recipe.eval_batch_size)
+                fraction = 1.0 if step == steps else recipe.intermediate_val_fraction
+                metric, loss_value = evaluate(model, task, dev, recipe.eval_batch_size, fraction)
                 if not (math.isfinite(metric) and math.isfinite(loss_value)):
                     metric, loss_value = None, float("nan")
                     return result("diverged", f"non-finite validation loss at step {step}")
@@ -192,4 +215,13 @@ def _lr_factor(step: int, steps: int, warmup: int, final: float) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-__all__ = ["STATUSES", "Progress", "ProxyResult", "Recipe", "count_flops", "plan_steps", "train"]
+__all__ = [
+    "STATUSES",
+    "Progress",
+    "ProxyResult",
+    "Recipe",
+    "count_flops",
+    "plan",
+    "plan_steps",
+    "train",
+]

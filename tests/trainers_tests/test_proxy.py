@@ -7,7 +7,7 @@ import torch
 
 from spaces import ArchConfig
 from spaces.flops import training_flops_per_sequence
-from trainers.proxy import Recipe, plan_steps, train
+from trainers.proxy import Recipe, plan, plan_steps, train
 from trainers.tasks import get_task
 
 
@@ -105,3 +105,18 @@ def test_result_record_fields(task):
         "flops_per_s",
         "status",
     }
+
+
+def test_default_plan_same_steps_batch_absorbs_cost(task):
+    recipe = Recipe()  # steps 200, batch derived from compute
+    small, large = config(task, d_model=16), config(task, d_model=64, depth=2)
+    compute = 200 * 8 * training_flops_per_sequence(large)
+    (s_small, b_small), (s_large, b_large) = plan(small, compute, recipe), plan(large, compute,
+                                                                                 recipe)
+    assert s_large == 200 and b_large == 8
+    assert b_small > 4 * b_large and abs(s_small - 200) <= 200 * 0.1
+    for cfg, (steps, batch) in ((small, (s_small, b_small)), (large, (s_large, b_large))):
+        spent = steps * batch * training_flops_per_sequence(cfg)
+        assert abs(spent - compute) <= 0.06 * compute  # same compute for both, up to rounding
+    tiny_compute = training_flops_per_sequence(large) * 3
+    assert plan(large, tiny_compute, recipe) == (3, 1)  # batch clamps at 1, steps move

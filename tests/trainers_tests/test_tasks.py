@@ -166,7 +166,7 @@ def check_recall(task: RecallTask, batch: Batch) -> None:
 
 def test_recall_labels_match_earlier_pairs(make) -> None:
     task = make("recall")
-    assert task.vocab_size == 130 and task.chance() == 1 / 64
+    assert task.vocab_size == 34 and task.chance() == 1 / 16
     check_recall(task, task.train_batch(0, 64))
     check_recall(task, task.val_batches(256)[0])
 
