@@ -196,9 +196,11 @@ def start_workers(
     timeout: float | None,
     workers: int,
     grace_period: int = GRACE_PERIOD,
+    threads: int | None = None,
 ) -> list[mp.Process]:
-    """Start `workers` processes (spawned, so CUDA and torch threads start clean)."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    """Start `workers` processes (spawned, so CUDA and torch threads start clean), each with
+    `threads` torch threads (default: this machine's CPUs divided among the workers)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     procs = []
     for index in range(workers):

@@ -162,7 +162,7 @@ def _trainable(
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    _quiet_optuna_warnings()
     storage = open_storage(storage_url, grace_period=grace_period)
     # The suggestions are already stored on the trial; the sampler here is never consulted.
     study = optuna.load_study(
@@ -172,6 +172,17 @@ def _trainable(
         pruner=optuna.pruners.NopPruner(),
     )
     run_trial(study, config["trial_id"], Objective(settings, threads=threads), _tune_report)
+
+
+def _quiet_optuna_warnings() -> None:
+    """Warnings that are expected here: ask/tell with heartbeats (we record them ourselves),
+    experimental/deprecated storage features, and values the worker writes a second time
+    (the driver's `suggest` already set them; a retried trial reports its steps again)."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+    warnings.filterwarnings("ignore", message=".*has been deprecated in v4.9.0")
+    warnings.filterwarnings("ignore", message="The reported value is ignored because")
+    warnings.filterwarnings("ignore", message="The constraint value is ignored because")
 
 
 def _tune_report(metrics: dict[str, Any]) -> None:
@@ -220,7 +231,7 @@ class StudySearcher(Searcher):
         self._study: optuna.Study | None = None
         self._storage = None
         self._objective: Objective | None = None
-        self._live: dict[str, int] = {}  # Tune trial id -> optuna trial id
+        self._live: dict[str, tuple[int, int]] = {}  # Tune trial id -> optuna (id, number)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -259,7 +270,7 @@ class StudySearcher(Searcher):
         interval = getattr(self._storage, "heartbeat_interval", None) or 10
         while not self._stop.wait(interval):
             with self._lock:
-                ids = list(self._live.values())
+                ids = [trial_id for trial_id, _ in self._live.values()]
             for trial_id in ids:
                 try:
                     self._storage.record_heartbeat(trial_id)
@@ -297,7 +308,7 @@ class StudySearcher(Searcher):
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             with self._lock:
-                self._live[trial_id] = trial._trial_id
+                self._live[trial_id] = (trial._trial_id, trial.number)
             self._storage.record_heartbeat(trial._trial_id)
             return {"trial_id": trial._trial_id, "number": trial.number}
 
@@ -305,20 +316,20 @@ class StudySearcher(Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         with self._lock:
-            ot_id = self._live.pop(trial_id, None)
-        if ot_id is None:
+            owned = self._live.pop(trial_id, None)
+        if owned is None:
             return
-        if self.study._storage.get_trial(ot_id).state == TrialState.RUNNING:
+        if self.study._storage.get_trial(owned[0]).state == TrialState.RUNNING:
             if error:
                 self._fail(
-                    ot_id,
+                    owned,
                     f"the Ray worker failed {MAX_FAILURES + 1} times "
                     "(see error.txt in the Ray results folder)",
                 )
             elif trial_id in self.stopped:
-                self._stopped(ot_id, result or {})
+                self._stopped(owned, result or {})
             else:
-                self._interrupted(ot_id)
+                self._interrupted(owned)
         self._progress()
 
     def save(self, checkpoint_path: str) -> None:
@@ -331,8 +342,8 @@ class StudySearcher(Searcher):
 
     # -- outcomes the worker could not tell ---------------------------------------------------
 
-    def _stopped(self, ot_id: int, result: dict[str, Any]) -> None:
-        storage = self.study._storage
+    def _stopped(self, owned: tuple[int, int], result: dict[str, Any]) -> None:
+        (ot_id, number), storage = owned, self.study._storage
         step, fraction = result.get("step"), result.get("fraction")
         storage.set_trial_user_attr(ot_id, "status", "stopped")
         storage.set_trial_user_attr(
@@ -345,31 +356,31 @@ class StudySearcher(Searcher):
             storage.set_trial_user_attr(ot_id, "metric", result["metric"])
         if step is not None:
             storage.set_trial_user_attr(ot_id, "steps", step)
-        self.study.tell(ot_id, state=TrialState.PRUNED, skip_if_finished=True)
+        self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
 
-    def _fail(self, ot_id: int, reason: str) -> None:
-        storage = self.study._storage
+    def _fail(self, owned: tuple[int, int], reason: str) -> None:
+        (ot_id, number), storage = owned, self.study._storage
         storage.set_trial_user_attr(ot_id, "status", "error")
         storage.set_trial_user_attr(ot_id, "reason", reason)
         storage.set_trial_system_attr(ot_id, "fail_reason", reason)
-        self.study.tell(ot_id, state=TrialState.FAIL, skip_if_finished=True)
+        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
-    def _interrupted(self, ot_id: int) -> None:
+    def _interrupted(self, owned: tuple[int, int]) -> None:
         """The run ended before the trial did: FAIL it and queue it once more, as a dead
         worker's trial is (the storage's RetryFailedTrialCallback)."""
-        self._fail(ot_id, "the Ray run ended before this trial finished; queued to run again")
+        self._fail(owned, "the Ray run ended before this trial finished; queued to run again")
         callback = self._storage.get_failed_trial_callback()
         if callback is not None:
-            callback(self.study, self.study._storage.get_trial(ot_id))
+            callback(self.study, self.study._storage.get_trial(owned[0]))
 
     def close(self) -> None:
         """After the Tune run: settle trials Tune never reported back, stop the heartbeats."""
         with self._lock:
             leftover = list(self._live.items())
             self._live.clear()
-        for _, ot_id in leftover:
-            if self.study._storage.get_trial(ot_id).state == TrialState.RUNNING:
-                self._interrupted(ot_id)
+        for _, owned in leftover:
+            if self.study._storage.get_trial(owned[0]).state == TrialState.RUNNING:
+                self._interrupted(owned)
         self._stop.set()
 
 
@@ -460,12 +471,15 @@ def run_ray(
     results.mkdir(parents=True, exist_ok=True)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_optuna_warnings()
     storage = open_storage(storage_url, grace_period=grace_period)
     study = optuna.load_study(study_name=study_name, storage=storage)
     optuna.storages.fail_stale_trials(study)  # trials of a killed earlier run: FAIL + retry
     direction = study.user_attrs.get("direction", "maximize")
 
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials run in the driver's directory, not Tune's
+    # Tune's own tables would interleave with our progress bar; trial errors are still logged.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)

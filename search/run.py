@@ -7,7 +7,6 @@ sequence. See README.md, "Running a search", for each flag and the study databas
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -95,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--seed", type=int, help="seed for data, initialisation and the sampler; default 0")
     a("--device", help="cpu (default) or cuda, e.g. --device cuda")
+    a(
+        "--threads",
+        type=int,
+        help="torch threads per worker (default: torch's default, which "
+        "honours OMP_NUM_THREADS; with --workers N: CPUs / N), e.g. 1",
+    )
     a("--preset", help="study preset TOML that overrides defaults, e.g. studies/recall.toml")
     a(
         "--objectives",
@@ -250,7 +255,7 @@ def run_optuna(settings, study, study_name: str, args) -> None:
         bar.refresh()
 
     if args.workers == 1:
-        objective = Objective(settings, threads=os.cpu_count())
+        objective = Objective(settings, threads=args.threads)
         optimize(study, objective, args.trials, args.timeout, callbacks=[refresh])
     else:
         procs = start_workers(
@@ -261,6 +266,7 @@ def run_optuna(settings, study, study_name: str, args) -> None:
             args.timeout,
             args.workers,
             args.grace_period,
+            args.threads,
         )
         while any(p.is_alive() for p in procs):
             time.sleep(2.0)
