@@ -76,7 +76,7 @@ def test_targets_land_in_window_with_monotone_shape(variant):
     base_flops = count_flops(base)
     grid = coefficient_grid(base, estimate_flops)
     assert grid, "the grid has a point at 2x"
-    for coeffs, cfg, ratio in grid:
+    for _, cfg, _ in grid:
         assert abs(count_flops(cfg) / base_flops - 2) <= 0.2
     for coeffs in (grid[0][0], Coefficients(1.2, 1.1, 1.15)):
         targets = [k * base_flops for k in (2, 4, 8, 16)]

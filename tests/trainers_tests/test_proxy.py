@@ -111,8 +111,10 @@ def test_default_plan_same_steps_batch_absorbs_cost(task):
     recipe = Recipe()  # steps 200, batch derived from compute
     small, large = config(task, d_model=16), config(task, d_model=64, depth=2)
     compute = 200 * 8 * training_flops_per_sequence(large)
-    (s_small, b_small), (s_large, b_large) = plan(small, compute, recipe), plan(large, compute,
-                                                                                 recipe)
+    (s_small, b_small), (s_large, b_large) = (
+        plan(small, compute, recipe),
+        plan(large, compute, recipe),
+    )
     assert s_large == 200 and b_large == 8
     assert b_small > 4 * b_large and abs(s_small - 200) <= 200 * 0.1
     for cfg, (steps, batch) in ((small, (s_small, b_small)), (large, (s_large, b_large))):
