@@ -37,6 +37,7 @@ def open_storage(
             f"--storage {url!r} is not a database URL; expected e.g. {DEFAULT_STORAGE} or "
             "postgresql://user:password@host:5432/dbname"
         )
+    url = _with_available_driver(url)
     engine_kwargs = {}
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]
@@ -60,6 +61,17 @@ def open_storage(
             f"error: the database driver for {url.split(':', 1)[0]!r} is missing ({exc}); "
             "for PostgreSQL: pip install -e '.[postgres]'"
         ) from exc
+
+
+def _with_available_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; use psycopg 3 (our `postgres` extra) when
+    only that is installed."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg"):
+            return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
