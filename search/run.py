@@ -284,6 +284,12 @@ def run_optuna(settings, study, study_name: str, args) -> None:
 
 
 def summarize(study, settings, args) -> int:
+    try:  # note + best configs as artifacts for optuna-dashboard; never fails the run
+        from dashboards import annotate, default_artifact_dir
+
+        annotate(study, default_artifact_dir(args.storage), storage_url=args.storage)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: could not annotate the study for the dashboard: {exc}", file=sys.stderr)
     counts = trial_counts(study)
     print(
         f"\nstudy {study.study_name!r} in {args.storage}: "
