@@ -37,7 +37,9 @@ def variants_match() -> None:
         y_gpu.sum().backward()
         torch.cuda.synchronize()
         err = (y_gpu.cpu() - y_cpu).abs().max().item()
-        print(f"{name:>8}: max |cuda - cpu| = {err:.2e}, fwd+bwd {time.perf_counter() - start:.3f}s")
+        print(
+            f"{name:>8}: max |cuda - cpu| = {err:.2e}, fwd+bwd {time.perf_counter() - start:.3f}s"
+        )
         assert err < 1e-3, name
 
 
@@ -58,11 +60,15 @@ def main() -> None:
             cfg = ArchConfig.from_file(path)
             compute = args.base_compute * count_flops(cfg) / count_flops(base)
             r = train(cfg, task, compute, recipe=Recipe(), device="cuda")
-            rows.append((path, count_flops(cfg), r.metric, r.status, r.steps, r.batch_size,
-                         r.wall_time))
-            print(f"{path}: {count_flops(cfg) / 1e9:.3f} GFLOPs, compute {compute / 1e12:.2f} "
-                  f"TFLOPs, metric {r.metric}, {r.status}, {r.steps} steps x {r.batch_size}, "
-                  f"{r.wall_time:.1f}s", flush=True)
+            rows.append(
+                (path, count_flops(cfg), r.metric, r.status, r.steps, r.batch_size, r.wall_time)
+            )
+            print(
+                f"{path}: {count_flops(cfg) / 1e9:.3f} GFLOPs, compute {compute / 1e12:.2f} "
+                f"TFLOPs, metric {r.metric}, {r.status}, {r.steps} steps x {r.batch_size}, "
+                f"{r.wall_time:.1f}s",
+                flush=True,
+            )
     else:
         cfg = ArchConfig(**task.interface(), depth=2, d_model=128, n_heads=4)
         r = train(cfg, task, 50 * training_flops_per_sequence(cfg) * 16, device="cuda")

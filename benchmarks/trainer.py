@@ -54,19 +54,24 @@ def main(argv: list[str] | None = None) -> None:
     task = get_task("recall")
     recipe = Recipe(batch_size=16, n_evals=1, eval_batch_size=64)
     peak = matmul_macs_per_s()
-    print(f"dense matmul (2048^3, float32, {args.threads} threads): "
-          f"{format_flops(peak)}/s (multiply-adds per second)")
+    print(
+        f"dense matmul (2048^3, float32, {args.threads} threads): "
+        f"{format_flops(peak)}/s (multiply-adds per second)"
+    )
     configs = {
         "full": two_gflop_config(task.interface()),
-        "window": two_gflop_config(task.interface(), attention="window",
-                                   attention_params={"window": 32}),
+        "window": two_gflop_config(
+            task.interface(), attention="window", attention_params={"window": 32}
+        ),
     }
     for name, cfg in configs.items():
         per_step = 3 * count_flops(cfg) * recipe.batch_size
         result = train(cfg, task, per_step * args.steps, recipe=recipe, threads=args.threads)
-        print(f"{name:>7}: depth {cfg.depth}, width {cfg.d_model}, {format_flops(count_flops(cfg))}"
-              f" per sequence; {result.steps} steps; training {format_flops(result.flops_per_s)}/s"
-              f" = {result.flops_per_s / peak:.0%} of matmul peak; {result.tokens_per_s:.0f} tok/s")
+        print(
+            f"{name:>7}: depth {cfg.depth}, width {cfg.d_model}, {format_flops(count_flops(cfg))}"
+            f" per sequence; {result.steps} steps; training {format_flops(result.flops_per_s)}/s"
+            f" = {result.flops_per_s / peak:.0%} of matmul peak; {result.tokens_per_s:.0f} tok/s"
+        )
     print(f"(peak re-measured after training: {format_flops(matmul_macs_per_s())}/s)")
 
 

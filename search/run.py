@@ -288,7 +288,7 @@ def summarize(study, settings, args) -> int:
         from dashboards import annotate, default_artifact_dir
 
         annotate(study, default_artifact_dir(args.storage), storage_url=args.storage)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"warning: could not annotate the study for the dashboard: {exc}", file=sys.stderr)
     counts = trial_counts(study)
     print(
