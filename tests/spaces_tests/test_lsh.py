@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -175,14 +176,15 @@ def test_gradcheck_through_the_fused_masked_softmax(causal):
     assert torch.autograd.gradcheck(f, (q, v), fast_mode=True)
 
 
-@pytest.mark.filterwarnings("ignore")  # torch.jit.trace: deprecated, warns on shape arithmetic
 @pytest.mark.parametrize("causal", [False, True])
 def test_traced_plain_ops_path_matches_the_fused_softmax(causal):
     """fvcore traces with torch.jit, where the kernel swaps its autograd Function for plain ops."""
     m = make(12, bucket_size=4, n_hashes=2)
     q, v, mask = inputs(1, 2, 12, 4, seed=5, pad=2)
     f = lambda q, v: m.attend(q, q, v, mask, causal)
-    traced = torch.jit.trace(f, (q, v), check_trace=False)
+    with warnings.catch_warnings():  # torch.jit.trace: deprecated, warns on shape arithmetic
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(f, (q, v), check_trace=False)
     assert "PythonOp" not in str(traced.graph)
     grads = []
     for fn in (f, traced):
