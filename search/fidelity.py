@@ -326,6 +326,11 @@ def run(args: argparse.Namespace) -> int:
     direction = study.user_attrs.get("direction", "maximize")
     metric_name = study.user_attrs.get("metric", "metric")
     settings = settings_from_study(study, args.device)
+    if settings.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FidelityError("--device cuda was given but torch sees no CUDA device")
     task = make_task(settings)
     long_compute = round(settings.proxy_compute * args.factor)
     print(

@@ -90,7 +90,9 @@ class Objective:
             trial.set_user_attr("last_progress", point.fraction)
             if not single:
                 return False
-            trial.report(point.metric, step=point.step)
+            # Report by evaluation index (1..n_evals), not optimizer step: candidates take
+            # different step counts, and pruners compare trials at equal steps.
+            trial.report(point.metric, step=max(1, round(point.fraction * s.recipe.n_evals)))
             return trial.should_prune()
 
         result = train(

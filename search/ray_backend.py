@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -149,6 +150,9 @@ def run_trial(
     return study.tell(trial, value, skip_if_finished=True).state
 
 
+_WORKER_CACHE: dict[tuple, tuple[Any, Objective]] = {}
+
+
 def _trainable(
     config: dict[str, Any],
     settings: RunSettings,
@@ -163,7 +167,13 @@ def _trainable(
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_optuna_warnings()
-    storage = open_storage(storage_url, grace_period=grace_period)
+    key = (study_name, storage_url, grace_period, threads)
+    if key not in _WORKER_CACHE:  # one engine and task per worker process, reused by its trials
+        _WORKER_CACHE[key] = (
+            open_storage(storage_url, grace_period=grace_period),
+            Objective(settings, threads=threads),
+        )
+    storage, objective = _WORKER_CACHE[key]
     # The suggestions are already stored on the trial; the sampler here is never consulted.
     study = optuna.load_study(
         study_name=study_name,
@@ -171,7 +181,7 @@ def _trainable(
         sampler=optuna.samplers.RandomSampler(),
         pruner=optuna.pruners.NopPruner(),
     )
-    run_trial(study, config["trial_id"], Objective(settings, threads=threads), _tune_report)
+    run_trial(study, config["trial_id"], objective, _tune_report)
 
 
 def _quiet_optuna_warnings() -> None:
@@ -225,6 +235,7 @@ class StudySearcher(Searcher):
         self.grace_period = grace_period
         self.progress = progress  # callable(study) or None, driver-local
         self.stopped: set[str] = set()  # Tune trial ids stopped by the scheduler
+        self.requeued = 0  # trials an interrupt left unfinished (failed and queued again)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -369,6 +380,7 @@ class StudySearcher(Searcher):
         """The run ended before the trial did: FAIL it and queue it once more, as a dead
         worker's trial is (the storage's RetryFailedTrialCallback)."""
         self._fail(owned, "the Ray run ended before this trial finished; queued to run again")
+        self.requeued += 1
         callback = self._storage.get_failed_trial_callback()
         if callback is not None:
             callback(self.study, self.study._storage.get_trial(owned[0]))
@@ -484,6 +496,8 @@ def run_ray(
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
         else:
+            # Local workers inherit this environment; no runtime_env, so that the workers Ray
+            # prestarts at init can run trials at once.
             os.environ.update(env)
             ray.init(
                 address="local",
@@ -491,7 +505,6 @@ def run_ray(
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 log_to_driver=not quiet,
-                runtime_env={"env_vars": env},
             )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise RayConfigError(f"cannot start or join Ray at {address or 'local'}: {exc}") from exc
@@ -562,6 +575,13 @@ def run_ray(
         finally:
             searcher.close()
             progress(study)
+        if searcher.requeued:
+            print(
+                f"\nray: interrupted; {searcher.requeued} unfinished trial(s) failed and queued to "
+                "run again. Resume by re-running the same command: the study database holds "
+                "the state (Tune's Tuner.restore hint above is not needed).",
+                file=sys.stderr,
+            )
     finally:
         if bar is not None:
             bar.close()

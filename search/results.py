@@ -66,7 +66,7 @@ def top_table(study: optuna.Study, k: int = 10) -> pd.DataFrame:
             {
                 "trial": t.number,
                 "variant": a.get("variant"),
-                "span": a.get("span"),
+                "span": "-" if a.get("span") is None else a.get("span"),
                 "depth": cfg.get("depth"),
                 "width": cfg.get("d_model"),
                 "heads": cfg.get("n_heads"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 import optuna
 from tqdm import tqdm
@@ -72,8 +73,8 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--trials",
         type=int,
-        default=24,
-        help="total finished trials the study should hold (resumes count), default 24",
+        default=20,
+        help="total finished trials the study should hold (resumes count), default 20",
     )
     a("--timeout", type=float, help="stop starting new trials after this many seconds, e.g. 600")
     a("--study", help="study name (default: <task>-<budget>); re-use a name to resume it")
@@ -140,6 +141,7 @@ def fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         preset = load_preset(args.preset) if args.preset else {}
         flags = {

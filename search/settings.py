@@ -17,7 +17,7 @@ from spaces.space import SearchSpace
 from trainers.proxy import Recipe
 
 DEFAULT_TASK = "recall"
-DEFAULT_PROXY_COMPUTE = 100_000_000_000  # training FLOPs per trial (fvcore convention); README
+DEFAULT_PROXY_COMPUTE = 30_000_000_000  # training FLOPs per trial (fvcore convention); README
 SAMPLERS = ("tpe", "random", "nsga2", "gp")
 PRUNERS = ("median", "halving", "hyperband", "none")
 OBJECTIVES = ("single", "pareto")

@@ -133,7 +133,7 @@ def test_ray_backend_without_ray_exits_2_with_install_command(tmp_path, tiny_pre
         class BlockRay:
             def find_spec(self, name, path=None, target=None):
                 if name == "ray" or name.startswith("ray."):
-                    raise ImportError(f"No module named {{name!r}} (blocked by the test)")
+                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
                 return None
 
         sys.meta_path.insert(0, BlockRay())
