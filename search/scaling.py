@@ -6,7 +6,7 @@ double per unit of phi. For our Transformers the third axis is the attention *sp
 bucket size, block, rank; for `pooled` the stride shrinks by gamma^phi), and FLOPs do not follow
 the CNN formula, so coefficients are chosen by *measured* FLOPs (`measure(cfg)`), not assumed.
 Rounding respects the architecture: integer depth (rounded up, as EfficientNet does), width a
-multiple of 8 per head with heads dividing it, span a multiple of 8 within what the variant
+multiple of 8 per head with heads dividing it (heads widen to 64 before more are added), span a multiple of 8 within what the variant
 allows at this sequence length.
 """
 
@@ -24,6 +24,7 @@ ALPHAS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0)
 BETAS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
 GAMMAS = (1.0, 1.1, 1.15, 1.2, 1.3, 1.5)
 WIDTH_MULTIPLE = 8  # per-head width is a multiple of this
+HEAD_DIM = 64  # per-head width that scaling grows heads to before adding more heads
 SPAN_MULTIPLE = 8
 RATIO_TOLERANCE = 0.1  # a grid point's FLOPs at phi = 1 must be 2x base within +-10%
 TARGET_WINDOW = (0.90, 1.00)  # a scaled config lands in [0.90, 1.00] x target
@@ -44,9 +45,10 @@ def round_depth(depth: float) -> int:
     return max(1, math.ceil(depth - 1e-9))
 
 
-def round_width(width: float, head_dim: int) -> tuple[int, int]:
-    """(d_model, n_heads): about `head_dim` per head, per-head width a multiple of 8."""
-    heads = max(1, round(width / head_dim))
+def round_width(width: float, head_dim: int, min_heads: int = 1) -> tuple[int, int]:
+    """(d_model, n_heads): about `head_dim` per head (at least `min_heads` heads), per-head
+    width a multiple of 8, so heads always divide the width."""
+    heads = max(min_heads, round(width / head_dim))
     per_head = max(WIDTH_MULTIPLE, round(width / heads / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
     return heads * per_head, heads
 
@@ -78,7 +80,10 @@ def scale_config(
     """The base grown by `phi` units; `floor` keeps depth and width at least those of a config
     scaled to a smaller target, so they never shrink as the target grows."""
     depth = round_depth(base.depth * coeffs.alpha**phi)
-    d_model, heads = round_width(base.d_model * coeffs.beta**phi, base.head_dim)
+    # Heads keep their count while their width grows to 64 (a usual head size), then multiply.
+    d_model, heads = round_width(
+        base.d_model * coeffs.beta**phi, max(base.head_dim, HEAD_DIM), base.n_heads
+    )
     if floor is not None:
         depth = max(depth, floor.depth)
         if d_model < floor.d_model:

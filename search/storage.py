@@ -8,6 +8,7 @@ Optuna's heartbeat marks the trials of a killed worker FAIL after `grace_period`
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -49,13 +50,15 @@ def open_storage(
     else:
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-        )
+        with warnings.catch_warnings():  # heartbeat and retry callbacks are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            )
     except ImportError as exc:
         raise SystemExit(
             f"error: the database driver for {url.split(':', 1)[0]!r} is missing ({exc}); "

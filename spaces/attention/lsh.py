@@ -77,7 +77,7 @@ def _around(x: torch.Tensor, pieces: int) -> torch.Tensor:
 
 
 class _MaskedSoftmax(torch.autograd.Function):
-    """Softmax over the last dim where `hidden` is False, plus its logsumexp, in one pass.
+    """Softmax over the last dim where `hidden` is False, plus its logsumexp, in place.
 
     Every row has a visible entry (the query itself), so the sum is >= 1. Shifted scores are
     clamped at -80 before exp (a weight below e^-80 of the row's largest becomes e^-80 of it):

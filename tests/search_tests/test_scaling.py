@@ -51,6 +51,7 @@ def test_rounding_helpers():
     assert [round_depth(x) for x in (0.3, 1.0, 1.01, 2.4, 3.0)] == [1, 1, 2, 3, 3]
     assert round_width(64, 32) == (64, 2)
     assert round_width(90, 32) == (96, 3)  # 3 heads of 32
+    assert round_width(90, 64, min_heads=4) == (96, 4)  # at least 4 heads of 24
     d, h = round_width(150, 64)
     assert d % h == 0 and (d // h) % 8 == 0 and h == 2
     cfg = base_config("window")
@@ -63,8 +64,8 @@ def test_rounding_helpers():
 def test_scale_config_grows_each_axis():
     cfg = scale_config(base_config("window"), Coefficients(1.2, 1.1, 1.15), 3.0)
     assert cfg.depth == 4  # ceil(2 * 1.2^3 = 3.46)
-    # 64 * 1.1^3 = 85.2: round(85.2 / 32) = 3 heads of round(28.4 / 8) * 8 = 32 -> 96
-    assert cfg.d_model == 96 and cfg.n_heads == 3
+    # 64 * 1.1^3 = 85.2: the 2 heads widen towards 64 first: 2 x round(42.6 / 8) * 8 = 80
+    assert cfg.d_model == 80 and cfg.n_heads == 2
     assert cfg.span == 24  # 16 * 1.52 = 24.3 -> multiple of 8
     pooled = scale_config(base_config("pooled"), Coefficients(1.0, 1.0, 2.0), 1.0)
     assert pooled.span == 2  # the stride shrinks: the span of view grows
