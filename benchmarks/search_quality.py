@@ -1,6 +1,6 @@
 """Does the search beat simpler ways of choosing an architecture? Best metric per method.
 
-    python -m benchmarks.search_quality --quick                 # 1 seed, 4 trials: ~2-4 min here
+    python -m benchmarks.search_quality --quick                 # 1 seed, 6 trials: 1-2 min here
     python -m benchmarks.search_quality --out results.md        # full: 3 seeds (see below)
     python -m benchmarks.search_quality --tasks recall --trials 12 --seeds 2 --threads 2
 
@@ -30,13 +30,17 @@ Searches run in this process through the public pieces (`search.settings.build_s
 `search.driver.open_study` / `optimize`, `search.objective.Objective`) on a temporary SQLite
 database (or `--storage URL`, to keep the studies, e.g. for `python -m search.fidelity`).
 
-Cost and expected time (full mode: budget 50 MFLOPs, proxy compute 10 GFLOPs, 20 trials, 3
-seeds, both tasks): 2 tasks x 3 seeds x (2 x 20 + 1) = 246 proxy runs at most (over-budget
-trials cost no training, pruned ones less). A run costs its training compute plus validation
-(256 sequences x forward FLOPs x 1.75 for 4 validation points), at most about 10 + 22 GFLOPs;
-the proxy trainer reaches about 2-4 GFLOP/s on this 2-core machine, so a run takes 3-10 s and
-the whole benchmark an expected 15-30 minutes (more on a busy machine); `--quick` takes a few
-minutes. Measured: see docs/results.md.
+Cost and expected time. Full mode: budget 100 MFLOPs, proxy compute 30 GFLOPs, 20 trials,
+3 seeds, both tasks: 2 tasks x 3 seeds x (2 x 20 + 1) = 246 proxy runs at most, but trials
+over budget cost no training (about a third of recall's random draws and half of listops' at
+this budget; TPE learns to avoid them) and pruned ones stop early. A trained run costs its 30
+GFLOPs of training plus validation (256 sequences x forward FLOPs x 1.75 for the 4 validation
+points: about 10-20 GFLOPs for the typical 25-40 MFLOPs config here), and the proxy trainer
+reaches about 6-9 GFLOP/s on this 2-core machine when it is idle: about 6 s per run, about
+5 minutes per seed for both tasks, so an expected 15-20 minutes in all (up to twice that on a
+busy machine; the total is printed above the table). At 30 GFLOPs small recall models already
+rise well above chance, which 10 GFLOPs does not give. `--quick` (1 seed, 6 trials, 2 GFLOPs)
+checks the machinery in a minute or two; its numbers mean nothing. Measured: docs/results.md.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ from spaces import ArchConfig
 from spaces.flops import count_flops
 from trainers.proxy import train
 
-FULL = {"trials": 20, "seeds": 3, "budget": 50_000_000, "proxy_compute": 10_000_000_000}
-QUICK = {"trials": 4, "seeds": 1, "budget": 30_000_000, "proxy_compute": 1_000_000_000}
+FULL = {"trials": 20, "seeds": 3, "budget": 100_000_000, "proxy_compute": 30_000_000_000}
+QUICK = {"trials": 6, "seeds": 1, "budget": 100_000_000, "proxy_compute": 2_000_000_000}
 TASKS = ("recall", "listops")
 METHODS = ("tpe", "random", "baseline")
 BASELINE_HEAD_DIM, BASELINE_FFN = 64, 4.0

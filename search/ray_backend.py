@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -448,6 +449,22 @@ def _absolute_sqlite(url: str) -> str:
     return f"{prefix}:///{Path(path).resolve()}"
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) nobody listens on; Ray itself retries for
+    minutes. `auto` is left to Ray, which fails at once when this node has no cluster."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RayConfigError(
+            f"cannot reach the Ray cluster at --address {address} ({exc}); start one with "
+            "`ray start --head` (see docs/ray.md) or fix --address"
+        ) from exc
+
+
 def _trial_dirname(trial) -> str:
     return f"trial-{trial.config.get('number', 'x')}-{trial.trial_id}"
 
@@ -492,6 +509,8 @@ def run_ray(
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials run in the driver's directory, not Tune's
     # Tune's own tables would interleave with our progress bar; trial errors are still logged.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)

@@ -6,8 +6,8 @@ double per unit of phi. For our Transformers the third axis is the attention *sp
 bucket size, block, rank; for `pooled` the stride shrinks by gamma^phi), and FLOPs do not follow
 the CNN formula, so coefficients are chosen by *measured* FLOPs (`measure(cfg)`), not assumed.
 Rounding respects the architecture: integer depth (rounded up, as EfficientNet does), width a
-multiple of 8 per head with heads dividing it (heads widen to 64 before more are added), span a multiple of 8 within what the variant
-allows at this sequence length.
+multiple of 8 per head with heads dividing it (heads widen to 64 before more are added), span a
+multiple of 8 within what the variant allows at this sequence length.
 """
 
 from __future__ import annotations
