@@ -465,6 +465,19 @@ def _check_reachable(address: str) -> None:
         ) from exc
 
 
+def _use_token_if_available() -> None:
+    """Clusters that recent Ray versions start with `ray start` require an auth token. Ray's own
+    local start turns token mode on when a token exists; joining by address does not, so do it
+    here (harmless against a cluster without authentication). RAY_AUTH_MODE, if set, wins."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def _trial_dirname(trial) -> str:
     return f"trial-{trial.config.get('number', 'x')}-{trial.trial_id}"
 
@@ -511,6 +524,7 @@ def run_ray(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address:
         _check_reachable(address)
+        _use_token_if_available()
     try:
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
@@ -526,7 +540,15 @@ def run_ray(
                 log_to_driver=not quiet,
             )
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise RayConfigError(f"cannot start or join Ray at {address or 'local'}: {exc}") from exc
+        hint = (
+            "; if the cluster uses token authentication, give this machine its token "
+            "(RAY_AUTH_TOKEN or ~/.ray/auth_token, see docs/ray.md)"
+            if address
+            else ""
+        )
+        raise RayConfigError(
+            f"cannot start or join Ray at {address or 'local'}: {exc}{hint}"
+        ) from exc
 
     bar = None
     try:
