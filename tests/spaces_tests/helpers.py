@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from spaces import ATTENTION, ArchConfig
 
@@ -39,3 +44,41 @@ def tiny_config(variant: str, causal: bool | None = None, **changes) -> ArchConf
     )
     base.update(changes)
     return ArchConfig(**base)
+
+
+class MacCounter(TorchFunctionMode):
+    """Counts the multiply-adds of every einsum / matmul a block of code executes (fvcore's
+    convention, from operand shapes), the largest tensor it creates, and any other op that
+    multiplies and adds (variants must route all such work through einsum / matmul)."""
+
+    MATMULS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)
+    OTHER_MACS = (torch.bmm, torch.mm, torch.baddbmm, torch.addmm, F.linear, torch.tensordot)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.macs, self.largest = 0, 0
+        self.other: list = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.einsum:
+            eq, *ops = args
+            ops = ops[0] if len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops
+            assert "..." not in eq
+            sizes: dict[str, int] = {}
+            for term, op in zip(eq.replace(" ", "").split("->")[0].split(","), ops):
+                for letter, n in zip(term, op.shape):
+                    sizes[letter] = max(sizes.get(letter, 1), n)
+            self.macs += math.prod(sizes.values())
+        elif func in self.MATMULS:
+            self.macs += out.numel() * args[0].shape[-1]
+        elif func in self.OTHER_MACS:
+            self.other.append(func)
+        if isinstance(out, torch.Tensor):
+            self.largest = max(self.largest, out.numel())
+        return out
+
+    def __exit__(self, *exc):
+        result = super().__exit__(*exc)
+        assert not self.other, f"multiply-adds outside einsum/matmul: {self.other}"
+        return result

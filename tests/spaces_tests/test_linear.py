@@ -7,37 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from spaces.attention.linear import EPS, LinearAttention, LinearParams
+from tests.spaces_tests.helpers import MacCounter
 
 TOL = dict(rtol=1e-6, atol=1e-6)
-FORBIDDEN = {torch.bmm, torch.mm, torch.baddbmm, torch.addmm, F.linear}
 MAPS = ["elu", "favor"]
-
-
-class MacCounter(TorchFunctionMode):
-    """Multiply-adds of every einsum / matmul executed (fvcore convention); largest tensor."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.macs, self.largest = 0, 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        assert func not in FORBIDDEN, f"multiply-adds outside einsum/matmul: {func}"
-        if func is torch.einsum:
-            eq, *ops = args
-            ops = ops[0] if len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops
-            sizes = {}
-            for sub, t in zip(eq.replace(" ", "").split("->")[0].split(","), ops):
-                sizes.update(zip(sub, t.shape))
-            self.macs += math.prod(sizes.values())
-        elif func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__):
-            self.macs += out.numel() * args[0].shape[-1]
-        if isinstance(out, torch.Tensor):
-            self.largest = max(self.largest, out.numel())
-        return out
 
 
 def make(T, H=2, D=4, seed=0, **params) -> LinearAttention:

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.overrides import TorchFunctionMode
 
 from spaces.attention.base import ATTENTION, neg_inf
 from spaces.attention.window import WindowAttention, WindowParams
+from tests.spaces_tests.helpers import MacCounter
 
 H, D = 2, 4
 
@@ -58,38 +58,6 @@ def assert_real_rows_close(out, ref, key_mask, tol=1e-9):
 
 def make(T: int, window: int, g: int = 0) -> WindowAttention:
     return WindowAttention(H * D, H, T, WindowParams(window=window, global_tokens=g))
-
-
-class MacCounter(TorchFunctionMode):
-    """Sums the multiply-adds of every einsum / matmul, from operand shapes."""
-
-    MATMULS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)
-    OTHER_MACS = (torch.bmm, torch.mm, torch.baddbmm, torch.addmm, F.linear, torch.tensordot)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.macs = 0
-        self.other: list = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.einsum:
-            eq, *ops = args
-            if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
-                ops = list(ops[0])
-            assert "..." not in eq
-            sizes: dict[str, int] = {}
-            for term, op in zip(eq.split("->")[0].split(","), ops):
-                for letter, n in zip(term, op.shape):
-                    sizes[letter] = max(sizes.get(letter, 1), n)
-            self.macs += math.prod(sizes.values())
-        elif func in self.MATMULS:
-            a, b = args[0].shape, args[1].shape
-            batch = torch.broadcast_shapes(a[:-2], b[:-2])
-            self.macs += math.prod(batch) * a[-2] * a[-1] * b[-1]
-        elif func in self.OTHER_MACS:
-            self.other.append(func)
-        return func(*args, **kwargs)
 
 
 def count_macs(module, B, T, causal, key_mask=None) -> int:
