@@ -43,7 +43,8 @@ def main() -> None:
     estimate = estimate_flops(cfg)
     formula = time.perf_counter() - start
     print(
-        f"config: full attention, depth 8, width 384, seq_len 256: {format_flops(flops)} "
+        f"config: full attention, depth {cfg.depth}, width {cfg.d_model}, "
+        f"seq_len {cfg.seq_len}: {format_flops(flops)} "
         f"(fvcore: 1 multiply-add = 1 FLOP); formula {format_flops(estimate)}"
     )
     print(f"count_flops, first call (one fvcore trace):  {cold * 1000:.0f} ms")
