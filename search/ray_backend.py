@@ -26,7 +26,7 @@ Design (see docs/ray.md):
 * Resume is re-running the same command: `--trials` is the study's total, counted in the database,
   like the Optuna backend; we never need `Tuner.restore`. The driver records heartbeats for the
   trials it owns; trials that an interrupted run leaves unfinished are failed and queued once more
-  (the storage's RetryFailedTrialCallback), at once on a clean interrupt, or after
+  (the storage's RetryHeartbeatStaleTrialCallback), at once on a clean interrupt, or after
   `--grace-period` seconds when the driver was killed.
 """
 
@@ -379,10 +379,10 @@ class StudySearcher(Searcher):
 
     def _interrupted(self, owned: tuple[int, int]) -> None:
         """The run ended before the trial did: FAIL it and queue it once more, as a dead
-        worker's trial is (the storage's RetryFailedTrialCallback)."""
+        worker's trial is (the storage's RetryHeartbeatStaleTrialCallback)."""
         self._fail(owned, "the Ray run ended before this trial finished; queued to run again")
         self.requeued += 1
-        callback = self._storage.get_failed_trial_callback()
+        callback = self._storage.get_heartbeat_stale_trial_callback()
         if callback is not None:
             callback(self.study, self.study._storage.get_trial(owned[0]))
 

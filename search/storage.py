@@ -3,7 +3,7 @@
 SQLite is made safe for several local worker processes: WAL journal (readers never block the
 writer), a 60 s busy timeout, and the study is created once by the parent before workers start.
 Optuna's heartbeat marks the trials of a killed worker FAIL after `grace_period` seconds, and
-`RetryFailedTrialCallback` re-queues them once, so no trial stays RUNNING forever.
+`RetryHeartbeatStaleTrialCallback` re-queues them once, so no trial stays RUNNING forever.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -57,7 +57,7 @@ def open_storage(
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
     except ImportError as exc:
         raise SystemExit(
