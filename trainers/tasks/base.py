@@ -9,6 +9,7 @@ See docs/tasks.md for how to write one.
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ class Task(ABC):
     ) -> None:
         self._check_class()
         owner = f"task {self.name!r}"
+        if isinstance(data, (str, os.PathLike)):
+            data = [str(data)]
         seq_len = self.default_seq_len if seq_len is None else seq_len
         self.seq_len = _positive_int(owner, "seq_len", seq_len, self.default_seq_len)
         self.seed = _positive_int(owner, "seed", seed, 0, zero_ok=True)
@@ -115,6 +118,12 @@ class Task(ABC):
         self.n_val = int(self.options["n_val"])
         self._val: Batch | None = None
         self._val_split: dict[int, list[Batch]] = {}
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Task-specific set-up after the options are parsed (`self.options`, `self.seq_len`,
+        `self.seed`, `self.data`): set `vocab_size` and `num_classes`, check option
+        combinations. Override this rather than `__init__`."""
 
     # -- options -----------------------------------------------------------------------------
     def option_defaults(self) -> dict[str, int | float]:

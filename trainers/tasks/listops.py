@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -56,14 +56,7 @@ class ListOpsTask(Task):
     default_seq_len: ClassVar[int] = 256
     defaults: ClassVar[dict[str, int | float]] = {"max_depth": 10, "max_args": 10}  # LRA's
 
-    def __init__(
-        self,
-        seq_len: int | None = None,
-        seed: int = 0,
-        data: Sequence[str] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(seq_len, seed, data, **options)
+    def setup(self) -> None:
         o = self.options
         self.max_depth, self.max_args = int(o["max_depth"]), int(o["max_args"])
         self.min_length = int(o["min_length"])

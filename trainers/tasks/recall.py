@@ -23,8 +23,7 @@ distance exceeds the receptive field can be answered at chance only. `query_dist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -56,14 +55,7 @@ class RecallTask(Task):
     FILLER: ClassVar[int] = 1  # a real token between queries
     KEY0: ClassVar[int] = 2  # keys are KEY0 .. KEY0+num_keys-1, values follow them
 
-    def __init__(
-        self,
-        seq_len: int | None = None,
-        seed: int = 0,
-        data: Sequence[str] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(seq_len, seed, data, **options)
+    def setup(self) -> None:
         o = self.options
         self.num_pairs, self.num_keys = int(o["num_pairs"]), int(o["num_keys"])
         self.num_values, self.gap = int(o["num_values"]), int(o["gap"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -66,18 +66,10 @@ class TextTask(Task):
     defaults: ClassVar[dict[str, int | float]] = {"val_fraction": 0.1}
     uses_data: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        seq_len: int | None = None,
-        seed: int = 0,
-        data: Sequence[str] | None = None,
-        **options: Any,
-    ) -> None:
-        if isinstance(data, (str, Path)):
-            data = [str(data)]
-        if not data:
+    def setup(self) -> None:
+        if not self.data:
             raise ValueError(NEEDS_DATA)
-        super().__init__(seq_len, seed, data, **options)
+        data = self.data
         frac = float(self.options["val_fraction"])
         if not 0 < frac < 1:
             raise ValueError(
