@@ -2,44 +2,23 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from spaces.attention.base import ATTENTION, neg_inf
+from spaces.attention.base import ATTENTION
 from spaces.attention.sparse import SparseAttention, SparseParams, block_layout
-from tests.spaces_tests.helpers import MacCounter
-
-H, D = 2, 4
-
-
-def qkv(B: int, T: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(B, H, T, D, generator=g, dtype=torch.float64) for _ in range(3))
-
-
-def padding_mask(B: int, T: int) -> torch.Tensor:
-    """(B, T) bool: row b keeps its first T - 2b tokens (at least one)."""
-    lengths = torch.tensor([max(1, T - 2 * b) for b in range(B)])
-    return torch.arange(T)[None, :] < lengths[:, None]
-
-
-def dense_reference(q, k, v, allow, key_mask):
-    """Naive O(T^2) softmax attention with an explicit (T, T) mask."""
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, T, T)
-    ok = allow[None, None]
-    if key_mask is not None:
-        ok = ok & key_mask[:, None, None, :]
-    return scores.masked_fill(~ok, neg_inf(q.dtype)).softmax(-1) @ v
-
-
-def assert_real_rows_close(out, ref, key_mask, tol=1e-9):
-    assert torch.isfinite(out).all()
-    rows = key_mask[:, None, :, None].expand_as(out)
-    torch.testing.assert_close(out[rows], ref[rows], atol=tol, rtol=tol)
+from tests.spaces_tests.helpers import (
+    D,
+    H,
+    MacCounter,
+    assert_real_rows_close,
+    dense_reference,
+    padding_mask,
+    qkv,
+)
 
 
 def make(T: int, **kw) -> SparseAttention:
