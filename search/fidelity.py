@@ -40,26 +40,46 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import random
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import optuna
-from scipy import stats
 
 from search.budget import format_flops
+from search.fidelity_stats import (
+    ROUGH_GUIDE,
+    TRUSTWORTHY,
+    default_k,
+    fidelity_stats,
+    verdict,
+)
 from search.objective import make_task
 from search.results import feasible_trials
 from search.scale import settings_from_study
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.storage import DEFAULT_STORAGE, open_storage, set_finished_trial_user_attr
 from spaces import ArchConfig
 from trainers.proxy import train
 
-TRUSTWORTHY = 0.6  # tau at or above: the proxy ranking can be trusted
-ROUGH_GUIDE = 0.3  # tau at or above (and below TRUSTWORTHY): a rough guide only
+__all__ = [
+    "DEFAULT_FACTOR",
+    "DEFAULT_RANDOM",
+    "DEFAULT_TOP",
+    "MIN_TRIALS",
+    "ROUGH_GUIDE",
+    "TRUSTWORTHY",
+    "FidelityError",
+    "default_k",
+    "fidelity_stats",
+    "main",
+    "parser",
+    "run",
+    "select_trials",
+    "set_finished_trial_user_attr",
+    "verdict",
+]
+
 MIN_TRIALS = 3  # fewer points give no meaningful rank correlation
 DEFAULT_TOP, DEFAULT_RANDOM, DEFAULT_FACTOR = 5, 5, 4.0
 
@@ -76,90 +96,6 @@ class FidelityError(ValueError):
     """Bad input: unknown study, too few trials, bad numbers (exit status 2)."""
 
 
-# -- pure parts ------------------------------------------------------------------------------
-def _finite(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _top(values: Sequence[float], k: int, direction: str) -> set[int]:
-    """Indices of the k best values; ties broken by position (the earlier index wins)."""
-    sign = -1.0 if direction == "maximize" else 1.0
-    order = sorted(range(len(values)), key=lambda i: (sign * values[i], i))
-    return set(order[:k])
-
-
-def fidelity_stats(
-    proxy: Sequence[float], long: Sequence[float], direction: str, k: int
-) -> dict[str, Any]:
-    """Agreement between proxy and long-run metrics of the same trials (paired by position).
-
-    Returns n, k, direction, kendall_tau, kendall_p, spearman_rho, spearman_p (None where
-    undefined, e.g. every metric tied), top_k_overlap (|top-k by proxy & top-k by long| / k,
-    "top" by `direction`, ties broken by position) and proxy_pick_long_rank (1-based rank,
-    under the long run, of the trial the proxy ranks first; ties again by position).
-    """
-    proxy, long = [float(x) for x in proxy], [float(x) for x in long]
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
-    if len(proxy) != len(long):
-        raise ValueError(f"proxy and long differ in length: {len(proxy)} vs {len(long)}")
-    n = len(proxy)
-    if n < 2:
-        raise ValueError(f"need at least 2 paired metrics, got {n}")
-    if not all(math.isfinite(x) for x in proxy + long):
-        raise ValueError("metrics must be finite numbers")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in 1..{n}, got {k}")
-    tau = stats.kendalltau(proxy, long)
-    rho = stats.spearmanr(proxy, long)
-    top_proxy, top_long = _top(proxy, k, direction), _top(long, k, direction)
-    pick = min(_top(proxy, 1, direction))
-    sign = -1.0 if direction == "maximize" else 1.0
-    long_order = sorted(range(n), key=lambda i: (sign * long[i], i))
-    return {
-        "n": n,
-        "k": k,
-        "direction": direction,
-        "kendall_tau": _finite(tau.statistic),
-        "kendall_p": _finite(tau.pvalue),
-        "spearman_rho": _finite(rho.statistic),
-        "spearman_p": _finite(rho.pvalue),
-        "top_k_overlap": len(top_proxy & top_long) / k,
-        "proxy_pick_long_rank": long_order.index(pick) + 1,
-    }
-
-
-def verdict(tau: float | None) -> str:
-    """Plain-language reading of Kendall tau (thresholds: module docstring)."""
-    if tau is None or not math.isfinite(tau):
-        return (
-            "undefined: the metrics are all tied, so no ranking can be compared; "
-            "retrain more trials (--random) or raise --factor"
-        )
-    if tau >= TRUSTWORTHY:
-        return (
-            f"trustworthy (tau {tau:.2f} >= {TRUSTWORTHY}): the proxy ranks candidates "
-            "much as the longer run does"
-        )
-    if tau >= ROUGH_GUIDE:
-        return (
-            f"rough guide ({ROUGH_GUIDE} <= tau {tau:.2f} < {TRUSTWORTHY}): the proxy's top few "
-            "are worth a longer look, but its exact order is not; consider more proxy compute "
-            "(--proxy-compute)"
-        )
-    says = "says little about" if tau >= 0 else "runs against"
-    return (
-        f"not trustworthy (tau {tau:.2f} < {ROUGH_GUIDE}): the proxy ranking {says} the ranking "
-        "after longer training; raise --proxy-compute before believing the search"
-    )
-
-
-def default_k(top: int, n: int) -> int:
-    """k of the top-k overlap: min(--top, n // 2), at least 1."""
-    return max(1, min(top, n // 2))
-
-
 def select_trials(
     trials: Sequence[optuna.trial.FrozenTrial], top: int, n_random: int, seed: int
 ) -> list[tuple[optuna.trial.FrozenTrial, str]]:
@@ -171,41 +107,6 @@ def select_trials(
     drawn = random.Random(seed).sample(rest, min(n_random, len(rest)))
     chosen += [(t, "random") for t in sorted(drawn, key=lambda t: t.number)]
     return chosen
-
-
-# -- storage ---------------------------------------------------------------------------------
-def set_finished_trial_user_attr(
-    storage: optuna.storages.RDBStorage, trial_id: int, key: str, value: Any
-) -> None:
-    """Set a user attribute on a trial that has already finished.
-
-    `storage.set_trial_user_attr` refuses finished trials (`UpdateFinishedTrialError`), and
-    Optuna has no public API to annotate a completed trial, so this writes the row through
-    Optuna's own RDB model (the same table and JSON encoding `set_trial_user_attr` uses).
-    """
-    from optuna.storages._rdb import models
-
-    value_json = json.dumps(value)
-    session = storage.scoped_session()
-    try:
-        row = (
-            session.query(models.TrialUserAttributeModel)
-            .filter(models.TrialUserAttributeModel.trial_id == trial_id)
-            .filter(models.TrialUserAttributeModel.key == key)
-            .one_or_none()
-        )
-        if row is None:
-            session.add(
-                models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=value_json)
-            )
-        else:
-            row.value_json = value_json
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ Optuna's heartbeat marks the trials of a killed worker FAIL after `grace_period`
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -91,3 +93,35 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
 
 def study_names(url: str) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
+
+
+def set_finished_trial_user_attr(storage: RDBStorage, trial_id: int, key: str, value: Any) -> None:
+    """Set a user attribute on a trial that has already finished.
+
+    `storage.set_trial_user_attr` refuses finished trials (`UpdateFinishedTrialError`), and
+    Optuna has no public API to annotate a completed trial, so this writes the row through
+    Optuna's own RDB model (the same table and JSON encoding `set_trial_user_attr` uses).
+    """
+    from optuna.storages._rdb import models
+
+    value_json = json.dumps(value)
+    session = storage.scoped_session()
+    try:
+        row = (
+            session.query(models.TrialUserAttributeModel)
+            .filter(models.TrialUserAttributeModel.trial_id == trial_id)
+            .filter(models.TrialUserAttributeModel.key == key)
+            .one_or_none()
+        )
+        if row is None:
+            session.add(
+                models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=value_json)
+            )
+        else:
+            row.value_json = value_json
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
