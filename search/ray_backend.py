@@ -5,51 +5,36 @@ backend; Ray only decides *where* and *how many at once* trials run, and which o
 
 Design (see docs/ray.md):
 
-* The SQL study is the single source of truth. The Tune driver asks the study for each trial
-  (`study.ask()` with the study's own sampler, in one process, so TPE sees the whole history of
-  both backends) and runs `Objective.suggest` on it: the same code samples the config, counts its
-  FLOPs and writes the same user attributes. An over-budget config is told PRUNED right there
-  (status "over_budget" and its reason, no Ray trial started, as fast as with Optuna).
-* A Ray trial receives only the optuna trial id. The worker re-attaches to that trial and runs
-  `Objective.__call__` on it (the suggestions are already stored, so they are read back), and
-  tells the study the outcome exactly as `study.optimize` would: a value -> COMPLETE, TrialPruned
-  -> PRUNED, TrialFailed (diverged, out of memory) -> FAIL. A NaN value is never told COMPLETE.
-* Early stopping is Tune's ASHA scheduler, fed by the trainer's intermediate validation points
-  (`tune.report`, except the final one, which ends the trial anyway). When ASHA stops a trial its
-  actor is ended, so the *driver* tells PRUNED (status "stopped"). A worker that crashes is retried
-  by Tune (`FailureConfig(max_failures=MAX_FAILURES)`) on the same optuna trial; when the retries
-  are used up the driver tells FAIL.
-* We do not use Ray's `OptunaSearch`: it keeps an in-memory study unless given storage, decides a
-  trial's state from Tune's *last reported result* (an errored or ASHA-stopped trial whose last
-  report had a metric is told COMPLETE with a partial value; a NaN is only logged), cannot set our
-  user attributes, and its counts start from zero on each run.
+* The SQL study is the single source of truth. The driver's Tune searcher asks the study for
+  each trial and prunes over-budget configs on the spot (`search.ray_searcher.StudySearcher`);
+  a Ray trial receives only the optuna trial id, re-attaches to it in the worker, runs the shared
+  Objective and tells the study its outcome (`search.ray_trainable`).
+* Early stopping is Tune's ASHA scheduler, fed by the trainer's intermediate validation points;
+  when ASHA stops a trial, the searcher tells it PRUNED (status "stopped").
 * Resume is re-running the same command: `--trials` is the study's total, counted in the database,
-  like the Optuna backend; we never need `Tuner.restore`. The driver records heartbeats for the
-  trials it owns; trials that an interrupted run leaves unfinished are failed and queued once more
-  (the storage's RetryHeartbeatStaleTrialCallback), at once on a clean interrupt, or after
-  `--grace-period` seconds when the driver was killed.
+  like the Optuna backend; we never need `Tuner.restore`.
+
+This module holds the entry point `run_ray`, the import guard (Ray is optional: this module
+imports without it and `require_ray` names the install command), joining or starting the Ray
+cluster, and the scheduler choice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
 import socket
 import sys
-import threading
 import time
-import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
-from search.driver import FINISHED, make_sampler
-from search.objective import Objective, TrialFailed
+from search.driver import FINISHED
+from search.ray_searcher import MAX_FAILURES, StudySearcher
+from search.ray_trainable import TuneTrial, _trainable, quiet_optuna_warnings, run_trial
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, is_sqlite, open_storage
 
@@ -57,16 +42,25 @@ try:  # ray stays optional: this module imports without it, run_ray() then expla
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import Searcher
 
     _RAY_IMPORT_ERROR: ImportError | None = None
 except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     ray = tune = None
-    ASHAScheduler = FIFOScheduler = Searcher = object
+    ASHAScheduler = FIFOScheduler = object
     _RAY_IMPORT_ERROR = _exc
 
+__all__ = [
+    "MAX_FAILURES",
+    "RayConfigError",
+    "RayUnavailable",
+    "StudySearcher",
+    "TuneTrial",
+    "require_ray",
+    "run_ray",
+    "run_trial",
+]
+
 INSTALL_HINT = "pip install -e '.[ray]'"
-MAX_FAILURES = 2  # Tune retries of a trial whose worker died or raised (not diverged/OOM)
 RESULTS_DIR_NAME = "ray_results"
 ASHA_REDUCTION_FACTOR = 2
 ASHA_GRACE_PERIOD = 1  # validation points a trial always gets before ASHA may stop it
@@ -90,311 +84,7 @@ def require_ray() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Worker side: one Ray trial = one optuna trial, run by the shared Objective.
-
-
-class TuneTrial:
-    """An optuna Trial whose intermediate reports also go to Tune's scheduler.
-
-    Everything else (suggest_*, set_user_attr, number, ...) is the wrapped optuna Trial.
-    `should_prune` never says yes itself: ASHA stops a trial by ending it from the driver
-    (`report` then raises SystemExit in the training thread). The final validation point is not
-    sent to Tune: it ends the trial anyway, and a scheduler decision there would mislabel a
-    finished trial as stopped.
-    """
-
-    def __init__(self, trial: optuna.Trial, report) -> None:
-        self._trial = trial
-        self._send = report
-        self._fraction = 0.0
-        self._last: tuple[float, int] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._trial, name)
-
-    def set_user_attr(self, key: str, value: Any) -> None:
-        if key == "last_progress":  # written by Objective just before each report
-            self._fraction = float(value)
-        self._trial.set_user_attr(key, value)
-
-    def report(self, value: float, step: int) -> None:
-        self._trial.report(value, step)
-        self._last = (float(value), int(step))
-
-    def should_prune(self) -> bool:
-        if self._last is not None and self._fraction < 1.0:
-            value, step = self._last
-            self._send({"metric": value, "step": step, "fraction": self._fraction})
-        self._last = None
-        return False
-
-
-def run_trial(
-    study: optuna.Study, trial_id: int, objective: Objective, report
-) -> TrialState | None:
-    """Run the objective on an existing RUNNING trial and tell the study its outcome.
-
-    Mirrors `study.optimize` with `catch=(TrialFailed,)`; other exceptions propagate (Tune
-    retries the trial). Returns the state told, or None if the trial was already finished.
-    """
-    if study._storage.get_trial(trial_id).state != TrialState.RUNNING:
-        return None  # e.g. a Tune retry of a trial that had already been told
-    trial = optuna.Trial(study, trial_id)
-    try:
-        value = objective(TuneTrial(trial, report))
-    except optuna.TrialPruned:
-        return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True).state
-    except TrialFailed as exc:
-        study._storage.set_trial_system_attr(trial_id, "fail_reason", str(exc))
-        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True).state
-    # A NaN/inf value is turned into FAIL by tell (with a warning), never COMPLETE.
-    return study.tell(trial, value, skip_if_finished=True).state
-
-
-_WORKER_CACHE: dict[tuple, tuple[Any, Objective]] = {}
-
-
-def _trainable(
-    config: dict[str, Any],
-    settings: RunSettings,
-    study_name: str,
-    storage_url: str,
-    threads: int,
-    grace_period: int,
-) -> None:
-    """The Ray Tune function trainable (runs in a Ray worker process)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _quiet_optuna_warnings()
-    key = (study_name, storage_url, grace_period, threads)
-    if key not in _WORKER_CACHE:  # one engine and task per worker process, reused by its trials
-        _WORKER_CACHE[key] = (
-            open_storage(storage_url, grace_period=grace_period),
-            Objective(settings, threads=threads),
-        )
-    storage, objective = _WORKER_CACHE[key]
-    # The suggestions are already stored on the trial; the sampler here is never consulted.
-    study = optuna.load_study(
-        study_name=study_name,
-        storage=storage,
-        sampler=optuna.samplers.RandomSampler(),
-        pruner=optuna.pruners.NopPruner(),
-    )
-    run_trial(study, config["trial_id"], objective, _tune_report)
-
-
-def _quiet_optuna_warnings() -> None:
-    """Warnings that are expected here: ask/tell with heartbeats (we record them ourselves),
-    experimental/deprecated storage features, and values the worker writes a second time
-    (the driver's `suggest` already set them; a retried trial reports its steps again)."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-    warnings.filterwarnings("ignore", message=".*has been deprecated in v4.9.0")
-    warnings.filterwarnings("ignore", message="The reported value is ignored because")
-    warnings.filterwarnings("ignore", message="The constraint value is ignored because")
-
-
-def _tune_report(metrics: dict[str, Any]) -> None:
-    report = getattr(tune, "report", None)
-    if report is None:  # ray < 2.41: the function API's report lived in ray.train
-        from ray import train
-
-        report = train.report
-    report(metrics)
-
-
-# --------------------------------------------------------------------------------------------
-# Driver side: a Tune Searcher that asks the SQL study, and ASHA that says which trials it stopped.
-
-
-class StudySearcher(Searcher):
-    """Tune search algorithm backed by the SQL study (picklable; opens the study lazily).
-
-    Each `suggest` asks the study for a trial, samples it with `Objective.suggest`, prunes it
-    on the spot if over budget, and hands Tune only the trial id. It says FINISHED once the
-    study holds `total` finished or running trials, or after `deadline` (time.time()).
-    """
-
-    def __init__(
-        self,
-        settings: RunSettings,
-        study_name: str,
-        storage_url: str,
-        total: int,
-        deadline: float | None,
-        grace_period: int = GRACE_PERIOD,
-        progress=None,
-    ) -> None:
-        super().__init__()
-        self.settings = settings
-        self.study_name = study_name
-        self.storage_url = storage_url
-        self.total = total
-        self.deadline = deadline
-        self.grace_period = grace_period
-        self.progress = progress  # callable(study) or None, driver-local
-        self.stopped: set[str] = set()  # Tune trial ids stopped by the scheduler
-        self.requeued = 0  # trials an interrupt left unfinished (failed and queued again)
-        self._init_runtime()
-
-    def _init_runtime(self) -> None:
-        self._study: optuna.Study | None = None
-        self._storage = None
-        self._objective: Objective | None = None
-        self._live: dict[str, tuple[int, int]] = {}  # Tune trial id -> optuna (id, number)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for key in ("_study", "_storage", "_objective", "_live", "_lock", "_stop", "_heartbeat"):
-            state.pop(key, None)
-        state["progress"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
-
-    # -- the study and its heartbeats --------------------------------------------------------
-
-    @property
-    def study(self) -> optuna.Study:
-        if self._study is None:
-            self._storage = open_storage(self.storage_url, grace_period=self.grace_period)
-            first = optuna.load_study(study_name=self.study_name, storage=self._storage)
-            offset = 97 * len(first.get_trials(deepcopy=False))
-            self._study = optuna.load_study(
-                study_name=self.study_name,
-                storage=self._storage,
-                sampler=make_sampler(self.settings, offset),
-                pruner=optuna.pruners.NopPruner(),  # Tune's scheduler prunes here
-            )
-            self._objective = Objective(self.settings, threads=1)
-            self._heartbeat = threading.Thread(target=self._beat, daemon=True)
-            self._heartbeat.start()
-        return self._study
-
-    def _beat(self) -> None:
-        interval = getattr(self._storage, "heartbeat_interval", None) or 10
-        while not self._stop.wait(interval):
-            with self._lock:
-                ids = [trial_id for trial_id, _ in self._live.values()]
-            for trial_id in ids:
-                try:
-                    self._storage.record_heartbeat(trial_id)
-                except Exception:  # a transient database error must not end the run
-                    logging.getLogger(__name__).debug("heartbeat failed", exc_info=True)
-
-    def _started(self) -> int:
-        states = (*FINISHED, TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=states))
-
-    def _progress(self) -> None:
-        if self.progress is not None:
-            self.progress(self.study)
-
-    # -- Searcher API ------------------------------------------------------------------------
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return True  # metric and mode come from the study, not from Tune
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        study = self.study
-        while True:
-            if self.deadline is not None and time.time() >= self.deadline:
-                return Searcher.FINISHED
-            if self._started() >= self.total:
-                return Searcher.FINISHED
-            trial = study.ask()
-            try:
-                self._objective.suggest(trial)
-            except optuna.TrialPruned:  # over budget: recorded, never trained
-                study.tell(trial, state=TrialState.PRUNED)
-                self._progress()
-                continue
-            except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            with self._lock:
-                self._live[trial_id] = (trial._trial_id, trial.number)
-            self._storage.record_heartbeat(trial._trial_id)
-            return {"trial_id": trial._trial_id, "number": trial.number}
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-    ) -> None:
-        with self._lock:
-            owned = self._live.pop(trial_id, None)
-        if owned is None:
-            return
-        if self.study._storage.get_trial(owned[0]).state == TrialState.RUNNING:
-            if error:
-                self._fail(
-                    owned,
-                    f"the Ray worker failed {MAX_FAILURES + 1} times "
-                    "(see error.txt in the Ray results folder)",
-                )
-            elif trial_id in self.stopped:
-                self._stopped(owned, result or {})
-            else:
-                self._interrupted(owned)
-        self._progress()
-
-    def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text(
-            json.dumps({"study": self.study_name, "note": "state lives in the study database"})
-        )
-
-    def restore(self, checkpoint_path: str) -> None:
-        pass  # nothing to restore: the study database is the state
-
-    # -- outcomes the worker could not tell ---------------------------------------------------
-
-    def _stopped(self, owned: tuple[int, int], result: dict[str, Any]) -> None:
-        (ot_id, number), storage = owned, self.study._storage
-        step, fraction = result.get("step"), result.get("fraction")
-        storage.set_trial_user_attr(ot_id, "status", "stopped")
-        storage.set_trial_user_attr(
-            ot_id,
-            "reason",
-            f"stopped by Ray Tune's ASHA scheduler at step {step} "
-            f"({(fraction or 0) * 100:.0f}% of the proxy compute)",
-        )
-        if result.get("metric") is not None:
-            storage.set_trial_user_attr(ot_id, "metric", result["metric"])
-        if step is not None:
-            storage.set_trial_user_attr(ot_id, "steps", step)
-        self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
-
-    def _fail(self, owned: tuple[int, int], reason: str) -> None:
-        (ot_id, number), storage = owned, self.study._storage
-        storage.set_trial_user_attr(ot_id, "status", "error")
-        storage.set_trial_user_attr(ot_id, "reason", reason)
-        storage.set_trial_system_attr(ot_id, "fail_reason", reason)
-        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-
-    def _interrupted(self, owned: tuple[int, int]) -> None:
-        """The run ended before the trial did: FAIL it and queue it once more, as a dead
-        worker's trial is (the storage's RetryHeartbeatStaleTrialCallback)."""
-        self._fail(owned, "the Ray run ended before this trial finished; queued to run again")
-        self.requeued += 1
-        callback = self._storage.get_heartbeat_stale_trial_callback()
-        if callback is not None:
-            callback(self.study, self.study._storage.get_trial(owned[0]))
-
-    def close(self) -> None:
-        """After the Tune run: settle trials Tune never reported back, stop the heartbeats."""
-        with self._lock:
-            leftover = list(self._live.items())
-            self._live.clear()
-        for _, owned in leftover:
-            if self.study._storage.get_trial(owned[0]).state == TrialState.RUNNING:
-                self._interrupted(owned)
-        self._stop.set()
+# Scheduler: ASHA that says which trials it stopped, or FIFO
 
 
 def make_scheduler(settings: RunSettings, direction: str, searcher: StudySearcher):
@@ -513,7 +203,7 @@ def run_ray(
     results.mkdir(parents=True, exist_ok=True)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _quiet_optuna_warnings()
+    quiet_optuna_warnings()
     storage = open_storage(storage_url, grace_period=grace_period)
     study = optuna.load_study(study_name=study_name, storage=storage)
     optuna.storages.fail_stale_trials(study)  # trials of a killed earlier run: FAIL + retry
