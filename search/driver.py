@@ -1,16 +1,16 @@
-"""The Optuna driver: samplers, pruners, study creation/resume, and local worker processes.
+"""The Optuna driver: samplers, pruners, study creation/resume, and the worker loop.
 
-Workers are processes, never threads (the GIL and torch's own thread pool), each with
-`torch.set_num_threads(cpus // workers)`. The parent creates the study once, then starts the
-workers; each runs `study.optimize` on the same storage until the study holds `--trials`
-finished trials (a study may exceed that by at most `workers - 1` when workers finish at once).
+Workers are processes, never threads (the GIL and torch's own thread pool), each with its own
+`torch.set_num_threads`. The parent creates the study once (with its rung schedule), then starts
+the workers; each runs `optimize` on the same storage until the study holds `--trials` *trained*
+candidates (`search.results.trained_count`: over-budget and duplicate proposals are records,
+not candidates). Ray places the very same worker loop on a cluster (`search.ray_backend`).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import platform
 from collections.abc import Callable
 
@@ -18,10 +18,17 @@ import optuna
 from optuna.trial import TrialState
 
 from search.objective import Objective, TrialFailed
+from search.results import REJECTED, trained_count
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, open_storage
+from trainers.rungs import RungSchedule
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+MAX_CONSECUTIVE_REJECTIONS = 200  # proposals in a row that were over budget or duplicates
+
+
+class SpaceExhausted(RuntimeError):
+    """The sampler keeps proposing configs that are over budget or already evaluated."""
 
 
 class StudyMismatch(ValueError):
@@ -50,14 +57,23 @@ def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.Base
 
 
 def make_pruner(settings: RunSettings) -> optuna.pruners.BasePruner:
-    name = settings.pruner
-    if name == "median" and settings.objectives == "single":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    if name == "halving" and settings.objectives == "single":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    if name == "hyperband" and settings.objectives == "single":
-        return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.NopPruner()  # "none", and multi-objective studies (no pruning there)
+    """The rung pruner. Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths
+    in first-rung units), so successive halving with min_resource 1 and reduction factor eta
+    keeps the best 1/eta of each rung (asynchronously: ASHA, Li et al. 2018)."""
+    name, eta = settings.pruner, settings.eta
+    if settings.objectives != "single" or settings.rungs == 1:
+        return optuna.pruners.NopPruner()  # multi-objective studies cannot prune
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=eta, min_early_stopping_rate=0
+        )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=eta ** (settings.rungs - 1), reduction_factor=eta
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=eta, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
 
 
 def versions() -> dict[str, str]:
@@ -82,15 +98,22 @@ def versions() -> dict[str, str]:
 
 
 def open_study(
-    settings: RunSettings, study_name: str, storage_url: str, task, grace_period: int = GRACE_PERIOD
+    settings: RunSettings,
+    study_name: str,
+    storage_url: str,
+    task,
+    grace_period: int = GRACE_PERIOD,
+    schedule: RungSchedule | None = None,
 ) -> optuna.Study:
-    """Create the study with its attributes, or resume it after checking it means the same."""
+    """Create the study with its attributes and rung schedule, or resume it after checking it
+    means the same. A resumed study keeps the schedule it was created with (equal tokens per
+    rung across sessions): read it back with `stored_schedule`."""
     storage = open_storage(storage_url, grace_period=grace_period)
     identity = settings.identity()
     identity["seq_len"] = task.seq_len
-    directions = (
-        [task.direction] if settings.objectives == "single" else [task.direction, "minimize"]
-    )
+    identity["corpus"] = getattr(task, "corpus", None)
+    # candidates are ranked by validation loss (continuous; accuracy ties at chance)
+    directions = ["minimize"] if settings.objectives == "single" else ["minimize", "minimize"]
     existing = {
         s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
     }
@@ -124,8 +147,12 @@ def open_study(
     for key, value in identity.items():
         study.set_user_attr(key, value)
     study.set_user_attr("flop_convention", "fvcore: 1 multiply-add = 1 FLOP")
-    study.set_user_attr("metric", task.metric)
-    study.set_user_attr("direction", task.direction)
+    study.set_user_attr("metric", "val_loss")
+    study.set_user_attr("direction", "minimize")
+    study.set_user_attr("task_metric", task.metric)
+    study.set_user_attr("task_direction", task.direction)
+    if schedule is not None:
+        study.set_user_attr("schedule", schedule.to_dict())
     study.set_user_attr("sampler", settings.sampler)
     study.set_user_attr("pruner", settings.pruner)
     study.set_user_attr("seed", settings.seed)
@@ -134,8 +161,18 @@ def open_study(
     return study
 
 
-def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def stored_schedule(study: optuna.Study) -> RungSchedule | None:
+    data = study.user_attrs.get("schedule")
+    return None if data is None else RungSchedule(**data)
+
+
+def _in_training(study: optuna.Study) -> int:
+    """RUNNING trials that are (or were, if their worker died) training a candidate."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get("status") not in REJECTED
+    )
 
 
 def optimize(
@@ -144,24 +181,67 @@ def optimize(
     total: int,
     timeout: float | None = None,
     callbacks: list[Callable] | None = None,
+    poll: float = 2.0,
 ) -> None:
-    """Run trials in this process until the study holds `total` finished (or running) trials."""
+    """Train candidates in this process until the study holds `total` trained ones.
+
+    Over-budget and duplicate proposals do not count. When the remaining slots are taken by
+    RUNNING trials, wait for them: a trial whose worker died is failed once its heartbeat is
+    stale, and its retry (a WAITING trial) is picked up here and resumes from its checkpoint.
+    """
     import time
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    optuna.storages.fail_stale_trials(study)
+    rejections = 0
+    seen: dict = {}
+
+    def remember(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seen["status"] = trial.user_attrs.get("status")
+
     while True:
-        started = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
-        if started >= total:
+        optuna.storages.fail_stale_trials(study)
+        done = trained_count(study)
+        if done >= total:
             return
         if deadline is not None and time.monotonic() >= deadline:
             return
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not waiting and done + _in_training(study) >= total:
+            time.sleep(poll)  # others hold the last slots; a dead one goes stale and retries
+            continue
+        seen.clear()
         study.optimize(
-            objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False
+            objective,
+            n_trials=1,
+            catch=(TrialFailed,),
+            callbacks=[*(callbacks or []), remember],
+            gc_after_trial=False,
         )
+        rejections = rejections + 1 if seen.get("status") in REJECTED else 0
+        if rejections >= MAX_CONSECUTIVE_REJECTIONS:
+            raise SpaceExhausted(
+                f"{rejections} proposals in a row were over the budget or already evaluated: "
+                "the space has (almost) nothing new that fits. Raise --budget, widen the space "
+                "with a preset, or lower --trials"
+            )
 
 
-def _worker(
+def load_for_worker(
+    settings: RunSettings, study_name: str, storage_url: str, index: int, grace_period: int
+) -> optuna.Study:
+    """The study with this worker's own sampler seed stream and the rung pruner."""
+    storage = open_storage(storage_url, grace_period=grace_period)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    offset = 1 + index + 97 * len(study.get_trials(deepcopy=False))
+    return optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=make_sampler(settings, offset),
+        pruner=make_pruner(settings),
+    )
+
+
+def run_worker(
     settings: RunSettings,
     study_name: str,
     storage_url: str,
@@ -170,22 +250,25 @@ def _worker(
     threads: int,
     index: int,
     grace_period: int = GRACE_PERIOD,
+    checkpoint_dir: str | None = None,
 ) -> None:
+    """One worker: the loop every backend runs (a local process, or a Ray task)."""
+    import warnings
+
     import torch
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url, grace_period=grace_period)
-    objective = Objective(settings, threads=threads)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    offset = 1 + index + 97 * len(study.get_trials(deepcopy=False))
-    study = optuna.load_study(
-        study_name=study_name,
-        storage=storage,
-        sampler=make_sampler(settings, offset),
-        pruner=make_pruner(settings),
-    )
-    optimize(study, objective, total, timeout)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study = load_for_worker(settings, study_name, storage_url, index, grace_period)
+    schedule = stored_schedule(study)
+    if schedule is None:
+        raise RuntimeError(f"study {study_name!r} has no rung schedule; run search.run first")
+    objective = Objective(settings, schedule, threads=threads, checkpoint_dir=checkpoint_dir)
+    try:
+        optimize(study, objective, total, timeout)
+    except SpaceExhausted as exc:
+        print(f"error: {exc}", flush=True)
 
 
 def start_workers(
@@ -195,18 +278,19 @@ def start_workers(
     total: int,
     timeout: float | None,
     workers: int,
+    threads: int,
     grace_period: int = GRACE_PERIOD,
-    threads: int | None = None,
+    checkpoint_dir: str | None = None,
 ) -> list[mp.Process]:
-    """Start `workers` processes (spawned, so CUDA and torch threads start clean), each with
-    `threads` torch threads (default: this machine's CPUs divided among the workers)."""
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    """Start `workers` processes (spawned, so CUDA and torch threads start clean)."""
     ctx = mp.get_context("spawn")
     procs = []
     for index in range(workers):
         p = ctx.Process(
-            target=_worker,
-            args=(settings, study_name, storage_url, total, timeout, threads, index, grace_period),
+            target=run_worker,
+            args=(settings, study_name, storage_url, total, timeout, threads, index),
+            kwargs={"grace_period": grace_period, "checkpoint_dir": checkpoint_dir},
+            daemon=True,  # never outlive the parent
         )
         p.start()
         procs.append(p)

@@ -57,7 +57,7 @@ from search.fidelity_stats import (
 )
 from search.objective import make_task
 from search.results import feasible_trials
-from search.scale import settings_from_study
+from search.settings import settings_from_study
 from search.storage import DEFAULT_STORAGE, open_storage, set_finished_trial_user_attr
 from spaces import ArchConfig
 from trainers.proxy import train

@@ -1,15 +1,34 @@
-"""The objective every backend runs: suggest, count FLOPs, reject over budget, train, record.
+"""The objective every backend runs: suggest, price, reject or reuse, train rung by rung, record.
 
-One code path for Optuna workers and Ray Tune trials. Everything a user later needs is written
-on the trial as user attributes, so the dashboard, export and scaling read only the database.
+One code path for local worker processes and Ray (which only places the same workers on a
+cluster). A candidate:
+
+1. is priced before training (closed form, then fvcore); over budget, it is rejected in
+   microseconds and told to the sampler as infeasible (`trial.set_constraint`);
+2. is compared with the study's evaluated configs; an identical one is not trained again, its
+   result is reused (status "duplicate");
+3. trains on the study's rung schedule (`trainers.rungs`): equal tokens per rung for every
+   candidate, validation loss reported after each rung, and the pruner (successive halving)
+   decides whether it continues; a promoted candidate continues, never restarts. Its stable
+   state is checkpointed after every rung, so a killed worker's retry resumes from there.
+
+Everything a user later needs is written on the trial as user attributes, so the dashboard,
+export and scaling read only the database. Rejected and duplicate proposals stay in the study as
+records but do not count toward `--trials` (`search.results.trained_count`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from search.settings import RunSettings
 from spaces.flops import (
@@ -19,11 +38,13 @@ from spaces.flops import (
     estimate_flops,
     estimate_params,
 )
-from trainers.proxy import Progress, train
+from trainers.rungs import Progress, RungResult, RungSchedule, RungTrainer
 from trainers.tasks import Task, get_task
 
 CONSTRAINT_ATTR = "constraint"  # (flops - budget) / budget: <= 0 is feasible
 PRESCREEN_MARGIN = 0.05  # formula counts above budget x 1.05 are rejected without a trace
+PROGRESS_EVERY = 5.0  # seconds between live progress writes to the study
+MAX_COMPUTE_STRETCH = 64  # --evaluation compute: a small model trains at most 64x the tokens
 
 
 def make_task(settings: RunSettings) -> Task:
@@ -35,12 +56,35 @@ def make_task(settings: RunSettings) -> Task:
     return get_task(settings.task, seed=settings.seed, **kwargs)
 
 
-class Objective:
-    """Callable objective; picklable, so worker processes and Ray actors can run it."""
+def rung_step(rung: int, eta: int) -> int:
+    """The step a rung is reported at: its length in first-rung units (1, eta, eta^2, ...), so
+    Optuna's SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta) cuts at each rung."""
+    return eta**rung
 
-    def __init__(self, settings: RunSettings, threads: int | None = None) -> None:
+
+def checkpoint_key(trial: optuna.Trial) -> int:
+    """The trial number a checkpoint belongs to: the original one for a retried trial."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return trial.number if original is None else int(original)
+
+
+class Objective:
+    """Callable objective; picklable, so worker processes and Ray tasks can run it."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        schedule: RungSchedule,
+        threads: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        on_progress: Callable[[optuna.Trial, Progress], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.schedule = schedule
         self.threads = threads
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.on_progress = on_progress
         self._task: Task | None = None
 
     @property
@@ -50,8 +94,9 @@ class Objective:
         return self._task
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings, "threads": self.threads, "_task": None}
+        return {**self.__dict__, "_task": None, "on_progress": None}
 
+    # -- 1. price ----------------------------------------------------------------------------
     def suggest(self, trial: optuna.Trial):
         """Sample a config and record what it costs; raise TrialPruned if over budget."""
         s = self.settings
@@ -61,17 +106,20 @@ class Objective:
         flops, source = estimate_flops(cfg), "formula"
         if flops <= s.budget * (1 + PRESCREEN_MARGIN):
             flops, source = count_flops(cfg), "fvcore"
-        trial.set_user_attr("config", cfg.to_dict())
-        trial.set_user_attr("variant", cfg.attention)
-        trial.set_user_attr("span", cfg.span)
-        trial.set_user_attr("d_model", cfg.d_model)
-        trial.set_user_attr("flops", flops)
-        trial.set_user_attr("flop_convention", FLOP_CONVENTION)
-        trial.set_user_attr("flops_counted_by", source)
-        trial.set_user_attr(
-            "params", count_params(cfg) if source == "fvcore" else estimate_params(cfg)
-        )
-        trial.set_user_attr(CONSTRAINT_ATTR, (flops - s.budget) / s.budget)
+        attrs = {
+            "config": cfg.to_dict(),
+            "variant": cfg.attention,
+            "span": cfg.span,
+            "d_model": cfg.d_model,
+            "flops": flops,
+            "budget_fraction": flops / s.budget,
+            "flop_convention": FLOP_CONVENTION,
+            "flops_counted_by": source,
+            "params": count_params(cfg) if source == "fvcore" else estimate_params(cfg),
+            CONSTRAINT_ATTR: (flops - s.budget) / s.budget,
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
         # Optuna's constraint API: samplers (TPE, NSGA-II, GP) treat > 0 as infeasible.
         trial.set_constraint("flops_over_budget", (flops - s.budget) / s.budget)
         if flops > s.budget:
@@ -81,51 +129,121 @@ class Objective:
             raise optuna.TrialPruned(reason)
         return cfg, flops
 
+    # -- 2. reuse ----------------------------------------------------------------------------
+    def find_duplicate(self, trial: optuna.Trial, config: dict) -> optuna.trial.FrozenTrial | None:
+        for t in trial.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        ):
+            if (
+                t.number != trial.number
+                and t.user_attrs.get("status") in ("ok", "stopped")
+                and t.user_attrs.get("config") == config
+            ):
+                return t
+        return None
+
+    def reuse(self, trial: optuna.Trial, original: optuna.trial.FrozenTrial):
+        """Record `original`'s result on this trial instead of training the same config again."""
+        skip = {"status", "reason", "progress"}
+        for key, value in original.user_attrs.items():
+            if key not in skip:
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("status", "duplicate")
+        trial.set_user_attr("duplicate_of", original.number)
+        reason = f"same config as trial {original.number}; its result is reused, not retrained"
+        trial.set_user_attr("reason", reason)
+        if self.settings.objectives == "single":
+            for step, value in sorted(original.intermediate_values.items()):
+                trial.report(value, step)
+        if original.state == TrialState.PRUNED:
+            raise optuna.TrialPruned(reason)
+        return original.values[0] if len(original.values) == 1 else tuple(original.values)
+
+    # -- 3. train ----------------------------------------------------------------------------
+    def schedule_for(self, flops: int) -> RungSchedule:
+        """The study's schedule; under --evaluation compute, stretched so that every candidate
+        spends the training FLOPs a budget-sized one would (capped at MAX_COMPUTE_STRETCH)."""
+        if self.settings.evaluation != "compute":
+            return self.schedule
+        stretch = min(MAX_COMPUTE_STRETCH, self.settings.budget / max(1, flops))
+        first = max(1, round(self.schedule.first_steps * stretch))
+        return dataclasses.replace(self.schedule, first_steps=first)
+
     def __call__(self, trial: optuna.Trial):
         s = self.settings
         cfg, flops = self.suggest(trial)
+        original = self.find_duplicate(trial, cfg.to_dict())
+        if original is not None:
+            return self.reuse(trial, original)
+        trial.set_user_attr("status", "training")
+        schedule = self.schedule_for(flops)
         single = s.objectives == "single"
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            name = f"trial-{checkpoint_key(trial)}.pt"
+            checkpoint = self.checkpoint_dir / _safe(trial.study.study_name) / name
+        rungs: list[dict] = []
 
-        def report(point: Progress) -> bool:
-            trial.set_user_attr("last_progress", point.fraction)
+        def on_rung(r: RungResult) -> bool:
+            rungs.append(dataclasses.asdict(r))
+            trial.set_user_attr("rungs", rungs)
+            trial.set_user_attr("rung", r.rung)
             if not single:
                 return False
-            # Report by evaluation index (1..n_evals), not optimizer step: candidates take
-            # different step counts, and pruners compare trials at equal steps.
-            trial.report(point.metric, step=max(1, round(point.fraction * s.recipe.n_evals)))
-            return trial.should_prune()
+            trial.report(r.loss, step=rung_step(r.rung, schedule.eta))
+            return r.rung < schedule.top and trial.should_prune()
 
-        result = train(
+        last_write = [0.0]
+
+        def progress(p: Progress) -> None:
+            if self.on_progress is not None:
+                self.on_progress(trial, p)
+            now = time.monotonic()
+            if now - last_write[0] >= PROGRESS_EVERY:
+                last_write[0] = now
+                trial.set_user_attr("progress", dataclasses.asdict(p))
+
+        trainer = RungTrainer(
             cfg,
             self.task,
-            s.proxy_compute,
+            schedule,
             recipe=s.recipe,
             seed=s.seed,
             device=s.device,
             threads=self.threads,
-            callback=report,
+            checkpoint=checkpoint,
         )
-        for key in (
-            "metric",
-            "loss",
-            "steps",
-            "tokens",
-            "tokens_per_s",
-            "flops_per_s",
-            "wall_time",
-        ):
-            value = getattr(result, key)
+        outcome = trainer.run(on_rung, progress)
+        last = outcome.last
+        attrs = {
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "rung": None if last is None else last.rung,
+            "tokens": None if last is None else last.tokens,
+            "tokens_processed": outcome.tokens_processed,
+            "loss": None if last is None else last.loss,
+            "metric": None if last is None else last.metric,
+            "tokens_per_s": outcome.tokens_per_s,
+            "flops_per_s": outcome.flops_per_s,
+            "wall_time": None if last is None else last.wall_time,
+            "resumed_from": outcome.resumed_from,
+        }
+        for key, value in attrs.items():
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
             trial.set_user_attr(key, value)
-        trial.set_user_attr("status", result.status)
-        trial.set_user_attr("reason", result.reason)
-        if result.status == "stopped":
-            raise optuna.TrialPruned(result.reason)
-        if result.status != "ok" or result.metric is None:
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # finished, whatever the outcome
+        if outcome.status == "stopped":
+            raise optuna.TrialPruned(outcome.reason)
+        if outcome.status != "ok" or last is None:
             # diverged / out of memory: the trial FAILs (a NaN value never completes a trial)
-            raise TrialFailed(f"{result.status}: {result.reason}")
-        return result.metric if single else (result.metric, float(flops))
+            raise TrialFailed(f"{outcome.status}: {outcome.reason}")
+        return last.loss if single else (last.loss, float(flops))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 class TrialFailed(Exception):

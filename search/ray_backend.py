@@ -1,22 +1,19 @@
-"""The Ray Tune backend: `python -m search.run --backend ray [--address auto] [--cpus-per-trial K]`.
+"""The Ray backend: `python -m search.run --backend ray [--address auto] [--cpus-per-trial K]`.
 
-Same study, same space, same objective, same FLOP-budget rule and proxy trainer as the Optuna
-backend; Ray only decides *where* and *how many at once* trials run, and which ones stop early.
+Ray only decides *where* the search runs. It places the very same worker loop as the local
+backend (`search.driver.run_worker`: ask the SQL study, price, reject or reuse, train rung by
+rung, let the study's pruner cut, tell) on this machine's cores or a cluster's nodes, as Ray Tune
+trials, one per worker slot. So multi-fidelity, pruning, duplicates, `--trials` counting and
+recovery mean exactly what they mean under the local backend (see docs/ray.md):
 
-Design (see docs/ray.md):
-
-* The SQL study is the single source of truth. The driver's Tune searcher asks the study for
-  each trial and prunes over-budget configs on the spot (`search.ray_searcher.StudySearcher`);
-  a Ray trial receives only the optuna trial id, re-attaches to it in the worker, runs the shared
-  Objective and tells the study its outcome (`search.ray_trainable`).
-* Early stopping is Tune's ASHA scheduler, fed by the trainer's intermediate validation points;
-  when ASHA stops a trial, the searcher tells it PRUNED (status "stopped").
-* Resume is re-running the same command: `--trials` is the study's total, counted in the database,
-  like the Optuna backend; we never need `Tuner.restore`.
+* the SQL study is the single source of truth; workers on any node read and write it;
+* a worker whose process or node dies is restarted by Tune (`FailureConfig(max_failures=2)`);
+  its trial goes stale, is failed and retried by the study's heartbeat rule, and resumes from
+  its rung checkpoint where the checkpoint folder is shared (`--checkpoint-dir`);
+* resume is re-running the same command.
 
 This module holds the entry point `run_ray`, the import guard (Ray is optional: this module
-imports without it and `require_ray` names the install command), joining or starting the Ray
-cluster, and the scheduler choice.
+imports without it and `require_ray` names the install command), and joining or starting Ray.
 """
 
 from __future__ import annotations
@@ -26,44 +23,31 @@ import logging
 import os
 import re
 import socket
-import sys
 import time
 from pathlib import Path
 
 import optuna
 
-from search.driver import FINISHED
-from search.ray_searcher import MAX_FAILURES, StudySearcher
-from search.ray_trainable import TuneTrial, _trainable, quiet_optuna_warnings, run_trial
+from search.driver import run_worker
+from search.progress import StudyProgress
+from search.results import trained_count
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, is_sqlite, open_storage
 
 try:  # ray stays optional: this module imports without it, run_ray() then explains
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     _RAY_IMPORT_ERROR: ImportError | None = None
 except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     ray = tune = None
-    ASHAScheduler = FIFOScheduler = object
     _RAY_IMPORT_ERROR = _exc
 
-__all__ = [
-    "MAX_FAILURES",
-    "RayConfigError",
-    "RayUnavailable",
-    "StudySearcher",
-    "TuneTrial",
-    "require_ray",
-    "run_ray",
-    "run_trial",
-]
+__all__ = ["MAX_FAILURES", "RayConfigError", "RayUnavailable", "require_ray", "run_ray"]
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 RESULTS_DIR_NAME = "ray_results"
-ASHA_REDUCTION_FACTOR = 2
-ASHA_GRACE_PERIOD = 1  # validation points a trial always gets before ASHA may stop it
+MAX_FAILURES = 2  # Tune restarts a dead worker this many times
 
 
 class RayUnavailable(ImportError):
@@ -84,40 +68,7 @@ def require_ray() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Scheduler: ASHA that says which trials it stopped, or FIFO
-
-
-def make_scheduler(settings: RunSettings, direction: str, searcher: StudySearcher):
-    """ASHA on the validation metric, or FIFO for `--pruner none` and Pareto studies."""
-    if settings.objectives != "single" or settings.pruner == "none":
-        return FIFOScheduler()
-    return RecordingASHA(
-        searcher,
-        time_attr="training_iteration",  # one per validation point (recipe.n_evals in all)
-        metric="metric",
-        mode="max" if direction == "maximize" else "min",
-        max_t=max(2, settings.recipe.n_evals),
-        grace_period=ASHA_GRACE_PERIOD,
-        reduction_factor=ASHA_REDUCTION_FACTOR,
-    )
-
-
-class RecordingASHA(ASHAScheduler):
-    """ASHA that tells the searcher which trials it stopped (vs. ended by an interrupt)."""
-
-    def __init__(self, searcher: StudySearcher, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._searcher = searcher
-
-    def on_trial_result(self, tune_controller, trial, result):
-        action = super().on_trial_result(tune_controller, trial, result)
-        if action == self.STOP:
-            self._searcher.stopped.add(trial.trial_id)
-        return action
-
-
-# --------------------------------------------------------------------------------------------
-# Entry point
+# Joining or starting Ray
 
 
 def default_results_dir(storage_url: str) -> Path:
@@ -168,8 +119,32 @@ def _use_token_if_available() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def _trial_dirname(trial) -> str:
-    return f"trial-{trial.config.get('number', 'x')}-{trial.trial_id}"
+def _worker_trainable(
+    config: dict,
+    settings: RunSettings,
+    study_name: str,
+    storage_url: str,
+    total: int,
+    deadline: float | None,
+    threads: int,
+    grace_period: int,
+    checkpoint_dir: str | None,
+) -> None:
+    """One Tune trial = one worker of the shared study (the local backend's loop)."""
+    remaining = None if deadline is None else max(0.0, deadline - time.time())
+    run_worker(
+        settings,
+        study_name,
+        storage_url,
+        total,
+        remaining,
+        threads,
+        int(config["worker"]),
+        grace_period=grace_period,
+        checkpoint_dir=checkpoint_dir,
+    )
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    tune.report({"trained": trained_count(study)})
 
 
 def run_ray(
@@ -181,11 +156,13 @@ def run_ray(
     address: str | None,
     cpus_per_trial: int,
     *,
+    workers: int | None = None,
     grace_period: int = GRACE_PERIOD,
     quiet: bool = False,
     results_dir: str | os.PathLike | None = None,
+    checkpoint_dir: str | None = None,
 ) -> None:
-    """Run trials of the existing study on Ray Tune until it holds `trials` finished trials."""
+    """Run the study's workers on Ray until it holds `trials` trained candidates."""
     require_ray()
     if cpus_per_trial < 1:
         raise RayConfigError(f"--cpus-per-trial must be >= 1, got {cpus_per_trial}")
@@ -203,15 +180,11 @@ def run_ray(
     results.mkdir(parents=True, exist_ok=True)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    quiet_optuna_warnings()
     storage = open_storage(storage_url, grace_period=grace_period)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    optuna.storages.fail_stale_trials(study)  # trials of a killed earlier run: FAIL + retry
-    direction = study.user_attrs.get("direction", "maximize")
 
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials run in the driver's directory, not Tune's
-    # Tune's own tables would interleave with our progress bar; trial errors are still logged.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would hide our bar
     if address:
         _check_reachable(address)
         _use_token_if_available()
@@ -219,8 +192,6 @@ def run_ray(
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
         else:
-            # Local workers inherit this environment; no runtime_env, so that the workers Ray
-            # prestarts at init can run trials at once.
             os.environ.update(env)
             ray.init(
                 address="local",
@@ -240,82 +211,43 @@ def run_ray(
             f"cannot start or join Ray at {address or 'local'}: {exc}{hint}"
         ) from exc
 
-    bar = None
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        gpu = 1 if settings.device.startswith("cuda") else 0
-        slots = max(1, cpus // cpus_per_trial)
-        if gpu:
-            slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 1))))
         if cpus_per_trial > cpus:
             raise RayConfigError(
                 f"--cpus-per-trial {cpus_per_trial} is more than the cluster's {cpus} CPUs"
             )
-
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=trials,
-            initial=min(_finished(study), trials),
-            unit="trial",
-            disable=quiet,
-            dynamic_ncols=True,
-        )
-
-        def progress(s: optuna.Study) -> None:
-            bar.n = min(_finished(s), trials)
-            bar.refresh()
-
-        searcher = StudySearcher(
-            settings,
-            study_name,
-            storage_url,
-            trials,
-            None if timeout is None else time.time() + timeout,
-            grace_period,
-            progress=progress,
-        )
+        gpu = 1 if settings.device.startswith("cuda") else 0
+        slots = max(1, cpus // cpus_per_trial)
+        if gpu:
+            slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 1))))
+        slots = min(slots, workers) if workers else slots
         trainable = tune.with_resources(
             tune.with_parameters(
-                _trainable,
+                _worker_trainable,
                 settings=settings,
                 study_name=study_name,
                 storage_url=storage_url,
+                total=trials,
+                deadline=None if timeout is None else time.time() + timeout,
                 threads=cpus_per_trial,
                 grace_period=grace_period,
+                checkpoint_dir=checkpoint_dir,
             ),
             {"cpu": cpus_per_trial, "gpu": gpu},
         )
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name) + time.strftime("-%Y%m%d-%H%M%S")
         if not quiet:
-            print(f"ray: {cpus} CPUs, {slots} trial(s) at once; Tune results in {results / name}")
+            print(f"ray: {cpus} CPUs, {slots} worker(s); Tune logs in {results / name}")
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=make_scheduler(settings, direction, searcher),
-                num_samples=-1,  # the searcher says when the study holds enough trials
-                max_concurrent_trials=slots,
-                reuse_actors=True,
-                trial_dirname_creator=_trial_dirname,
-            ),
+            param_space={"worker": tune.grid_search(list(range(slots)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=False),
             run_config=_run_config(name, results),
         )
-        try:
+        with StudyProgress(study, trials, quiet):
             tuner.fit()
-        finally:
-            searcher.close()
-            progress(study)
-        if searcher.requeued:
-            print(
-                f"\nray: interrupted; {searcher.requeued} unfinished trial(s) failed and queued to "
-                "run again. Resume by re-running the same command: the study database holds "
-                "the state (Tune's Tuner.restore hint above is not needed).",
-                file=sys.stderr,
-            )
     finally:
-        if bar is not None:
-            bar.close()
         if ray.is_initialized():
             ray.shutdown()
 
@@ -331,7 +263,3 @@ def _run_config(name: str, results: Path):
         failure_config=FailureConfig(max_failures=MAX_FAILURES),
         verbose=0,
     )
-
-
-def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))

@@ -1,4 +1,9 @@
-"""Reading results back from the study database: the top-configs table and trial counts."""
+"""Reading results back from the study database: counts, the ranking and the top table.
+
+Ranking: a candidate that reached a higher rung ranks above one stopped earlier (it beat its
+rung's competition), and within a rung the lower validation loss ranks first. The best trial
+is the best of the top rung (a COMPLETE trial).
+"""
 
 from __future__ import annotations
 
@@ -16,19 +21,60 @@ COLUMNS = [
     "width",
     "heads",
     "FLOPs",
+    "of budget",
     "params",
+    "rung",
+    "tokens",
+    "val loss",
     "metric",
     "tokens/s",
 ]
+REJECTED = ("over_budget", "duplicate")  # proposals recorded but never trained
+TRAINED = ("ok", "stopped", "diverged", "oom")  # final statuses of a trained candidate
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Candidates trained to a final status (what `--trials` counts). A trial whose worker died
+    is not one (its retry is); rejected and duplicate proposals are not either."""
+    return sum(
+        1
+        for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+        if t.user_attrs.get("status") in TRAINED
+    )
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trained candidates within the budget, best first: higher rung, then lower loss."""
+    budget = study.user_attrs.get("budget")
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        a = t.user_attrs
+        if a.get("status") not in ("ok", "stopped") or a.get("loss") is None:
+            continue
+        if budget is not None and a.get("flops", 0) > budget:
+            continue
+        out.append(t)
+    out.sort(key=lambda t: (-(t.user_attrs.get("rung") or 0), t.user_attrs["loss"]))
+    return out
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
-    counts = {"complete": 0, "pruned": 0, "over_budget": 0, "failed": 0, "running": 0}
+    counts = {
+        "complete": 0,
+        "pruned": 0,
+        "over_budget": 0,
+        "duplicate": 0,
+        "failed": 0,
+        "running": 0,
+    }
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE:
+        status = t.user_attrs.get("status")
+        if status in REJECTED and t.state != TrialState.RUNNING:
+            counts[status] += 1
+        elif t.state == TrialState.COMPLETE:
             counts["complete"] += 1
-        elif t.state == TrialState.PRUNED and t.user_attrs.get("status") == "over_budget":
-            counts["over_budget"] += 1
         elif t.state == TrialState.PRUNED:
             counts["pruned"] += 1
         elif t.state == TrialState.FAIL:
@@ -39,13 +85,14 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials within the study's budget, best first."""
+    """Completed trials within the study's budget, best first (duplicates left out)."""
     budget = study.user_attrs.get("budget")
     direction = study.user_attrs.get("direction", "maximize")
     trials = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if budget is None or t.user_attrs.get("flops", 0) <= budget
+        if (budget is None or t.user_attrs.get("flops", 0) <= budget)
+        and t.user_attrs.get("status") != "duplicate"
     ]
     trials.sort(key=lambda t: t.values[0], reverse=direction == "maximize")
     return trials
@@ -59,6 +106,40 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 def top_table(study: optuna.Study, k: int = 10) -> pd.DataFrame:
+    """The top `k` of the ranking, with budget fraction and rung; studies made before the rung
+    evaluator (no `rung` attribute) fall back to completed trials by value."""
+    ranked = ranked_trials(study)
+    if not any("rung" in t.user_attrs for t in ranked):
+        return _legacy_table(study, k)
+    budget = study.user_attrs.get("budget") or 0
+    rows = []
+    for t in ranked[:k]:
+        a, cfg = t.user_attrs, t.user_attrs.get("config", {})
+        rows.append(
+            {
+                "trial": t.number,
+                "variant": a.get("variant"),
+                "span": "-" if a.get("span") is None else a.get("span"),
+                "depth": cfg.get("depth"),
+                "width": cfg.get("d_model"),
+                "heads": cfg.get("n_heads"),
+                "FLOPs": format_flops(a.get("flops", 0)),
+                "of budget": f"{a.get('flops', 0) / budget:.1%}" if budget else "-",
+                "params": f"{a.get('params', 0):,}",
+                "rung": a.get("rung"),
+                "tokens": f"{a.get('tokens') or 0:,}",
+                "val loss": round(a["loss"], 4),
+                "metric": None if a.get("metric") is None else round(a["metric"], 4),
+                "tokens/s": round(a.get("tokens_per_s") or 0),
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+LEGACY_COLUMNS = [c for c in COLUMNS if c not in ("of budget", "rung", "tokens", "val loss")]
+
+
+def _legacy_table(study: optuna.Study, k: int) -> pd.DataFrame:
     rows = []
     for t in feasible_trials(study)[:k]:
         a, cfg = t.user_attrs, t.user_attrs.get("config", {})
@@ -76,4 +157,4 @@ def top_table(study: optuna.Study, k: int = 10) -> pd.DataFrame:
                 "tokens/s": round(a.get("tokens_per_s") or 0),
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=LEGACY_COLUMNS)

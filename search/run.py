@@ -7,39 +7,44 @@ sequence. See README.md, "Running a search", for each flag and the study databas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
 
 import optuna
-from tqdm import tqdm
 
 from search.budget import flops_arg, format_flops
 from search.driver import (
+    SpaceExhausted,
     StudyMismatch,
-    finished_trials,
     open_study,
     optimize,
     start_workers,
+    stored_schedule,
 )
 from search.objective import Objective, make_task
-from search.results import top_table, trial_counts
+from search.plan import DEFAULT_TIMEOUT, PlanError, default_parallelism, make_plan
+from search.progress import StudyProgress
+from search.results import best_trial, top_table, trained_count, trial_counts
 from search.settings import (
     DEFAULT_PROXY_COMPUTE,
     DEFAULT_TASK,
+    EVALUATIONS,
     OBJECTIVES,
     PRUNERS,
     SAMPLERS,
     build_settings,
     load_preset,
 )
-from search.storage import DEFAULT_STORAGE, GRACE_PERIOD, is_sqlite
+from search.storage import DEFAULT_STORAGE, GRACE_PERIOD, default_checkpoint_dir, is_sqlite
 from spaces.flops import estimate_flops
 
 EPILOG = """examples:
   python -m search.run --budget 2GFLOPs
-  python -m search.run --budget 500MFLOPs --task listops --trials 40 --workers 2
-  python -m search.run --budget 1G --task text --data corpus.txt --seq-len 512
+  python -m search.run --budget 500MFLOPs --task listops --trials 40 --timeout 1800
+  python -m search.run --budget 1G --task text --data corpus.txt --seq-len 1024
+  python -m search.run --budget 20MFLOPs --rung-tokens 65536 --timeout 0
   python -m search.run --budget 2GFLOPs --preset studies/recall.toml --study my-search
   python -m search.run --budget 2GFLOPs --objectives pareto --sampler nsga2
 FLOPs: fvcore convention, one multiply-add = one FLOP (GFLOPs = GMACs), forward, one sequence."""
@@ -61,22 +66,43 @@ def parser() -> argparse.ArgumentParser:
     )
     a(
         "--task",
-        help=f"built-in task (recall, listops, text) or 'pkg.module:Class'; default {DEFAULT_TASK}",
+        help="built-in task (text, recall, listops) or 'pkg.module:Class'; default "
+        f"{DEFAULT_TASK} (byte-level LM on the Python standard library's sources)",
     )
     a(
         "--data",
         nargs="+",
         metavar="PATH",
-        help="UTF-8 text files for --task text, e.g. --data a.txt b.txt",
+        help="UTF-8 text files for --task text (default: the interpreter's stdlib sources)",
     )
-    a("--seq-len", type=int, help="sequence length (default: the task's), e.g. 512")
+    a("--seq-len", type=int, help="sequence length (default: the task's; text 512), e.g. 1024")
     a(
         "--trials",
         type=int,
         default=20,
-        help="total finished trials the study should hold (resumes count), default 20",
+        help="trained candidates the study should hold (over-budget and duplicate proposals "
+        "do not count; a resumed study counts what it has), default 20",
     )
-    a("--timeout", type=float, help="stop starting new trials after this many seconds, e.g. 600")
+    a(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds for the search (default {DEFAULT_TIMEOUT:g}); the plan sizes the rungs "
+        "to fit, and no new candidate starts after it; 0 = no limit",
+    )
+    a(
+        "--evaluation",
+        choices=EVALUATIONS,
+        help="tokens (default: every candidate trains on the same tokens per rung, as the user "
+        "will train it) or compute (the same training FLOPs: smaller models see more tokens)",
+    )
+    a(
+        "--rung-tokens",
+        type=int,
+        help="training tokens of the first rung (default: planned from --timeout), e.g. 65536",
+    )
+    a("--eta", type=int, help="successive halving: rung growth and 1/eta promoted; default 3")
+    a("--rungs", type=int, help="rungs per candidate (top = eta^(rungs-1) x first); default 3")
     a("--study", help="study name (default: <task>-<budget>); re-use a name to resume it")
     a(
         "--storage",
@@ -84,22 +110,38 @@ def parser() -> argparse.ArgumentParser:
         help=f"SQLAlchemy URL, default {DEFAULT_STORAGE}; "
         "e.g. postgresql://user:pw@host/db for many workers or machines",
     )
-    a("--workers", type=int, default=1, help="local worker processes sharing the study, e.g. 2")
+    a(
+        "--workers",
+        type=int,
+        help="worker processes sharing the study (default: one per CPU core, one per GPU "
+        "with --device cuda)",
+    )
     a("--sampler", choices=SAMPLERS, help="tpe (default), random, nsga2, gp")
-    a("--pruner", choices=PRUNERS, help="median (default), halving, hyperband, none")
+    a(
+        "--pruner",
+        choices=PRUNERS,
+        help="how candidates are cut between rungs: halving (default, successive halving), "
+        "hyperband, median, none (every candidate trains every rung)",
+    )
     a(
         "--proxy-compute",
         type=flops_arg,
-        help="training FLOPs per trial, same for every "
-        f"candidate; default {format_flops(DEFAULT_PROXY_COMPUTE)}, e.g. 50GFLOPs",
+        help="training FLOPs of the equal-compute proxy runs that search.scale and "
+        f"search.fidelity use; default {format_flops(DEFAULT_PROXY_COMPUTE)}",
     )
     a("--seed", type=int, help="seed for data, initialisation and the sampler; default 0")
     a("--device", help="cpu (default) or cuda, e.g. --device cuda")
     a(
         "--threads",
         type=int,
-        help="torch threads per worker (default: torch's default, which "
-        "honours OMP_NUM_THREADS; with --workers N: CPUs / N), e.g. 1",
+        help="torch threads per worker (default 1 on CPU, with one worker per core: on a busy "
+        "machine 2 threads per process measured up to 23x slower), e.g. 2",
+    )
+    a(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="rung checkpoints, so a killed worker's trial resumes (default: checkpoints/ "
+        "next to the SQLite file); use a shared folder for several machines",
     )
     a("--preset", help="study preset TOML that overrides defaults, e.g. studies/recall.toml")
     a(
@@ -152,13 +194,23 @@ def main(argv: list[str] | None = None) -> int:
             "sampler": args.sampler,
             "pruner": args.pruner,
             "proxy_compute": args.proxy_compute,
+            "evaluation": args.evaluation,
+            "rung_tokens": args.rung_tokens,
+            "eta": args.eta,
+            "rungs": args.rungs,
             "seed": args.seed,
             "device": args.device,
             "objectives": args.objectives,
         }
         settings = build_settings(preset, flags)
-        if args.trials < 1 or args.workers < 1:
-            raise ValueError("--trials and --workers must be >= 1")
+        if args.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {args.trials}")
+        for name in ("workers", "threads"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if args.timeout < 0:
+            raise ValueError(f"--timeout must be >= 0 seconds (0 = no limit), got {args.timeout}")
         task = make_task(settings)
     except ValueError as exc:
         return fail(str(exc))
@@ -187,10 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         args.study
         or f"{settings.task.replace(':', '.')}-{format_flops(settings.budget)}".replace(" ", "")
     )
-    if args.workers > 1 and is_sqlite(args.storage) and ":memory:" in args.storage:
+    workers, threads = default_parallelism(args.workers, args.threads, settings.device)
+    if args.backend == "ray":
+        workers = args.workers or workers
+        threads = args.cpus_per_trial
+    if workers > 1 and is_sqlite(args.storage) and ":memory:" in args.storage:
         return fail(
-            "--workers > 1 needs a database file or server, not sqlite in memory; "
-            "use the default sqlite file or a postgresql:// URL"
+            "several workers need a database file or server, not sqlite in memory; "
+            "use the default sqlite file, a postgresql:// URL, or --workers 1"
         )
     if args.backend == "ray":
         from search.ray_backend import require_ray
@@ -199,90 +255,111 @@ def main(argv: list[str] | None = None) -> int:
             require_ray()  # before the study is created: without Ray, change nothing
         except ImportError as exc:
             return fail(str(exc))
+    timeout = args.timeout or None
     try:
-        study = open_study(settings, study_name, args.storage, task, args.grace_period)
-    except (StudyMismatch, ValueError) as exc:
+        plan = make_plan(
+            task,
+            settings.budget,
+            settings.recipe,
+            trials=args.trials,
+            timeout=timeout,
+            workers=workers,
+            threads=threads,
+            device=settings.device,
+            eta=settings.eta,
+            rungs=settings.rungs,
+            first_rung_tokens=settings.rung_tokens,
+        )
+        study = open_study(
+            settings, study_name, args.storage, task, args.grace_period, plan.schedule
+        )
+    except (StudyMismatch, PlanError, ValueError) as exc:
         return fail(str(exc))
+    schedule = stored_schedule(study)
+    if schedule is not None and schedule != plan.schedule:
+        plan = dataclasses.replace(plan, schedule=schedule)  # a resumed study keeps its rungs
+        print("resuming: the study keeps the rung lengths it was created with")
+    elif schedule is None:  # a study created before the rung evaluator
+        return fail(
+            f"study {study_name!r} was made by an older version without rung schedules; "
+            "pass a new --study name"
+        )
+    print(plan.describe(settings.budget), flush=True)
+    checkpoint_dir = str(args.checkpoint_dir or default_checkpoint_dir(args.storage))
+    try:
+        if args.backend == "ray":
+            from search.ray_backend import RayConfigError, run_ray
 
-    if args.backend == "ray":
-        from search.ray_backend import RayConfigError, run_ray
-
-        try:
-            run_ray(
-                settings,
-                study_name,
-                args.storage,
-                args.trials,
-                args.timeout,
-                args.address,
-                args.cpus_per_trial,
-                grace_period=args.grace_period,
-                quiet=args.quiet,
-                results_dir=args.ray_results,
+            try:
+                run_ray(
+                    settings,
+                    study_name,
+                    args.storage,
+                    args.trials,
+                    timeout,
+                    args.address,
+                    args.cpus_per_trial,
+                    workers=args.workers,
+                    grace_period=args.grace_period,
+                    quiet=args.quiet,
+                    results_dir=args.ray_results,
+                    checkpoint_dir=checkpoint_dir,
+                )
+            except (ImportError, RayConfigError) as exc:
+                return fail(str(exc))
+        else:
+            run_local(
+                settings, study, study_name, args, plan, workers, threads, timeout, checkpoint_dir
             )
-        except (ImportError, RayConfigError) as exc:
-            return fail(str(exc))
-    else:
-        run_optuna(settings, study, study_name, args)
+    except SpaceExhausted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summarize(study, settings, args) or 1
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished trials are kept; re-run the same command to resume "
+            "(an interrupted trial resumes from its last rung checkpoint)",
+            file=sys.stderr,
+        )
+        summarize(study, settings, args)
+        return 130
     return summarize(study, settings, args)
 
 
-def run_optuna(settings, study, study_name: str, args) -> None:
+def run_local(
+    settings, study, study_name, args, plan, workers, threads, timeout, checkpoint_dir
+) -> None:
+    """Workers on this machine: in this process for one worker, else spawned processes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    done = finished_trials(study)
-    bar = tqdm(
-        total=args.trials,
-        initial=min(done, args.trials),
-        unit="trial",
-        disable=args.quiet,
-        dynamic_ncols=True,
-    )
+    with StudyProgress(study, args.trials, args.quiet):
+        if workers == 1:
+            import torch
 
-    def refresh(study, trial=None) -> None:
-        bar.n = min(finished_trials(study), args.trials)
-        try:
-            best = (
-                f"{study.best_value:.4f}" if study.user_attrs.get("objectives") == "single" else "-"
+            torch.set_num_threads(threads)
+            objective = Objective(
+                settings, plan.schedule, threads=threads, checkpoint_dir=checkpoint_dir
             )
-        except ValueError:
-            best = "-"
-        if trial is not None:
-            a = trial.user_attrs
-            cfg = a.get("config", {})
-            current = (
-                f"{a.get('variant')} span={a.get('span')} d={cfg.get('depth')} "
-                f"w={cfg.get('d_model')} {format_flops(a.get('flops', 0))}"
-            )
-            bar.set_postfix_str(f"best={best} last={current} [{trial.state.name.lower()}]")
-        bar.refresh()
-
-    if args.workers == 1:
-        objective = Objective(settings, threads=args.threads)
-        optimize(study, objective, args.trials, args.timeout, callbacks=[refresh])
-    else:
+            optimize(study, objective, args.trials, timeout)
+            return
         procs = start_workers(
             settings,
             study_name,
             args.storage,
             args.trials,
-            args.timeout,
-            args.workers,
+            timeout,
+            workers,
+            threads,
             args.grace_period,
-            args.threads,
+            checkpoint_dir,
         )
-        while any(p.is_alive() for p in procs):
-            time.sleep(2.0)
-            trials = study.get_trials(deepcopy=False)
-            last = max(
-                (t for t in trials if t.datetime_complete),
-                default=None,
-                key=lambda t: t.datetime_complete,
-            )
-            refresh(study, last)
-        for p in procs:
-            p.join()
-    refresh(study)
-    bar.close()
+        try:
+            while any(p.is_alive() for p in procs):
+                time.sleep(1.0)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join()
 
 
 def summarize(study, settings, args) -> int:
@@ -298,17 +375,32 @@ def summarize(study, settings, args) -> int:
         + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "running")
     )
     table = top_table(study, args.top)
-    if table.empty:
-        print("no completed trial within the budget; raise --trials or --proxy-compute")
+    try:
+        best = best_trial(study)
+    except LookupError:
+        best = None
+    if table.empty or best is None:
+        print(
+            f"no candidate finished the top rung within the budget ({trained_count(study)} "
+            "trained); raise --trials or --timeout"
+        )
+        if not table.empty:
+            print(table.to_string(index=False))
         return 1
     print(
-        f"top configs (FLOPs: fvcore, 1 multiply-add = 1 FLOP; budget "
-        f"{format_flops(settings.budget)}; metric: {study.user_attrs.get('metric')}, "
-        f"{study.user_attrs.get('direction')})"
+        f"top candidates (FLOPs: fvcore, 1 multiply-add = 1 FLOP; budget "
+        f"{format_flops(settings.budget)}; ranked by rung reached, then validation loss; "
+        f"metric: {study.user_attrs.get('task_metric')})"
     )
     print(table.to_string(index=False))
-    best = table.iloc[0]
-    print(f"\nbest: trial {best['trial']} ({best['variant']}, {best['FLOPs']})")
+    a = best.user_attrs
+    print(
+        f"\nbest: trial {best.number} ({a.get('variant')}, {a.get('config', {}).get('depth')} "
+        f"layers x {a.get('d_model')}, {format_flops(a.get('flops', 0))} = "
+        f"{a.get('flops', 0) / settings.budget:.1%} of the budget), val loss "
+        f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} {a.get('metric'):.4f} "
+        f"after {a.get('tokens', 0):,} tokens"
+    )
     print(
         f"export it:  python -m search.export --study {study.study_name} --out best.json "
         f"--storage {args.storage}"

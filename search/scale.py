@@ -25,12 +25,11 @@ from search.scaling import (
     coefficient_grid,
     scale_to_targets,
 )
-from search.settings import RunSettings
+from search.settings import settings_from_study
 from search.storage import DEFAULT_STORAGE, open_storage
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
-from spaces.space import SearchSpace
-from trainers.proxy import Recipe, train
+from trainers.proxy import train
 
 
 def parse_coefficients(text: str) -> Coefficients:
@@ -79,29 +78,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing scaled study")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the study's)")
     return p
-
-
-def settings_from_study(study: optuna.Study, device: str | None) -> RunSettings:
-    ident = study.user_attrs["identity"]
-    return RunSettings(
-        budget=ident["budget"],
-        task=ident["task"],
-        task_options=ident["task_options"],
-        data=ident["data"],
-        seq_len=ident["seq_len"],
-        proxy_compute=ident["proxy_compute"],
-        space=SearchSpace.from_dict(ident["space"]),
-        recipe=_recipe(ident["recipe"]),
-        seed=study.user_attrs.get("seed", 0),
-        device=device or "cpu",
-    )
-
-
-def _recipe(d: dict) -> Recipe:
-    d = dict(d)
-    if "betas" in d:
-        d["betas"] = tuple(d["betas"])
-    return Recipe(**d)
 
 
 def main(argv: list[str] | None = None) -> int:

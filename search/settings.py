@@ -16,11 +16,14 @@ from search.budget import parse_flops
 from spaces.space import SearchSpace
 from trainers.proxy import Recipe
 
-DEFAULT_TASK = "recall"
-DEFAULT_PROXY_COMPUTE = 30_000_000_000  # training FLOPs per trial (fvcore convention); README
+DEFAULT_TASK = "text"  # byte-level LM; without --data, on the interpreter's stdlib sources
+DEFAULT_PROXY_COMPUTE = 30_000_000_000  # training FLOPs per trial for --evaluation compute
 SAMPLERS = ("tpe", "random", "nsga2", "gp")
-PRUNERS = ("median", "halving", "hyperband", "none")
+# how candidates are cut between rungs: successive halving (default), Hyperband, median, none
+PRUNERS = ("halving", "hyperband", "median", "none")
 OBJECTIVES = ("single", "pareto")
+# equal training tokens per rung for every candidate (default), or equal training FLOPs
+EVALUATIONS = ("tokens", "compute")
 
 
 @dataclasses.dataclass
@@ -30,12 +33,16 @@ class RunSettings:
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     data: list[str] = dataclasses.field(default_factory=list)
     seq_len: int | None = None
-    proxy_compute: int = DEFAULT_PROXY_COMPUTE
+    proxy_compute: int = DEFAULT_PROXY_COMPUTE  # scale/fidelity's equal-compute proxy runs
+    evaluation: str = "tokens"  # "tokens": equal data per rung; "compute": equal FLOPs
+    rung_tokens: int | None = None  # first rung's training tokens (None: from the clock)
+    eta: int = 3  # successive halving: each rung is eta x longer, 1/eta are promoted
+    rungs: int = 3  # rungs; the top one is eta^(rungs-1) x the first
     objectives: str = "single"
     space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "halving"
     seed: int = 0
     device: str = "cpu"
 
@@ -48,6 +55,9 @@ class RunSettings:
             "seq_len": self.seq_len,
             "budget": self.budget,
             "proxy_compute": self.proxy_compute,
+            "evaluation": self.evaluation,
+            "eta": self.eta,
+            "rungs": self.rungs,
             "objectives": self.objectives,
             "space": self.space.to_dict(),
             "recipe": dataclasses.asdict(self.recipe),
@@ -89,11 +99,48 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
             raise ValueError(f"recipe: unknown key(s) {bad}; allowed: {', '.join(sorted(fields))}")
         merged["recipe"] = Recipe(**merged["recipe"])
     settings = RunSettings(**merged)
-    for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objectives", OBJECTIVES)):
+    for name, allowed in (
+        ("sampler", SAMPLERS),
+        ("pruner", PRUNERS),
+        ("objectives", OBJECTIVES),
+        ("evaluation", EVALUATIONS),
+    ):
         if getattr(settings, name) not in allowed:
             raise ValueError(
                 f"--{name} {getattr(settings, name)!r} is not one of {', '.join(allowed)}"
             )
     if settings.seq_len is not None and settings.seq_len < 8:
         raise ValueError(f"--seq-len must be >= 8, got {settings.seq_len}")
+    if settings.eta < 2:
+        raise ValueError(f"--eta must be >= 2, got {settings.eta} (e.g. --eta 3)")
+    if not 1 <= settings.rungs <= 6:
+        raise ValueError(f"--rungs must be in 1..6, got {settings.rungs} (e.g. --rungs 3)")
+    if settings.rung_tokens is not None and settings.rung_tokens < 1:
+        raise ValueError(f"--rung-tokens must be >= 1, got {settings.rung_tokens} (e.g. 65536)")
     return settings
+
+
+def settings_from_study(study: Any, device: str | None = None) -> RunSettings:
+    """The settings a study was created with (from its stored identity), e.g. to retrain its
+    configs the same way; `device` overrides where they run."""
+    ident = study.user_attrs["identity"]
+    recipe = dict(ident["recipe"])
+    if "betas" in recipe:
+        recipe["betas"] = tuple(recipe["betas"])
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    extra = {
+        k: ident[k] for k in ("evaluation", "eta", "rungs") if k in ident
+    }  # studies made before the rung evaluator lack these
+    return RunSettings(
+        budget=ident["budget"],
+        task=ident["task"],
+        task_options=ident["task_options"],
+        data=ident["data"],
+        seq_len=ident["seq_len"],
+        proxy_compute=ident["proxy_compute"],
+        space=SearchSpace.from_dict(ident["space"]),
+        recipe=Recipe(**{k: v for k, v in recipe.items() if k in known}),
+        seed=study.user_attrs.get("seed", 0),
+        device=device or "cpu",
+        **extra,
+    )

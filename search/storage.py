@@ -91,6 +91,16 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
     cursor.close()
 
 
+def default_checkpoint_dir(url: str) -> Path:
+    """Where rung checkpoints live: `checkpoints/` beside a SQLite file, else
+    `studies/checkpoints` (for several machines, pass a shared folder with --checkpoint-dir)."""
+    if is_sqlite(url):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            return Path(path).resolve().parent / "checkpoints"
+    return Path("studies/checkpoints").resolve()
+
+
 def study_names(url: str) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
 

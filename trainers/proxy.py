@@ -48,6 +48,11 @@ class Recipe:
     n_evals: int = 4  # validation points reported, evenly spaced over the compute
     eval_batch_size: int = 64
     intermediate_val_fraction: float = 0.25  # share of the validation set for early points
+    # -- the multi-fidelity evaluator (trainers/rungs.py; search's default) ------------------
+    batch_tokens: int = 4096  # tokens per optimizer step, the same for every candidate
+    wsd_warmup_frac: float = 0.25  # warm-up, as a fraction of the first rung's steps
+    decay_frac: float = 0.2  # each rung ends with a linear decay over this share of its steps
+    val_tokens: int = 32768  # validation tokens per rung evaluation (a fixed subset)
 
     def lr_for(self, cfg: ArchConfig) -> float:
         return self.base_lr * math.sqrt(256 / cfg.d_model)

@@ -29,6 +29,8 @@ ffn_mult = [1.0, 2.0]
 [recipe]
 batch_size = 8
 eval_batch_size = 32
+batch_tokens = 256
+val_tokens = 1024
 """
 TINY_BUDGET = "600KFLOPs"
 
@@ -69,6 +71,12 @@ def search_args(preset: Path, storage: str, study: str, trials: int, *extra: str
         study,
         "--trials",
         str(trials),
+        "--rung-tokens",
+        "1024",
+        "--timeout",
+        "0",
+        "--workers",
+        "1",
         "--quiet",
         *extra,
     ]

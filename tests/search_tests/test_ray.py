@@ -1,125 +1,44 @@
-"""The Ray Tune backend: same study, objective and budget rule as the Optuna backend.
+"""The Ray backend places the same worker loop as the local backend on Ray.
 
-The unit tests of the worker side (`run_trial`, `TuneTrial`) and the "Ray not installed" test do
-not need Ray; the end-to-end runs do (`pytest.importorskip("ray")`) and are marked slow: each
-starts a local Ray instance (about 10-20 s on a small machine).
+The "same path" and "Ray not installed" tests do not need Ray; the end-to-end run does
+(`pytest.importorskip("ray")`) and is marked slow: each Ray start takes 10-20 s here.
 """
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
-from search.budget import parse_flops
-from search.objective import Objective, TrialFailed
-from search.settings import build_settings, load_preset
-from tests.search_tests.conftest import ROOT, TINY_BUDGET, run_cli, search_args
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-SMALL = {  # a config of the tiny space well within TINY_BUDGET
-    "attention": "full",
-    "depth": 1,
-    "n_heads": 1,
-    "head_dim": 8,
-    "ffn_mult": 1.0,
-    "sharing": "none",
-}
-
-
-def tiny_settings(preset):
-    return build_settings(load_preset(preset), {"budget": parse_flops(TINY_BUDGET)})
-
-
-def asked(study: optuna.Study, params: dict) -> optuna.Trial:
-    study.enqueue_trial(params)
-    return study.ask()
+from search.results import trained_count
+from tests.search_tests.conftest import ROOT, run_cli, search_args
+from tests.search_tests.test_run import assert_sound
 
 
 def load(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def assert_sound(study: optuna.Study) -> None:
-    """What the Optuna backend guarantees, checked on a study the Ray backend wrote."""
-    budget = parse_flops(TINY_BUDGET)
-    for t in study.get_trials():
-        a = t.user_attrs
-        assert t.state != TrialState.RUNNING
-        if t.state == TrialState.COMPLETE:
-            assert {"config", "flops", "flop_convention", "params", "metric", "status"} <= set(a)
-            assert a["flops"] <= budget and a["status"] == "ok"
-            assert math.isfinite(t.value) and 0 <= t.value <= 1
-            assert t.value == a["metric"]
-        if a.get("flops", 0) > budget:
-            assert t.state == TrialState.PRUNED and a["status"] == "over_budget"
-            assert "over budget" in a["reason"]
-        if a.get("status") == "stopped":
-            assert t.state == TrialState.PRUNED and a["reason"]
-    numbers = [t.number for t in study.get_trials()]
-    assert numbers == list(range(len(numbers)))
-
-
-# ---- worker side, no Ray needed ---------------------------------------------------------------
-
-
-def test_run_trial_reports_all_but_the_final_point_and_completes(tiny_preset):
-    from search.ray_backend import run_trial
-
-    settings = tiny_settings(tiny_preset)
-    study = optuna.create_study(direction="maximize")
-    trial = asked(study, SMALL)
-    sent = []
-    state = run_trial(study, trial._trial_id, Objective(settings, threads=1), sent.append)
-    frozen = study.trials[0]
-    assert state == TrialState.COMPLETE == frozen.state
-    assert frozen.user_attrs["status"] == "ok" and frozen.value == frozen.user_attrs["metric"]
-    # Tune (and so ASHA) sees every validation point except the final one.
-    assert len(sent) == len(frozen.intermediate_values) - 1 >= 1
-    assert all(0 < m["fraction"] < 1 for m in sent)
-    assert [m["step"] for m in sent] == sorted(frozen.intermediate_values)[:-1]
-    # A trial already told (e.g. a Tune retry of it) is left alone.
-    assert run_trial(study, trial._trial_id, Objective(settings, threads=1), sent.append) is None
-
-
-class Diverges(Objective):
-    def __call__(self, trial):
-        self.suggest(trial)
-        raise TrialFailed("diverged: non-finite training loss at step 3")
-
-
-class ReturnsNaN(Objective):
-    def __call__(self, trial):
-        self.suggest(trial)
-        return float("nan")
-
-
-class OverBudget(Objective):
-    def __call__(self, trial):
-        raise optuna.TrialPruned("over budget")
-
-
-@pytest.mark.parametrize(
-    "objective, state",
-    [(Diverges, TrialState.FAIL), (ReturnsNaN, TrialState.FAIL), (OverBudget, TrialState.PRUNED)],
-)
-def test_run_trial_never_completes_failed_or_nan_trials(tiny_preset, objective, state):
-    from search.ray_backend import run_trial
-
-    study = optuna.create_study(direction="maximize")
-    trial = asked(study, SMALL)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna warns when it fails a NaN value
-        told = run_trial(study, trial._trial_id, objective(tiny_settings(tiny_preset)), print)
-    assert told == state == study.trials[0].state
-    if objective is Diverges:
-        assert "diverged" in study.trials[0].system_attrs["fail_reason"]
+def test_ray_trials_run_the_local_worker_loop(monkeypatch, tiny_preset):
+    """Both backends follow one path: a Ray trial is `search.driver.run_worker`, nothing else."""
+    ray_backend = pytest.importorskip("search.ray_backend")
+    if ray_backend.tune is None:
+        pytest.skip("ray is not installed")
+    calls, reports = [], []
+    monkeypatch.setattr(ray_backend, "run_worker", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(ray_backend.tune, "report", reports.append)
+    monkeypatch.setattr(ray_backend, "open_storage", lambda url: optuna.storages.InMemoryStorage())
+    monkeypatch.setattr(ray_backend.optuna, "load_study", lambda **k: optuna.create_study())
+    ray_backend._worker_trainable(
+        {"worker": 3}, "settings", "study", "sqlite:///x.db", 7, None, 2, 30, "/ck"
+    )
+    ((args, kwargs),) = calls
+    assert args == ("settings", "study", "sqlite:///x.db", 7, None, 2, 3)
+    assert kwargs == {"grace_period": 30, "checkpoint_dir": "/ck"}
+    assert reports == [{"trained": 0}]
 
 
 def test_ray_backend_without_ray_exits_2_with_install_command(tmp_path, tiny_preset):
@@ -154,29 +73,29 @@ def test_ray_backend_without_ray_exits_2_with_install_command(tmp_path, tiny_pre
 
 
 @pytest.mark.slow
-def test_ray_backend_runs_resumes_and_alternates_with_optuna(tmp_path, tiny_preset):
-    """One study: `--backend ray` for 4 trials, `--backend optuna` to 5, then the first command
-    again with `--trials 6` resumes it to 6. Two Ray starts in all, to keep the suite short."""
+def test_ray_backend_runs_resumes_and_alternates_with_the_local_backend(tmp_path, tiny_preset):
+    """One study: `--backend ray` to 4 trained candidates, the local backend to 5, then Ray
+    again to 6. Two Ray starts in all, to keep the suite short."""
     pytest.importorskip("ray")
     storage = f"sqlite:///{tmp_path}/r.db"
+    ray_args = ("--backend", "ray", "--workers", "2")
     first = run_cli(
-        "search.run", *search_args(tiny_preset, storage, "ray", 4, "--backend", "ray"), check=True
+        "search.run", *search_args(tiny_preset, storage, "ray", 4, *ray_args), check=True
     )
-    assert "top configs" in first.stdout
+    assert "top candidates" in first.stdout and "ray: " in first.stdout
     study = load(storage, "ray")
-    trials = study.get_trials()
-    assert len([t for t in trials if t.state in FINISHED]) == 4 == len(trials)
-    assert [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 4 <= trained_count(study) <= 5  # two workers may finish at once
     assert_sound(study)
     assert (tmp_path / "ray_results").is_dir()  # Tune's folders next to the study file
     assert not (ROOT / "ray_results").exists()
 
-    run_cli("search.run", *search_args(tiny_preset, storage, "ray", 5), check=True)
-    assert len(load(storage, "ray").get_trials(states=FINISHED)) == 5
+    run_cli("search.run", *search_args(tiny_preset, storage, "ray", 6), check=True)
+    assert trained_count(load(storage, "ray")) == 6
 
-    run_cli(
-        "search.run", *search_args(tiny_preset, storage, "ray", 6, "--backend", "ray"), check=True
-    )
+    run_cli("search.run", *search_args(tiny_preset, storage, "ray", 8, *ray_args), check=True)
     study = load(storage, "ray")
-    assert len(study.get_trials(states=FINISHED)) == 6 == len(study.get_trials())
+    assert 8 <= trained_count(study) <= 9
     assert_sound(study)
+    # the same multi-fidelity records as the local backend wrote
+    rungs = {t.user_attrs.get("rung") for t in study.get_trials() if "rung" in t.user_attrs}
+    assert 2 in rungs

@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.budget import parse_flops
+from search.results import trained_count
 from spaces import ArchConfig, build_model
 from spaces.flops import count_flops, count_params
 from tests.search_tests.conftest import ROOT, TINY_BUDGET, run_cli, search_args
@@ -28,20 +29,27 @@ def load(storage: str, study: str) -> optuna.Study:
 def assert_sound(study: optuna.Study) -> None:
     budget = parse_flops(TINY_BUDGET)
     for t in study.get_trials():
+        assert t.state != TrialState.RUNNING
         if t.state == TrialState.COMPLETE:
             a = t.user_attrs
             assert a["flops"] <= budget
             assert {
                 "config",
                 "flops",
+                "budget_fraction",
                 "flop_convention",
                 "params",
                 "tokens_per_s",
                 "flops_per_s",
                 "metric",
+                "loss",
+                "rung",
+                "rungs",
+                "tokens",
                 "status",
             } <= set(a)
-            assert 0 <= t.value <= 1
+            assert t.value == a["loss"] and 0 <= a["metric"] <= 1
+            assert a["rung"] == 2 and a["tokens"] == 9 * 1024
         if t.user_attrs.get("status") == "over_budget":
             assert t.state == TrialState.PRUNED and t.user_attrs["flops"] > budget
             assert "over budget" in t.user_attrs["reason"]
@@ -51,17 +59,19 @@ def assert_sound(study: optuna.Study) -> None:
 def test_run_resume_and_refusals(tmp_path, tiny_preset):
     storage = f"sqlite:///{tmp_path}/s.db"
     first = run_cli("search.run", *search_args(tiny_preset, storage, "tiny", 5), check=True)
-    assert "top configs" in first.stdout and "fvcore" in first.stdout
+    assert "top candidates" in first.stdout and "fvcore" in first.stdout
     assert "optuna-dashboard" in first.stdout
+    assert "plan: 5 candidates on rungs of 1.02K, 3.07K, 9.22K training tokens" in first.stdout
+    assert "of the budget" in first.stdout.split("best: trial")[1]
     study = load(storage, "tiny")
-    assert len(study.get_trials(states=FINISHED)) == 5
+    assert trained_count(study) == 5
     assert study.user_attrs["budget"] == parse_flops(TINY_BUDGET)
     assert study.user_attrs["task"] == "recall" and "versions" in study.user_attrs
     assert_sound(study)
 
     run_cli("search.run", *search_args(tiny_preset, storage, "tiny", 8), check=True)
     study = load(storage, "tiny")
-    assert len(study.get_trials(states=FINISHED)) == 8
+    assert trained_count(study) == 8
     numbers = [t.number for t in study.get_trials()]
     assert numbers == list(range(len(numbers)))
     assert_sound(study)
@@ -71,7 +81,7 @@ def test_run_resume_and_refusals(tmp_path, tiny_preset):
     refused = run_cli("search.run", *args)
     assert refused.returncode == 2
     assert "different settings" in refused.stderr and "budget" in refused.stderr
-    assert len(load(storage, "tiny").get_trials()) == 8  # nothing added, nothing lost
+    assert trained_count(load(storage, "tiny")) == 8  # nothing added, nothing lost
 
 
 @pytest.mark.parametrize(
@@ -111,28 +121,18 @@ def test_two_sqlite_workers(tmp_path, tiny_preset):
         "search.run", *search_args(tiny_preset, storage, "two", 6, "--workers", "2"), check=True
     )
     trials = load(storage, "two").get_trials()
-    assert 6 <= len([t for t in trials if t.state in FINISHED]) <= 7
+    assert 6 <= trained_count(load(storage, "two")) <= 7
     assert len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert_sound(load(storage, "two"))
 
 
 @pytest.mark.slow
-def test_killed_worker_leaves_no_trial_running(tmp_path, tiny_preset):
+def test_kill_9_during_a_promoted_rung_then_rerun_completes(tmp_path, tiny_preset):
     storage = f"sqlite:///{tmp_path}/k.db"
-    args = search_args(
-        tiny_preset,
-        storage,
-        "kill",
-        3,
-        "--grace-period",
-        "3",
-        "--proxy-compute",
-        "30GFLOPs",
-        "--budget",
-        "5MFLOPs",
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = search_args(tiny_preset, storage, "kill", 3, "--grace-period", "3")
+    args[args.index("--rung-tokens") + 1] = "65536"  # 256 steps first: slow enough to catch
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "search.run", *args],
         cwd=ROOT,
@@ -141,32 +141,36 @@ def test_killed_worker_leaves_no_trial_running(tmp_path, tiny_preset):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            time.sleep(0.5)
+        deadline = time.time() + 180
+        while time.time() < deadline:  # wait for a trial promoted past rung 0, still training
+            time.sleep(0.1)
             try:
                 running = load(storage, "kill").get_trials(states=(TrialState.RUNNING,))
             except KeyError:
                 continue
-            if any(
-                "config" in t.user_attrs and t.user_attrs.get("status") != "over_budget"
-                for t in running
-            ):
+            if any(t.user_attrs.get("rung") == 0 for t in running):
                 break
         else:
-            pytest.fail("no trial started training in time")
+            pytest.fail("no trial reached rung 1 in time")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert load(storage, "kill").get_trials(states=(TrialState.RUNNING,))
-    time.sleep(4)  # past the grace period
-    # Resume the same study; --timeout 0.01 starts no new trial, but the driver first fails
-    # stale trials (and queues a retry).
-    run_cli("search.run", *args, "--timeout", "0.01", check=False, timeout=300)
-    trials = load(storage, "kill").get_trials()
+    killed = load(storage, "kill").get_trials(states=(TrialState.RUNNING,))
+    assert killed and killed[0].user_attrs["rung"] == 0
+    assert list((tmp_path / "checkpoints").rglob("trial-*.pt"))  # its rung-0 state is on disk
+    # Re-run at once, within the grace period: it waits for the dead trial to go stale, then
+    # its retry resumes from the checkpoint, and the study reaches its count.
+    run_cli("search.run", *args, check=True, timeout=400)
+    study = load(storage, "kill")
+    trials = study.get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert [t for t in trials if t.state == TrialState.FAIL]
-    assert [t for t in trials if t.state == TrialState.WAITING]  # the retry, run next time
+    assert trained_count(study) == 3
+    dead = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(dead) == 1 and dead[0].number == killed[0].number
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead[0].number]
+    assert len(retry) == 1 and retry[0].user_attrs["resumed_from"] == 0
+    assert retry[0].params == dead[0].params
+    assert not list((tmp_path / "checkpoints").rglob("trial-*.pt"))
 
 
 def test_export_round_trip_and_example_script(tmp_path, tiny_preset):

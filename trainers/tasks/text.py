@@ -6,6 +6,13 @@ Self-Attention", arXiv:1808.04444) and Tay et al. 2021's LRA byte-level text tas
 what a candidate is finally for: predicting real text, with no tokenizer in the way, so the
 vocabulary is the 256 byte values and the head stays small.
 
+Without `data`, the corpus is the running interpreter's standard-library sources (`*.py`
+under `sysconfig`'s stdlib path, test suites and site-packages left out, at most
+`STDLIB_MAX_BYTES`): real code and prose that every machine has and nobody here wrote, so
+the default search needs no download. The files are ordered by a fixed shuffle of their
+sorted paths, so the validation tail is a mix of modules rather than the last letters of the
+alphabet. The corpus differs a little between Python versions; studies record which.
+
 Split: the files are read in the given order and concatenated; the last `val_fraction` of
 the bytes (default 10%) is validation, the rest training. Training draws windows of seq_len+1
 bytes at random offsets (tokens = window[:-1], targets = window[1:]); validation is up to
@@ -16,6 +23,9 @@ seed so that runs with different seeds are scored on the same text.
 from __future__ import annotations
 
 import math
+import random
+import sys
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -24,11 +34,6 @@ import numpy as np
 import torch
 
 from trainers.tasks.base import TASKS, Batch, Task
-
-NEEDS_DATA = (
-    "task 'text' needs --data PATH [PATH ...]: one or more UTF-8 text files to model byte "
-    "by byte (e.g. --data corpus.txt, or get_task('text', data=['corpus.txt']))"
-)
 
 
 def read_utf8(paths: Sequence[str | Path]) -> bytes:
@@ -54,21 +59,62 @@ def read_utf8(paths: Sequence[str | Path]) -> bytes:
     return b"".join(chunks)
 
 
+STDLIB_MAX_BYTES = 16_000_000
+STDLIB_SKIP = ("test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__")
+
+
+def stdlib_files() -> list[Path]:
+    """The interpreter's standard-library sources, in a fixed shuffled order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p
+        for p in root.rglob("*.py")
+        if not any(part in STDLIB_SKIP for part in p.relative_to(root).parts[:-1])
+    )
+    random.Random(0).shuffle(files)
+    return files
+
+
+def stdlib_corpus(max_bytes: int = STDLIB_MAX_BYTES) -> bytes:
+    """UTF-8 bytes of the standard-library sources (files that do not decode are skipped)."""
+    chunks, size = [], 0
+    for path in stdlib_files():
+        try:
+            raw = path.read_bytes()
+            raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        chunks.append(raw)
+        size += len(raw)
+        if size >= max_bytes:
+            break
+    if not chunks:
+        raise ValueError(
+            "task 'text': no --data given and no standard-library sources were found under "
+            f"{sysconfig.get_paths()['stdlib']!r}; pass --data PATH [PATH ...]"
+        )
+    return b"".join(chunks)[:max_bytes]
+
+
+def corpus_name(data) -> str:
+    """How a study records the corpus: the files, or the stdlib of this Python version."""
+    return "stdlib:python" + ".".join(map(str, sys.version_info[:2])) if not data else "files"
+
+
 @TASKS.register("text")
 class TextTask(Task):
-    """Byte-level LM: vocab 256, causal, bits per byte on the held-out tail."""
+    """Byte-level LM: vocab 256, causal, bits per byte on the held-out tail (default corpus:
+    the interpreter's standard library)."""
 
     name: ClassVar[str] = "text"
     causal: ClassVar[bool] = True
     metric: ClassVar[str] = "bits_per_byte"
     direction: ClassVar[str] = "minimize"
-    default_seq_len: ClassVar[int] = 256
+    default_seq_len: ClassVar[int] = 512
     defaults: ClassVar[dict[str, int | float]] = {"val_fraction": 0.1}
     uses_data: ClassVar[bool] = True
 
     def setup(self) -> None:
-        if not self.data:
-            raise ValueError(NEEDS_DATA)
         data = self.data
         frac = float(self.options["val_fraction"])
         if not 0 < frac < 1:
@@ -76,7 +122,8 @@ class TextTask(Task):
                 f"task 'text': option val_fraction must be in (0, 1), got {frac} "
                 f"(e.g. val_fraction=0.1)"
             )
-        raw = np.frombuffer(read_utf8(data), dtype=np.uint8)
+        raw = np.frombuffer(read_utf8(data) if data else stdlib_corpus(), dtype=np.uint8)
+        self.corpus = corpus_name(data)
         n_val_bytes = math.ceil(len(raw) * frac)
         self.train_bytes, self.val_bytes = (
             raw[: len(raw) - n_val_bytes],
@@ -84,7 +131,7 @@ class TextTask(Task):
         )
         window = self.seq_len + 1
         if min(len(self.train_bytes), len(self.val_bytes)) < window:
-            sizes = ", ".join(f"{p!r} ({Path(p).stat().st_size} bytes)" for p in data)
+            sizes = ", ".join(f"{p!r} ({Path(p).stat().st_size} bytes)" for p in data or [])
             need = math.ceil(window / min(frac, 1 - frac)) + 1
             fits = min(len(self.train_bytes), len(self.val_bytes)) - 1
             hint = f"seq_len={fits}" if fits >= 1 else f"a file of {need} bytes or more"

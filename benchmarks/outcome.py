@@ -1,0 +1,263 @@
+"""Does the search's pick train best for real? Judge a finished study the way a user would.
+
+    python -m benchmarks.outcome --study text-2.00GFLOPs [--top 3] [--random 3] [--factor 10]
+
+Trains, for the same number of final tokens (default 10x the study's top rung), with a plain
+training loop of its own (AdamW, linear warm-up, cosine decay to 10%, gradient clipping; not
+the search's rung trainer):
+
+* the search's pick and the rest of its top K (ranked as the search ranks: rung reached, then
+  validation loss);
+* R random other trained candidates of the study;
+* hand baselines at the same budget: full attention, FFN 4x, head dim 32 and 64, the largest
+  config that fits the budget, and the largest that fits half of it (`spaces.baselines`).
+
+It prints one table (config, FLOPs, fraction of the budget, search rank, final loss and metric,
+wall time), Kendall tau between the search's ranking and the final ranking of the search's
+candidates, and whether the pick is at least as good as the best baseline. Runs go to
+`--jobs` processes with one torch thread each. `--json` writes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import random
+import sys
+import time
+import warnings
+
+import optuna
+from scipy.stats import kendalltau
+
+from search.budget import format_flops
+from search.driver import stored_schedule
+from search.objective import make_task
+from search.results import ranked_trials
+from search.settings import settings_from_study
+from search.storage import DEFAULT_STORAGE, open_storage
+from spaces import ArchConfig, build_model
+from spaces.baselines import largest_full
+from spaces.flops import count_flops
+from trainers.proxy import evaluate
+
+
+def plain_train(cfg: ArchConfig, settings, tokens: int, batch_size: int, threads: int) -> dict:
+    """An ordinary training loop: what a user's pipeline does with an exported config."""
+    import torch
+
+    torch.set_num_threads(threads)
+    task = make_task(settings)
+    recipe = settings.recipe
+    steps = max(1, round(tokens / (batch_size * task.seq_len)))
+    warmup = max(1, round(0.05 * steps))
+    torch.manual_seed(settings.seed)
+    model = build_model(cfg).train()
+    peak = recipe.lr_for(cfg)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=peak, betas=recipe.betas, weight_decay=recipe.weight_decay
+    )
+    start = time.perf_counter()
+    status = "ok"
+    for step in range(steps):
+        if step < warmup:
+            lr = peak * (step + 1) / warmup
+        else:
+            progress = (step - warmup) / max(1, steps - warmup)
+            lr = peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = task.train_batch(step, batch_size)
+        loss = task.loss(model(batch.tokens, batch.mask), batch)
+        if not torch.isfinite(loss):
+            status = f"diverged at step {step + 1}"
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        opt.step()
+    metric, val_loss = (float("nan"), float("nan"))
+    if status == "ok":
+        metric, val_loss = evaluate(model, task, torch.device("cpu"), recipe.eval_batch_size)
+    return {
+        "loss": val_loss,
+        "metric": metric,
+        "status": status,
+        "tokens": steps * batch_size * task.seq_len,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def _run(job: tuple) -> dict:
+    row, settings, tokens, batch_size, threads = job
+    warnings.filterwarnings("ignore")
+    cfg = ArchConfig.from_dict(row["config"])
+    return {**row, **plain_train(cfg, settings, tokens, batch_size, threads)}
+
+
+def describe(cfg: ArchConfig) -> str:
+    span = "" if cfg.span is None else f"({cfg.span})"
+    share = "" if not cfg.unique_blocks else f" share{cfg.unique_blocks}"
+    return (
+        f"{cfg.attention}{span} {cfg.depth}x{cfg.d_model} h{cfg.n_heads} "
+        f"ffn{cfg.ffn_mult:g}{share}"
+    )
+
+
+def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[dict]:
+    """The search's top `top` and `n_random` random other trained candidates, distinct configs,
+    each with its search rank (1 = the pick)."""
+    ranked, seen = [], set()
+    for t in ranked_trials(study):
+        key = json.dumps(t.user_attrs["config"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            ranked.append(t)
+    rows = [
+        {"kind": "pick" if i == 0 else "top", "rank": i + 1, "trial": t.number}
+        for i, t in enumerate(ranked[:top])
+    ]
+    rest = list(enumerate(ranked))[top:]
+    for i, t in random.Random(seed).sample(rest, min(n_random, len(rest))):
+        rows.append({"kind": "random", "rank": i + 1, "trial": t.number})
+    by_number = {t.number: t for t in ranked}
+    for r in rows:
+        r["config"] = by_number[r["trial"]].user_attrs["config"]
+        r["search_loss"] = by_number[r["trial"]].user_attrs["loss"]
+        r["search_rung"] = by_number[r["trial"]].user_attrs.get("rung")
+    return rows
+
+
+def baselines(interface: dict, budget: int) -> list[dict]:
+    rows = []
+    for head_dim, fraction in ((32, 1.0), (64, 1.0), (32, 0.5), (64, 0.5)):
+        try:
+            cfg = largest_full(interface, budget * fraction, head_dim=head_dim)
+        except ValueError:
+            continue
+        rows.append(
+            {
+                "kind": f"baseline hd{head_dim} {'budget' if fraction == 1 else 'half'}",
+                "rank": None,
+                "trial": None,
+                "config": cfg.to_dict(),
+            }
+        )
+    return rows
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.outcome", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--study", required=True, help="a finished search.run study")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
+    p.add_argument("--top", type=int, default=3, help="the search's top K (default 3)")
+    p.add_argument("--random", type=int, default=3, help="random other candidates (default 3)")
+    p.add_argument(
+        "--factor", type=float, default=10, help="final tokens = factor x top rung (default 10)"
+    )
+    p.add_argument("--tokens", type=int, help="final tokens (overrides --factor)")
+    p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads each (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="which random candidates (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write every figure here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage))
+    except KeyError:
+        print(f"error: no study {args.study!r} in the database", file=sys.stderr)
+        return 2
+    schedule = stored_schedule(study)
+    if schedule is None:
+        print(f"error: study {args.study!r} has no rung schedule", file=sys.stderr)
+        return 2
+    settings = settings_from_study(study)
+    task = make_task(settings)
+    budget = settings.budget
+    tokens = args.tokens or round(args.factor * schedule.tokens(schedule.top))
+    rows = candidates(study, args.top, args.random, args.seed)
+    if not rows:
+        print(f"error: study {args.study!r} has no trained candidate", file=sys.stderr)
+        return 1
+    rows += baselines(task.interface(), budget)
+    for r in rows:
+        r["flops"] = count_flops(ArchConfig.from_dict(r["config"]))
+    print(
+        f"study {args.study}: budget {format_flops(budget)} (fvcore: 1 multiply-add = 1 FLOP), "
+        f"top rung {schedule.tokens(schedule.top):,} tokens; training {len(rows)} configs for "
+        f"{tokens:,} tokens each (batch {schedule.batch_size} x {schedule.seq_len}), "
+        f"{args.jobs} at once x {args.threads} thread(s)",
+        flush=True,
+    )
+    jobs = [(r, settings, tokens, schedule.batch_size, args.threads) for r in rows]
+    started = time.perf_counter()
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        results = []
+        for res in pool.imap(_run, jobs):
+            results.append(res)
+            print(
+                f"  done {describe(ArchConfig.from_dict(res['config']))}: loss "
+                f"{res['loss']:.4f} {task.metric} {res['metric']:.4f} ({res['wall_s']:.0f} s)",
+                flush=True,
+            )
+    report(results, task, budget, tokens, time.perf_counter() - started, args)
+    return 0
+
+
+def report(results: list[dict], task, budget: int, tokens: int, wall: float, args) -> None:
+    finals = sorted(
+        (r for r in results if r["status"] == "ok"), key=lambda r: r["loss"]
+    )  # lower validation loss is better for every task
+    final_rank = {id(r): i + 1 for i, r in enumerate(finals)}
+    print(
+        f"\n{'config':40s} {'kind':18s} {'FLOPs':>12s} {'budget':>7s} {'search':>6s} "
+        f"{'final':>5s} {'val loss':>9s} {task.metric:>14s} {'wall s':>7s}"
+    )
+    for r in sorted(results, key=lambda r: final_rank.get(id(r), 10**6)):
+        cfg = ArchConfig.from_dict(r["config"])
+        print(
+            f"{describe(cfg):40s} {r['kind']:18s} {format_flops(r['flops']):>12s} "
+            f"{r['flops'] / budget:7.1%} {r['rank'] or '-':>6} "
+            f"{final_rank.get(id(r), '-'):>5} {r['loss']:9.4f} {r['metric']:14.4f} "
+            f"{r['wall_s']:7.0f}"
+        )
+    searched = [r for r in results if r["rank"] is not None and r["status"] == "ok"]
+    tau = float("nan")
+    if len(searched) >= 3:
+        tau = kendalltau([r["rank"] for r in searched], [r["loss"] for r in searched]).statistic
+    pick = next((r for r in results if r["kind"] == "pick"), None)
+    base = [r for r in results if r["kind"].startswith("baseline") and r["status"] == "ok"]
+    best_base = min(base, key=lambda r: r["loss"]) if base else None
+    print(
+        f"\nKendall tau (search rank vs final loss, {len(searched)} search candidates): "
+        f"{tau:.3f}   [target >= 0.7]"
+    )
+    if pick and best_base:
+        better = pick["loss"] <= best_base["loss"]
+        print(
+            f"pick: val loss {pick['loss']:.4f} ({task.metric} {pick['metric']:.4f}); best "
+            f"baseline ({best_base['kind']}): {best_base['loss']:.4f} ({task.metric} "
+            f"{best_base['metric']:.4f}) -> the pick is "
+            f"{'at least as good' if better else 'WORSE'}"
+        )
+    print(f"total wall time {wall / 60:.1f} min, {tokens:,} tokens per config")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(
+                {"study": args.study, "tokens": tokens, "tau": tau, "results": results},
+                f,
+                indent=1,
+                default=str,
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The search's plan, from the budget and the clock: rung lengths, workers, expected time.
+
+Before any candidate trains, `make_plan` times a few training steps of a budget-sized model (the
+full-attention hand baseline, `spaces.baselines.largest_full`) with the threads each worker will
+use, and sizes the first rung so that `trials` candidates under successive halving fit the time:
+
+    time ~ trials / workers x (E x r0 + V) x seconds per token of an average candidate
+
+where E = 1 + (rungs - 1)(1 - 1/eta) + decay_frac (rungs - 1) is the expected number of first-rung
+token counts one candidate trains under halving (every candidate trains rung 0, 1/eta of them the
+next, ...; decay branches included), V the validation tokens (forward only), and an average
+candidate is assumed to cost `AVERAGE_FLOP_FRACTION` of the budget. `UTILISATION` leaves room for
+process start-up, FLOP counting and the asynchronous halving's extra promotions. The top rung is
+then eta^(rungs-1) x r0, which is what the best candidates are finally judged on.
+
+The first rung never goes below `MIN_FIRST_STEPS` optimizer steps (fewer measures nothing but the
+warm-up). When `trials` candidates do not fit, the plan says how many will, and when even
+eta^(rungs-1) candidates (one full halving bracket) do not fit, it refuses and names the fixes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import torch
+
+from search.budget import format_flops
+from spaces import ArchConfig, build_model
+from spaces.baselines import largest_full
+from spaces.flops import TRAIN_FLOPS_FACTOR, estimate_flops
+from trainers.proxy import Recipe
+from trainers.rungs import RungSchedule
+from trainers.tasks import Task
+
+DEFAULT_TIMEOUT = 600.0  # seconds; README: "about 10 minutes on a 2-core CPU"
+AVERAGE_FLOP_FRACTION = 0.5  # an average candidate's FLOPs, as a share of the budget
+UTILISATION = 0.8  # share of the time that goes to training and validation
+MIN_FIRST_STEPS = 16  # optimizer steps of the first rung, at least
+NO_CLOCK_FIRST_STEPS = 32  # first rung when there is no time limit and no --rung-tokens
+
+
+class PlanError(ValueError):
+    """No plan fits: the message names the fixes."""
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (the affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_parallelism(workers: int | None, threads: int | None, device: str) -> tuple[int, int]:
+    """(workers, torch threads per worker). CPU: one thread per worker and a worker per core
+    (2 torch threads on a busy 2-core machine measured 23x slower than 1); CUDA: one worker per
+    visible GPU."""
+    if device.startswith("cuda"):
+        gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+        return workers or gpus, threads or max(1, cpu_count() // (workers or gpus))
+    if workers is None:
+        workers = max(1, cpu_count() // (threads or 1))
+    return workers, threads or max(1, cpu_count() // workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchPlan:
+    schedule: RungSchedule
+    trials: int  # candidates asked for
+    expected_candidates: int  # candidates expected to train within the time
+    expected_seconds: float
+    workers: int
+    threads: int
+    flops_per_s: float  # measured training FLOP/s of one worker (fvcore convention)
+    reference: ArchConfig  # the budget-sized model that was timed
+    timeout: float | None
+
+    def describe(self, budget: int) -> str:
+        s = self.schedule
+        rungs = ", ".join(f"{_tokens(s.tokens(k))}" for k in range(s.rungs))
+        ref = self.reference
+        per_s = self.flops_per_s / (TRAIN_FLOPS_FACTOR * estimate_flops(ref) / s.seq_len)
+        lines = [
+            f"plan: {self.expected_candidates} candidates on rungs of {rungs} training tokens "
+            f"(eta {s.eta}: the best 1/{s.eta} continue), batch {s.batch_size} x {s.seq_len} "
+            f"tokens, same tokens for every candidate",
+            f"      {self.workers} worker(s) x {self.threads} torch thread(s); a budget-sized "
+            f"model ({ref.depth} layers x {ref.d_model}, full attention, "
+            f"{format_flops(estimate_flops(ref))}) trains at {_tokens(per_s)} tokens/s "
+            f"per worker",
+            f"      expected time {_duration(self.expected_seconds)}"
+            + (f" (limit {_duration(self.timeout)})" if self.timeout else " (no time limit)"),
+        ]
+        if self.expected_candidates < self.trials:
+            lines.append(
+                f"      note: only ~{self.expected_candidates} of --trials {self.trials} fit in "
+                f"the time; raise --timeout, lower the budget, or use --device cuda"
+            )
+        return "\n".join(lines)
+
+
+def measure_flops_per_s(
+    cfg: ArchConfig, task: Task, batch_size: int, threads: int, device: str, steps: int = 2
+) -> float:
+    """Training FLOP/s of `cfg` (fvcore convention x 3), timed over `steps` steps after one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = build_model(cfg).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        batch = task.train_batch(0, batch_size).to(device)
+        elapsed = 0.0
+        for i in range(steps + 1):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loss = task.loss(model(batch.tokens, batch.mask), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i:
+                elapsed += time.perf_counter() - t0
+        return steps * batch_size * TRAIN_FLOPS_FACTOR * estimate_flops(cfg) / max(elapsed, 1e-9)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def expected_tokens_factor(schedule_eta: int, rungs: int, recipe: Recipe) -> float:
+    """First-rung token counts one candidate trains on average under successive halving."""
+    return 1 + (rungs - 1) * (1 - 1 / schedule_eta) + recipe.decay_frac * (rungs - 1)
+
+
+def make_plan(
+    task: Task,
+    budget: int,
+    recipe: Recipe,
+    *,
+    trials: int,
+    timeout: float | None,
+    workers: int,
+    threads: int,
+    device: str = "cpu",
+    eta: int = 3,
+    rungs: int = 3,
+    first_rung_tokens: int | None = None,
+    flops_per_s: float | None = None,
+) -> SearchPlan:
+    """Size the rungs from the clock (or take `first_rung_tokens`), and estimate the run."""
+    seq_len = task.seq_len
+    batch_size = max(1, recipe.batch_tokens // seq_len)
+    batch_tokens = batch_size * seq_len
+    reference = largest_full(task.interface(), budget, head_dim=_head_dim(budget, task))
+    if flops_per_s is None:
+        flops_per_s = measure_flops_per_s(reference, task, batch_size, threads, device)
+    avg_flops = AVERAGE_FLOP_FRACTION * budget
+    s_per_token = TRAIN_FLOPS_FACTOR * avg_flops / seq_len / flops_per_s
+    factor = expected_tokens_factor(eta, rungs, recipe)
+    val_tokens = min(recipe.val_tokens, task.n_val * seq_len)
+    val_s = (1 + sum(eta**-k for k in range(1, rungs))) * val_tokens * s_per_token / 3
+
+    def seconds(first_steps: int, candidates: int) -> float:
+        per = factor * first_steps * batch_tokens * s_per_token + val_s
+        return candidates * per / workers
+
+    if first_rung_tokens is not None:
+        first = max(1, math.ceil(first_rung_tokens / batch_tokens))
+    elif timeout:
+        per_candidate = timeout * UTILISATION * workers / trials - val_s
+        first = math.floor(per_candidate / (factor * batch_tokens * s_per_token))
+    else:
+        first = NO_CLOCK_FIRST_STEPS
+    candidates = trials
+    if first < MIN_FIRST_STEPS and first_rung_tokens is None:
+        first = MIN_FIRST_STEPS
+        per = seconds(first, 1)
+        candidates = min(trials, int(timeout * UTILISATION // per)) if timeout else trials
+        bracket = min(trials, eta ** (rungs - 1))
+        if candidates < bracket:
+            need = seconds(first, bracket) / UTILISATION
+            raise PlanError(
+                f"no plan fits --timeout {timeout:g}s: even {bracket} candidates (one halving "
+                f"bracket) on the shortest useful rungs ({_tokens(first * batch_tokens)} tokens "
+                f"first) need about {_duration(need)} at the measured "
+                f"{flops_per_s / 1e9:.1f} GFLOP/s per worker. Fixes: --timeout {math.ceil(need)}, "
+                f"a smaller --budget, or --device cuda"
+            )
+    schedule = RungSchedule(
+        first_steps=first, batch_size=batch_size, seq_len=seq_len, eta=eta, rungs=rungs
+    )
+    return SearchPlan(
+        schedule=schedule,
+        trials=trials,
+        expected_candidates=candidates,
+        expected_seconds=seconds(first, candidates),
+        workers=workers,
+        threads=threads,
+        flops_per_s=flops_per_s,
+        reference=reference,
+        timeout=timeout,
+    )
+
+
+def _head_dim(budget: int, task: Task) -> int:
+    """64 when a one-head, one-layer model of width 64 fits, else 32 (tiny budgets), else 8."""
+    iface = task.interface()
+    for hd in (64, 32, 16, 8):
+        try:
+            largest_full(iface, budget, head_dim=hd)
+            return hd
+        except ValueError:
+            continue
+    raise PlanError(
+        f"budget {format_flops(budget)} is below a one-layer full-attention model at "
+        f"seq_len {task.seq_len}; raise --budget"
+    )
+
+
+def _tokens(n: float) -> str:
+    for unit, scale in (("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "PlanError",
+    "SearchPlan",
+    "cpu_count",
+    "default_parallelism",
+    "make_plan",
+    "measure_flops_per_s",
+]

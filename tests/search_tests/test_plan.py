@@ -1,0 +1,116 @@
+"""The plan from the budget and the clock, and the hand baselines it times."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from search.plan import (
+    MIN_FIRST_STEPS,
+    UTILISATION,
+    PlanError,
+    default_parallelism,
+    expected_tokens_factor,
+    make_plan,
+)
+from spaces import ArchConfig
+from spaces.baselines import largest_full
+from spaces.flops import estimate_flops
+from trainers.proxy import Recipe
+from trainers.tasks import get_task
+
+RECIPE = Recipe(batch_tokens=4096, val_tokens=8192)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("recall", seq_len=64, n_val=128)
+
+
+def test_largest_full_is_the_largest_that_fits(task):
+    iface = task.interface()
+    budget = 20e6
+    cfg = largest_full(iface, budget, head_dim=32)
+    assert cfg.attention == "full" and cfg.head_dim == 32 and cfg.ffn_mult == 4.0
+    flops = estimate_flops(cfg)
+    assert flops <= budget
+    for depth, heads in ((cfg.depth + 1, cfg.n_heads), (cfg.depth, cfg.n_heads + 1)):
+        bigger = ArchConfig(
+            **{**cfg.to_dict(), "depth": depth, "n_heads": heads, "d_model": heads * 32}
+        )
+        assert estimate_flops(bigger) > budget or estimate_flops(bigger) <= flops
+    with pytest.raises(ValueError, match="fits"):
+        largest_full(iface, 10, head_dim=64)
+
+
+def test_first_rung_is_sized_from_the_clock(task):
+    plan = make_plan(
+        task, 20_000_000, RECIPE, trials=20, timeout=600, workers=2, threads=1, flops_per_s=10e9
+    )
+    s = plan.schedule
+    assert s.batch_size == 4096 // 64 and s.eta == 3 and s.rungs == 3
+    assert s.tokens(2) == 9 * s.tokens(0)
+    assert plan.expected_candidates == 20
+    # the largest first rung whose estimate fits the time: one more step would not
+    assert plan.expected_seconds <= 600 * UTILISATION
+    over = make_plan(
+        task,
+        20_000_000,
+        RECIPE,
+        trials=20,
+        timeout=600,
+        workers=2,
+        threads=1,
+        flops_per_s=10e9,
+        first_rung_tokens=(s.first_steps + 1) * s.batch_tokens,
+    )
+    assert over.expected_seconds > 600 * UTILISATION
+    # twice the time: about twice the first rung
+    longer = make_plan(
+        task, 20_000_000, RECIPE, trials=20, timeout=1200, workers=2, threads=1, flops_per_s=10e9
+    )
+    assert 1.9 <= longer.schedule.first_steps / s.first_steps <= 2.1
+
+
+def test_explicit_rung_tokens_win_and_round_up_to_whole_steps(task):
+    plan = make_plan(
+        task,
+        20_000_000,
+        RECIPE,
+        trials=5,
+        timeout=None,
+        workers=1,
+        threads=1,
+        first_rung_tokens=10_000,
+        flops_per_s=1e9,
+    )
+    assert plan.schedule.first_steps == math.ceil(10_000 / 4096)
+
+
+def test_too_little_time_says_how_many_fit_or_refuses(task):
+    short = make_plan(
+        task, 20_000_000, RECIPE, trials=200, timeout=600, workers=1, threads=1, flops_per_s=10e9
+    )
+    assert short.schedule.first_steps == MIN_FIRST_STEPS
+    assert 9 <= short.expected_candidates < 200
+    assert "only ~" in short.describe(20_000_000)
+    with pytest.raises(PlanError, match=r"--timeout \d+.*smaller --budget.*--device cuda"):
+        make_plan(
+            task, 20_000_000, RECIPE, trials=20, timeout=5, workers=1, threads=1, flops_per_s=10e9
+        )
+
+
+def test_expected_tokens_factor_matches_halving():
+    # every candidate trains rung 0; 1/3 train on to 3x; 1/9 on to 9x; plus decay branches
+    assert expected_tokens_factor(3, 3, Recipe(decay_frac=0.0)) == pytest.approx(
+        1 + (1 / 3) * (3 - 1) + (1 / 9) * (9 - 3)
+    )
+
+
+def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
+    monkeypatch.setattr("search.plan.cpu_count", lambda: 4)
+    assert default_parallelism(None, None, "cpu") == (4, 1)
+    assert default_parallelism(None, 2, "cpu") == (2, 2)
+    assert default_parallelism(2, None, "cpu") == (2, 2)
+    assert default_parallelism(3, 1, "cpu") == (3, 1)

@@ -1,0 +1,136 @@
+"""The rung trainer: equal tokens per rung, promotion continues (never restarts), WSD decay on a
+branch, checkpoint resume equal to an uninterrupted run, divergence without raising."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from spaces import ArchConfig
+from trainers.proxy import Recipe
+from trainers.rungs import RungSchedule, RungTrainer, decay_steps
+from trainers.tasks import get_task
+
+RECIPE = Recipe(eval_batch_size=32, val_tokens=32 * 32, decay_frac=0.25, wsd_warmup_frac=0.25)
+SCHEDULE = RungSchedule(first_steps=4, batch_size=8, seq_len=32, eta=3, rungs=3)
+
+
+@pytest.fixture
+def task():
+    return get_task("recall", seq_len=32, num_pairs=4, n_val=32)
+
+
+def config(task, **changes) -> ArchConfig:
+    base = dict(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
+    base.update(changes)
+    return ArchConfig(**base)
+
+
+class Recording:
+    """Wraps a task and records the training step index of every batch drawn."""
+
+    def __init__(self, task) -> None:
+        self.task, self.steps = task, []
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def train_batch(self, step, batch_size):
+        self.steps.append(step)
+        return self.task.train_batch(step, batch_size)
+
+
+def test_schedule_tokens_are_cumulative_and_multiply_by_eta():
+    assert [SCHEDULE.steps(k) for k in range(3)] == [4, 12, 36]
+    assert [SCHEDULE.tokens(k) for k in range(3)] == [4 * 256, 12 * 256, 36 * 256]
+    with pytest.raises(ValueError, match="eta"):
+        RungSchedule(first_steps=4, batch_size=8, seq_len=32, eta=1)
+
+
+def test_promotion_continues_and_tokens_are_the_sum_of_the_rungs(task):
+    recorded = Recording(task)
+    trainer = RungTrainer(config(task), recorded, SCHEDULE, recipe=RECIPE, threads=1)
+    out = trainer.run(on_rung=lambda r: False)
+    assert out.status == "ok" and [r.rung for r in out.rungs] == [0, 1, 2]
+    # the evaluated model of rung k saw exactly r_k tokens: the same for every candidate
+    assert [r.tokens for r in out.rungs] == [SCHEDULE.tokens(k) for k in range(3)]
+    # the stable path never repeats a step; each non-final rung adds a decay branch that
+    # replays the steps the stable path takes next (same data), and nothing else
+    d0, d1 = decay_steps(SCHEDULE, 0, RECIPE), decay_steps(SCHEDULE, 1, RECIPE)
+    assert (d0, d1) == (1, 3)
+    expected = (
+        list(range(0, 4 - d0))  # rung 0 stable
+        + list(range(4 - d0, 4))  # rung 0 decay branch
+        + list(range(4 - d0, 12 - d1))  # rung 1 stable: continues, no restart
+        + list(range(12 - d1, 12))  # rung 1 decay branch
+        + list(range(12 - d1, 36))  # rung 2: stable then final decay
+    )
+    assert recorded.steps == expected
+    assert out.tokens_processed == len(expected) * SCHEDULE.batch_tokens
+    assert out.tokens_processed == SCHEDULE.tokens(2) + (d0 + d1) * SCHEDULE.batch_tokens
+
+
+def test_equal_tokens_within_a_rung_for_different_models(task):
+    small, large = Recording(task), Recording(task)
+    a = RungTrainer(config(task), small, SCHEDULE, recipe=RECIPE).run(on_rung=lambda r: True)
+    b = RungTrainer(config(task, depth=2, d_model=64), large, SCHEDULE, recipe=RECIPE).run(
+        on_rung=lambda r: True
+    )
+    assert a.status == b.status == "stopped" and len(a.rungs) == len(b.rungs) == 1
+    assert a.rungs[0].tokens == b.rungs[0].tokens == SCHEDULE.tokens(0)
+    assert small.steps == large.steps  # the very same batches
+
+
+def test_checkpoint_resume_equals_an_uninterrupted_run(task, tmp_path):
+    cfg = config(task)
+    full = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, threads=1).run()
+    ckpt = tmp_path / "t.pt"
+    first = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+        on_rung=lambda r: r.rung == 1  # stop after rung 1, as if the worker died there
+    )
+    assert first.status == "stopped" and ckpt.is_file()
+    replayed = []
+    resumed = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+        on_rung=lambda r: replayed.append(r.rung) or False
+    )
+    assert resumed.status == "ok" and resumed.resumed_from == 1
+    assert replayed == [0, 1, 2]  # earlier rungs are replayed to the caller, then rung 2
+    assert [r.loss for r in resumed.rungs] == pytest.approx([r.loss for r in full.rungs], abs=1e-6)
+    assert resumed.tokens_processed == full.tokens_processed
+
+
+def test_checkpoint_of_another_config_is_ignored(task, tmp_path):
+    ckpt = tmp_path / "t.pt"
+    RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+        on_rung=lambda r: True
+    )
+    other = RungTrainer(config(task, d_model=16), task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt)
+    assert other.run().resumed_from is None
+
+
+def test_learning_rate_is_warmup_stable_decay_on_every_rung(task, monkeypatch):
+    seen = []
+    real = RungTrainer._step
+
+    def step(self, model, opt, index, lr):
+        seen.append((index, lr))
+        return real(self, model, opt, index, lr)
+
+    monkeypatch.setattr(RungTrainer, "_step", step)
+    trainer = RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE)
+    trainer.run()
+    peak = RECIPE.lr_for(config(task))
+    lrs = [lr for _, lr in seen]
+    assert lrs[0] == pytest.approx(peak)  # warm-up of round(0.25 * 4) = 1 step
+    # each rung's evaluated model ends its decay at lr 0: positions of the last decay steps
+    ends = [i for i, (_, lr) in enumerate(seen) if lr == 0.0]
+    assert len(ends) == 3
+    # between decays the stable phase is back at the peak (the branch was discarded)
+    assert all(lr == pytest.approx(peak) for lr in lrs[ends[0] + 1 : ends[0] + 3])
+
+
+def test_divergence_is_a_status_not_an_exception(task):
+    cfg = config(task)
+    out = RungTrainer(cfg, task, SCHEDULE, recipe=dataclasses.replace(RECIPE, base_lr=1e6)).run()
+    assert out.status == "diverged" and "non-finite" in out.reason

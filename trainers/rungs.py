@@ -1,0 +1,334 @@
+"""The multi-fidelity evaluator: equal training data per rung, continued (never restarted).
+
+A candidate trains on a schedule of *rungs*: cumulative token counts r0, eta r0, eta^2 r0, ...
+(`RungSchedule`). Every candidate on a rung has seen exactly the same tokens (the same batches,
+in the same order: batch `s` is a deterministic function of the task seed and `s`), so a bigger
+model simply costs more compute, exactly as it will when the user trains it. After each rung the
+caller (successive halving, in `search.objective`) decides whether the candidate continues; a
+promoted candidate picks up where it stopped.
+
+Learning rate: warmup-stable-decay (WSD; Hu et al. 2024, MiniCPM, arXiv:2404.06395), an
+*anytime* schedule. Linear warm-up over the first `warmup_frac` of rung 0, then a constant peak.
+Each rung's evaluated model ends with a short linear decay to zero over the last `decay_frac` of
+that rung's tokens; for every rung but the last, the decay runs on a *branch*: the stable-phase
+state is kept, the branch decays and is evaluated, and training continues from the kept state.
+So the model scored on rung k is exactly what a user gets from a plain WSD run of r_k tokens, and
+a promoted candidate's stable path never repeats a step. Tokens on the discarded branches are
+counted apart (`tokens_processed`), never hidden.
+
+Validation ranks by loss (continuous; accuracy ties at chance), and the task metric is recorded
+too. After each rung the stable state is written to `checkpoint` (if given), so a killed worker's
+trial resumes from its last finished rung instead of restarting. Divergence (a non-finite loss)
+and running out of memory end the run with a status, never an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spaces import ArchConfig, build_model
+from spaces.flops import training_flops_per_sequence
+from trainers.proxy import Recipe, evaluate
+from trainers.tasks import Task
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RungSchedule:
+    """Cumulative training tokens at the end of each rung, all in whole optimizer steps."""
+
+    first_steps: int  # optimizer steps of rung 0
+    batch_size: int  # sequences per step, the same for every candidate of a study
+    seq_len: int
+    eta: int = 3  # each rung is eta x the previous one
+    rungs: int = 3  # number of rungs; the top one is eta^(rungs-1) x the first
+
+    def __post_init__(self) -> None:
+        for name in ("first_steps", "batch_size", "seq_len", "rungs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"rung schedule: {name} must be >= 1, got {getattr(self, name)}")
+        if self.eta < 2:
+            raise ValueError(f"rung schedule: eta must be >= 2, got {self.eta} (e.g. eta=3)")
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def steps(self, rung: int) -> int:
+        """Cumulative optimizer steps at the end of `rung`."""
+        return self.first_steps * self.eta**rung
+
+    def tokens(self, rung: int) -> int:
+        """Cumulative training tokens at the end of `rung` (the same for every candidate)."""
+        return self.steps(rung) * self.batch_tokens
+
+    @property
+    def top(self) -> int:
+        return self.rungs - 1
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RungResult:
+    """One rung's evaluation, passed to the `on_rung` callback."""
+
+    rung: int
+    tokens: int  # training tokens behind the evaluated model (equal for every candidate)
+    tokens_processed: int  # all tokens trained so far, discarded decay branches included
+    loss: float  # validation loss (nats per scored target): what ranks candidates
+    metric: float  # the task's metric (accuracy, bits per byte)
+    wall_time: float
+    tokens_per_s: float
+
+
+@dataclasses.dataclass
+class RungOutcome:
+    status: str  # "ok" (all rungs), "stopped" (the callback stopped it), "diverged", "oom"
+    rungs: list[RungResult]
+    reason: str = ""
+    resumed_from: int | None = None  # rung whose checkpoint the run started from
+    tokens_processed: int = 0
+    train_time: float = 0.0
+    flops_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+
+    @property
+    def last(self) -> RungResult | None:
+        return self.rungs[-1] if self.rungs else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Live progress inside a rung (for progress bars); never used for decisions."""
+
+    rung: int
+    tokens: int
+    loss: float
+
+
+def lr_factor(step: int, warmup: int) -> float:
+    """Stable phase of WSD: linear warm-up over `warmup` steps, then 1."""
+    return min(1.0, (step + 1) / warmup)
+
+
+def decay_steps(schedule: RungSchedule, rung: int, recipe: Recipe) -> int:
+    """Steps of the linear decay that ends rung `rung` (at least 1, at most the rung's length)."""
+    return max(1, min(schedule.steps(rung) - 1, round(recipe.decay_frac * schedule.steps(rung))))
+
+
+def warmup_steps(schedule: RungSchedule, recipe: Recipe) -> int:
+    return max(1, round(recipe.wsd_warmup_frac * schedule.first_steps))
+
+
+class RungTrainer:
+    """Train one config rung by rung; see the module docstring for the recipe."""
+
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        task: Task,
+        schedule: RungSchedule,
+        *,
+        recipe: Recipe | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        threads: int | None = None,
+        checkpoint: str | Path | None = None,
+        val_sequences: int | None = None,
+    ) -> None:
+        if task.seq_len != schedule.seq_len:
+            raise ValueError(
+                f"rung schedule is for seq_len {schedule.seq_len}, task has {task.seq_len}"
+            )
+        recipe = recipe or Recipe()
+        self.cfg, self.task, self.schedule, self.recipe = cfg, task, schedule, recipe
+        self.seed, self.device = seed, torch.device(device)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        if threads:
+            torch.set_num_threads(threads)
+        n_val = val_sequences or max(1, recipe.val_tokens // task.seq_len)
+        self.val_fraction = min(1.0, n_val / max(1, task.n_val))
+        self.flops_per_step = training_flops_per_sequence(cfg) * schedule.batch_size
+
+    # -- state -------------------------------------------------------------------------------
+    def _fresh(self):
+        torch.manual_seed(self.seed)
+        model = build_model(self.cfg).to(self.device).train()
+        lr = self.recipe.lr_for(self.cfg)
+        opt = torch.optim.AdamW(
+            model.parameters(),
+            lr=lr,
+            betas=self.recipe.betas,
+            weight_decay=self.recipe.weight_decay,
+        )
+        return model, opt, lr
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "recipe": dataclasses.asdict(self.recipe),
+            "seed": self.seed,
+        }
+
+    def _load(self, model, opt) -> tuple[int, int, list[RungResult]] | None:
+        """(stable step, tokens processed, finished rungs) from the checkpoint, if it matches."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return None
+        try:
+            state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        except Exception:
+            return None  # unreadable (killed mid-write is prevented by rename; be safe anyway)
+        if state.get("identity") != self._identity():
+            return None
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        return state["step"], state["tokens_processed"], [RungResult(**r) for r in state["rungs"]]
+
+    def _save(self, model, opt, step: int, processed: int, rungs: list[RungResult]) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(f".tmp{os.getpid()}")
+        torch.save(
+            {
+                "identity": self._identity(),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "tokens_processed": processed,
+                "rungs": [dataclasses.asdict(r) for r in rungs],
+            },
+            tmp,
+        )
+        os.replace(tmp, self.checkpoint)  # atomic: a kill never leaves half a checkpoint
+
+    # -- training ----------------------------------------------------------------------------
+    def _step(self, model, opt, step: int, lr: float) -> float:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = self.task.train_batch(step, self.schedule.batch_size).to(self.device)
+        loss = self.task.loss(model(batch.tokens, batch.mask), batch)
+        if not torch.isfinite(loss):
+            raise _Diverged(f"non-finite training loss at step {step + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
+        opt.step()
+        return loss.item()
+
+    def run(
+        self,
+        on_rung: Callable[[RungResult], bool] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> RungOutcome:
+        """Train through the rungs. `on_rung` sees every rung's result and returns True to stop
+        after it (pruned; ignored after the top rung)."""
+        sched, recipe = self.schedule, self.recipe
+        outcome = RungOutcome(status="ok", rungs=[])
+        start, train_time = time.perf_counter(), 0.0
+        step = processed = 0
+        try:
+            model, opt, peak = self._fresh()
+            loaded = self._load(model, opt)
+            if loaded is not None:
+                step, processed, outcome.rungs = loaded
+                outcome.resumed_from = outcome.rungs[-1].rung if outcome.rungs else None
+                for r in outcome.rungs:  # replay the decisions the caller already made
+                    if on_rung is not None and on_rung(r):
+                        outcome.status, outcome.reason = "stopped", f"stopped after rung {r.rung}"
+                        return self._finish(outcome, processed, train_time)
+            warmup = warmup_steps(sched, recipe)
+            for rung in range(len(outcome.rungs), sched.rungs):
+                end, decay = sched.steps(rung), decay_steps(sched, rung, recipe)
+                stable_end = end - decay
+                last_loss = float("nan")
+                t0 = time.perf_counter()
+                while step < stable_end:  # stable phase (continues the previous rung's)
+                    last_loss = self._step(model, opt, step, peak * lr_factor(step, warmup))
+                    step, processed = step + 1, processed + sched.batch_tokens
+                    if on_progress is not None and step % 8 == 0:
+                        on_progress(Progress(rung, step * sched.batch_tokens, last_loss))
+                final = rung == sched.top
+                kept = None
+                if not final:  # decay on a branch: keep the stable state to continue from
+                    kept = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+                base = peak * lr_factor(stable_end, warmup)
+                for i in range(decay):
+                    lr = base * (1 - (i + 1) / decay)
+                    last_loss = self._step(model, opt, stable_end + i, lr)
+                    processed += sched.batch_tokens
+                train_time += time.perf_counter() - t0
+                loss_nats, metric = self._validate(model)
+                result = RungResult(
+                    rung=rung,
+                    tokens=sched.tokens(rung),
+                    tokens_processed=processed,
+                    loss=loss_nats,
+                    metric=metric,
+                    wall_time=time.perf_counter() - start,
+                    tokens_per_s=processed / train_time if train_time else 0.0,
+                )
+                outcome.rungs.append(result)
+                if kept is not None:
+                    model.load_state_dict(kept[0])
+                    opt.load_state_dict(kept[1])
+                    step = stable_end
+                    self._save(model, opt, step, processed, outcome.rungs)
+                if on_progress is not None:
+                    on_progress(Progress(rung, sched.tokens(rung), loss_nats))
+                stop = on_rung is not None and on_rung(result)  # called on every rung
+                if stop and not final:
+                    outcome.status, outcome.reason = "stopped", f"stopped after rung {rung}"
+                    return self._finish(outcome, processed, train_time)
+            return self._finish(outcome, processed, train_time)
+        except _Diverged as exc:
+            outcome.status, outcome.reason = "diverged", str(exc)
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            outcome.status, outcome.reason = "oom", _oom_reason(step, exc)
+        except RuntimeError as exc:
+            if "out of memory" not in str(exc).lower():
+                raise
+            outcome.status, outcome.reason = "oom", _oom_reason(step, exc)
+        return self._finish(outcome, processed, train_time)
+
+    def _validate(self, model) -> tuple[float, float]:
+        metric, loss = evaluate(
+            model, self.task, self.device, self.recipe.eval_batch_size, self.val_fraction
+        )
+        if not (math.isfinite(metric) and math.isfinite(loss)):
+            raise _Diverged("non-finite validation loss")
+        return loss, metric
+
+    def _finish(self, outcome: RungOutcome, processed: int, train_time: float) -> RungOutcome:
+        outcome.tokens_processed = processed
+        outcome.train_time = train_time
+        if train_time:
+            steps = processed / self.schedule.batch_tokens
+            outcome.tokens_per_s = processed / train_time
+            outcome.flops_per_s = steps * self.flops_per_step / train_time
+        return outcome
+
+
+class _Diverged(Exception):
+    pass
+
+
+def _oom_reason(step: int, exc: BaseException) -> str:
+    return f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}"
+
+
+__all__ = ["Progress", "RungOutcome", "RungResult", "RungSchedule", "RungTrainer"]
