@@ -66,6 +66,34 @@ def _storage_url(study: optuna.Study) -> str | None:
     return safe_url(url) if isinstance(url, str) else None
 
 
+def _evaluation_row(s: dict) -> tuple[str, str]:
+    """How candidates were judged: rungs of equal tokens (the search's default), or, for older
+    and scaled studies, equal proxy compute."""
+    sched = s.get("schedule")
+    if sched:
+        tokens = [
+            sched["first_steps"] * sched["eta"] ** k * sched["batch_size"] * sched["seq_len"]
+            for k in range(sched["rungs"])
+        ]
+        same = (
+            "the same tokens for every candidate"
+            if s.get("evaluation", "tokens") == "tokens"
+            else "tokens of a budget-sized model; equal training FLOPs, so smaller models "
+            "see proportionally more"
+        )
+        return (
+            "evaluation",
+            f"successive halving over rungs of {', '.join(f'{t:,}' for t in tokens)} training "
+            f"tokens (eta {sched['eta']}), {same}; ranked by validation loss, task metric "
+            f"{s.get('task_metric', '?')} recorded",
+        )
+    return (
+        "proxy compute",
+        f"{_fmt_flops(s.get('proxy_compute'))} of training per trial, the same for every "
+        "candidate (training FLOPs ≈ 3 × forward)",
+    )
+
+
 def _storage_lines(study: optuna.Study, storage_url: str | None) -> tuple[list[str], str]:
     """(lines that set $STORAGE, the flag that uses it); nothing when the URL is unknown."""
     url = safe_url(storage_url) if storage_url else _storage_url(study)
@@ -102,11 +130,7 @@ def study_note(
         ("budget", f"{_fmt_flops(s.get('budget'))} forward per sequence"),
         ("FLOP convention", f"**{FLOP_CONVENTION}**, forward pass, one sequence"),
         ("metric", f"{s.get('metric', '?')} ({direction}: {better})"),
-        (
-            "proxy compute",
-            f"{_fmt_flops(s.get('proxy_compute'))} of training per trial, the same for every "
-            "candidate (training FLOPs ≈ 3 × forward)",
-        ),
+        _evaluation_row(s),
         ("objectives", str(s.get("objectives", "single"))),
         (
             "sampler / pruner / seed",

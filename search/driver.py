@@ -269,6 +269,8 @@ def run_worker(
         optimize(study, objective, total, timeout)
     except SpaceExhausted as exc:
         print(f"error: {exc}", flush=True)
+    except KeyboardInterrupt:  # the parent reports the interruption; no traceback per worker
+        pass
 
 
 def start_workers(

@@ -14,7 +14,8 @@ recipe and the same training seed as the study, and compares the two rankings:
 * the long-run rank of the proxy's pick (1: the proxy's best is also the best after the long
   run).
 
-Direction: both metrics are the same quantity (accuracy, or bits per byte), so a positive
+Direction: both metrics are the same quantity (the validation loss for studies that rank by it,
+as `search.run` now does; accuracy or bits per byte for older studies), so a positive
 correlation means agreement whether the task maximizes or minimizes; "top" follows the study's
 direction. The random trials are there because the best trials alone span a narrow range of
 metrics, where a few noisy swaps pull tau down.
@@ -266,7 +267,9 @@ def run(args: argparse.Namespace) -> int:
                 threads=args.threads,
             )
             status, wall = r.status, r.wall_time
-            long_metric = r.metric if r.status == "ok" and r.metric is not None else None
+            # studies ranked by validation loss (the rung evaluator) compare losses
+            long_value = r.loss if metric_name == "val_loss" else r.metric
+            long_metric = long_value if r.status == "ok" and long_value is not None else None
             if long_metric is not None and not math.isfinite(long_metric):
                 long_metric, status = None, "diverged"
             for key, value in (

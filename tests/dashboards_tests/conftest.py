@@ -1,8 +1,7 @@
 """One tiny real study for the dashboard and report tests, built once per test session.
 
-It is the search tests' tiny preset (tests/search_tests/conftest.py) with less proxy compute and
-two evaluations per trial, so six trials take seconds; the real CLI `python -m search.run` makes
-it.
+It is the search tests' tiny preset (tests/search_tests/conftest.py), so six trials take
+seconds; the real CLI `python -m search.run` makes it.
 """
 
 from __future__ import annotations
@@ -18,9 +17,7 @@ from tests.search_tests.conftest import TINY_PRESET, run_cli, search_args
 
 STUDY = "dash"
 TRIALS = 6
-FAST_PRESET = TINY_PRESET.replace(
-    'proxy_compute = "0.15GFLOPs"', 'proxy_compute = "0.005GFLOPs"'
-).replace("[recipe]\n", "[recipe]\nn_evals = 2\n")
+FAST_PRESET = TINY_PRESET
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,7 +88,7 @@ def test_api_lists_the_study_its_trials_note_and_artifacts(dashboard, built_stud
 
     note = detail["note"]["body"]
     assert CONVENTION in note and f"python -m search.export --study {built_study.name}" in note
-    assert "proxy compute" in note and "budget" in note and MARKER in note
+    assert "successive halving over rungs of" in note and "budget" in note and MARKER in note
 
     with_artifacts = [t for t in detail["trials"] if t["artifacts"]]
     assert with_artifacts, "the best trials should carry their exported config"

@@ -85,19 +85,21 @@ def test_explicit_rung_tokens_win_and_round_up_to_whole_steps(task):
         first_rung_tokens=10_000,
         flops_per_s=1e9,
     )
-    assert plan.schedule.first_steps == math.ceil(10_000 / 4096)
+    # the batch shrinks so that the first rung has FIRST_RUNG_STEPS steps: 10,000 / (64 x 64)
+    assert plan.schedule.batch_size == 2
+    assert plan.schedule.first_steps == math.ceil(10_000 / (2 * 64))
 
 
 def test_too_little_time_says_how_many_fit_or_refuses(task):
     short = make_plan(
-        task, 20_000_000, RECIPE, trials=200, timeout=600, workers=1, threads=1, flops_per_s=10e9
+        task, 20_000_000, RECIPE, trials=2000, timeout=600, workers=1, threads=1, flops_per_s=10e9
     )
-    assert short.schedule.first_steps == MIN_FIRST_STEPS
-    assert 9 <= short.expected_candidates < 200
+    assert short.schedule.first_steps == MIN_FIRST_STEPS and short.schedule.batch_size == 1
+    assert 9 <= short.expected_candidates < 2000
     assert "only ~" in short.describe(20_000_000)
     with pytest.raises(PlanError, match=r"--timeout \d+.*smaller --budget.*--device cuda"):
         make_plan(
-            task, 20_000_000, RECIPE, trials=20, timeout=5, workers=1, threads=1, flops_per_s=10e9
+            task, 20_000_000, RECIPE, trials=20, timeout=1, workers=1, threads=1, flops_per_s=1e9
         )
 
 
