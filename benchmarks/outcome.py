@@ -101,8 +101,7 @@ def describe(cfg: ArchConfig) -> str:
     span = "" if cfg.span is None else f"({cfg.span})"
     share = "" if not cfg.unique_blocks else f" share{cfg.unique_blocks}"
     return (
-        f"{cfg.attention}{span} {cfg.depth}x{cfg.d_model} h{cfg.n_heads} "
-        f"ffn{cfg.ffn_mult:g}{share}"
+        f"{cfg.attention}{span} {cfg.depth}x{cfg.d_model} h{cfg.n_heads} ffn{cfg.ffn_mult:g}{share}"
     )
 
 
