@@ -94,7 +94,7 @@ class SearchPlan:
             f"(eta {s.eta}: the best 1/{s.eta} continue), batch {s.batch_size} x {s.seq_len} "
             f"tokens, same tokens for every candidate",
             f"      {self.workers} worker(s) x {self.threads} torch thread(s); a budget-sized "
-            f"model ({ref.depth} layers x {ref.d_model}, full attention, "
+            f"model ({ref.depth} layers x {ref.d_model}, {ref.attention} attention, "
             f"{format_flops(estimate_flops(ref))}) trains at {_tokens(per_s)} tokens/s "
             f"per worker",
             f"      expected time {_duration(self.expected_seconds)}"
@@ -156,11 +156,13 @@ def make_plan(
     rungs: int = 3,
     first_rung_tokens: int | None = None,
     flops_per_s: float | None = None,
+    fallback: ArchConfig | None = None,
 ) -> SearchPlan:
     """Size the rungs from the clock (or take `first_rung_tokens`), and estimate the run.
-    `flops_per_s` skips the measurement (tests)."""
+    `flops_per_s` skips the measurement (tests); `fallback` is timed when no full-attention
+    model fits the budget (e.g. the space's cheapest config)."""
     seq_len = task.seq_len
-    reference = largest_full(task.interface(), budget, head_dim=_head_dim(budget, task))
+    reference = _reference(task, budget, fallback)
     max_batch = max(1, recipe.batch_tokens // seq_len)
     measured: dict[int, float] = {}
 
@@ -262,19 +264,20 @@ class _Cost:
         return candidates * per / self.workers
 
 
-def _head_dim(budget: int, task: Task) -> int:
-    """64 when a one-head, one-layer model of width 64 fits, else 32 (tiny budgets), else 8."""
-    iface = task.interface()
-    for hd in (64, 32, 16, 8):
+def _reference(task: Task, budget: int, fallback: ArchConfig | None) -> ArchConfig:
+    """The budget-sized model to time: the largest full-attention model with head dim 64 (32,
+    16 or 8 on tiny budgets), else `fallback`."""
+    for head_dim in (64, 32, 16, 8):
         try:
-            largest_full(iface, budget, head_dim=hd)
-            return hd
+            return largest_full(task.interface(), budget, head_dim=head_dim)
         except ValueError:
             continue
-    raise PlanError(
-        f"budget {format_flops(budget)} is below a one-layer full-attention model at "
-        f"seq_len {task.seq_len}; raise --budget"
-    )
+    if fallback is None:
+        raise PlanError(
+            f"budget {format_flops(budget)} is below a one-layer full-attention model at "
+            f"seq_len {task.seq_len}; raise --budget"
+        )
+    return fallback
 
 
 def _tokens(n: float) -> str:

@@ -105,56 +105,44 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return trials[0]
 
 
+def _row(t: optuna.trial.FrozenTrial) -> dict:
+    """The columns every table has: the trial, its shape and cost, its speed."""
+    a, cfg = t.user_attrs, t.user_attrs.get("config", {})
+    return {
+        "trial": t.number,
+        "variant": a.get("variant"),
+        "span": "-" if a.get("span") is None else a.get("span"),
+        "depth": cfg.get("depth"),
+        "width": cfg.get("d_model"),
+        "heads": cfg.get("n_heads"),
+        "FLOPs": format_flops(a.get("flops", 0)),
+        "params": f"{a.get('params', 0):,}",
+        "tokens/s": round(a.get("tokens_per_s") or 0),
+    }
+
+
 def top_table(study: optuna.Study, k: int = 10) -> pd.DataFrame:
     """The top `k` of the ranking, with budget fraction and rung; studies made before the rung
     evaluator (no `rung` attribute) fall back to completed trials by value."""
     ranked = ranked_trials(study)
     if not any("rung" in t.user_attrs for t in ranked):
-        return _legacy_table(study, k)
+        legacy = [{**_row(t), "metric": round(t.values[0], 4)} for t in feasible_trials(study)]
+        return pd.DataFrame(legacy[:k], columns=LEGACY_COLUMNS)
     budget = study.user_attrs.get("budget") or 0
     rows = []
     for t in ranked[:k]:
-        a, cfg = t.user_attrs, t.user_attrs.get("config", {})
+        a = t.user_attrs
         rows.append(
             {
-                "trial": t.number,
-                "variant": a.get("variant"),
-                "span": "-" if a.get("span") is None else a.get("span"),
-                "depth": cfg.get("depth"),
-                "width": cfg.get("d_model"),
-                "heads": cfg.get("n_heads"),
-                "FLOPs": format_flops(a.get("flops", 0)),
+                **_row(t),
                 "of budget": f"{a.get('flops', 0) / budget:.1%}" if budget else "-",
-                "params": f"{a.get('params', 0):,}",
                 "rung": a.get("rung"),
                 "tokens": f"{a.get('tokens') or 0:,}",
                 "val loss": round(a["loss"], 4),
                 "metric": None if a.get("metric") is None else round(a["metric"], 4),
-                "tokens/s": round(a.get("tokens_per_s") or 0),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in ("of budget", "rung", "tokens", "val loss")]
-
-
-def _legacy_table(study: optuna.Study, k: int) -> pd.DataFrame:
-    rows = []
-    for t in feasible_trials(study)[:k]:
-        a, cfg = t.user_attrs, t.user_attrs.get("config", {})
-        rows.append(
-            {
-                "trial": t.number,
-                "variant": a.get("variant"),
-                "span": "-" if a.get("span") is None else a.get("span"),
-                "depth": cfg.get("depth"),
-                "width": cfg.get("d_model"),
-                "heads": cfg.get("n_heads"),
-                "FLOPs": format_flops(a.get("flops", 0)),
-                "params": f"{a.get('params', 0):,}",
-                "metric": round(t.values[0], 4),
-                "tokens/s": round(a.get("tokens_per_s") or 0),
-            }
-        )
-    return pd.DataFrame(rows, columns=LEGACY_COLUMNS)

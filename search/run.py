@@ -171,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
         help="seconds without a heartbeat after "
         f"which a dead worker's RUNNING trial is failed and retried once; default {GRACE_PERIOD}",
     )
+    a(
+        "--no-baselines",
+        action="store_true",
+        help="do not start a new study from the hand baselines (full attention, head dim 64 "
+        "and 32, FFN 4x, the largest in the space that fits)",
+    )
     a("--top", type=int, default=8, help="rows of the final table, default 8")
     a("--quiet", action="store_true", help="no progress bar")
     return p
@@ -228,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         corners = settings.space.corners(interface)
     except ValueError as exc:
         return fail(str(exc))
-    cheapest = min(estimate_flops(c) for c in corners)
+    cheapest_cfg = min(corners, key=estimate_flops)
+    cheapest = estimate_flops(cheapest_cfg)
     if settings.budget < cheapest:
         return fail(
             f"budget {format_flops(settings.budget)} is below the cheapest config of the space "
@@ -270,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             eta=settings.eta,
             rungs=settings.rungs,
             first_rung_tokens=settings.rung_tokens,
+            fallback=cheapest_cfg,
         )
         study = open_study(
             settings, study_name, args.storage, task, args.grace_period, plan.schedule
@@ -285,6 +293,16 @@ def main(argv: list[str] | None = None) -> int:
             f"study {study_name!r} was made by an older version without rung schedules; "
             "pass a new --study name"
         )
+    if not args.no_baselines and not study.get_trials(deepcopy=False):
+        seeds = settings.space.baselines(interface, settings.budget)
+        for params in seeds:
+            study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
+        if seeds:
+            shapes = ", ".join(
+                f"{p['depth']} layers x {p['n_heads'] * p['head_dim']} (head dim {p['head_dim']})"
+                for p in seeds
+            )
+            print(f"starting from the hand baselines: full attention, {shapes}")
     print(plan.describe(settings.budget), flush=True)
     checkpoint_dir = str(args.checkpoint_dir or default_checkpoint_dir(args.storage))
     try:

@@ -19,11 +19,12 @@ from typing import Any
 
 from spaces.attention import ATTENTION
 from spaces.config import ArchConfig
+from spaces.flops import estimate_flops
 
 # ALBERT-style sharing choices -> number of distinct blocks for a given depth (0: no sharing)
 SHARING = {
     "none": lambda depth: 0,
-    "all": lambda depth: 1,
+    "all": lambda depth: 1 if depth > 1 else 0,  # one layer has nothing to share
     "pairs": lambda depth: -(-depth // 2) if depth > 1 else 0,  # consecutive pairs share
 }
 
@@ -136,6 +137,43 @@ class SearchSpace:
             ffn_mult=float(ffn_mult),
             unique_blocks=unique,
         )
+
+    def baselines(self, interface: dict[str, Any], budget: float) -> list[dict[str, Any]]:
+        """Trial parameters of the plainest strong models in the space: full attention, head
+        dim 64 and 32, FFN 4x (or the widest offered), no sharing, the largest shape (most
+        forward FLOPs by the closed form) within `budget` with at least two layers where one
+        fits (a one-layer Transformer cannot form induction heads). The search starts from these, so
+        its answer is never a model the obvious hand choice would beat on the search's own
+        evaluation."""
+        seq_len, causal = interface["seq_len"], interface["causal"]
+        if "full" not in self.valid_variants(seq_len, causal):
+            return []
+        ffn = 4.0 if 4.0 in self.ffn_mult else max(self.ffn_mult)
+        sharing = "none" if "none" in self.sharing else self.sharing[0]
+        out: list[dict[str, Any]] = []
+        for head_dim in (64, 32):
+            if head_dim not in self.head_dim:
+                continue
+            best = None
+            for depth in self.depth:
+                for heads in self.n_heads:
+                    cfg = self._build(interface, "full", {}, depth, heads, head_dim, ffn, sharing)
+                    flops = estimate_flops(cfg)
+                    key = (min(depth, 2), flops, -depth)
+                    if flops <= budget and (best is None or key > best[0]):
+                        best = (key, depth, heads)
+            if best is not None:
+                params = {
+                    "attention": "full",
+                    "depth": best[1],
+                    "n_heads": best[2],
+                    "head_dim": head_dim,
+                    "ffn_mult": ffn,
+                    "sharing": sharing,
+                }
+                if params not in out:
+                    out.append(params)
+        return out
 
     def corners(self, interface: dict[str, Any]) -> list[ArchConfig]:
         """The cheapest config of each variant/parameter combination (smallest shape)."""

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from spaces import ArchConfig
 from spaces.flops import training_flops_per_sequence
+from tests.trainers_tests.conftest import small_config as config
 from trainers.proxy import Recipe, plan, plan_steps, train
-from trainers.tasks import get_task
-
-
-@pytest.fixture(scope="module")
-def task():
-    return get_task("recall", seq_len=32, num_pairs=4, n_val=32)
-
-
-def config(task, **changes) -> ArchConfig:
-    base = dict(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
-    base.update(changes)
-    return ArchConfig(**base)
-
 
 RECIPE = Recipe(batch_size=8, n_evals=4, eval_batch_size=32)
 

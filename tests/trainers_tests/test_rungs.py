@@ -7,24 +7,12 @@ import dataclasses
 
 import pytest
 
-from spaces import ArchConfig
+from tests.trainers_tests.conftest import small_config as config
 from trainers.proxy import Recipe
 from trainers.rungs import RungSchedule, RungTrainer, decay_steps
-from trainers.tasks import get_task
 
 RECIPE = Recipe(eval_batch_size=32, val_tokens=32 * 32, decay_frac=0.25, wsd_warmup_frac=0.25)
 SCHEDULE = RungSchedule(first_steps=4, batch_size=8, seq_len=32, eta=3, rungs=3)
-
-
-@pytest.fixture
-def task():
-    return get_task("recall", seq_len=32, num_pairs=4, n_val=32)
-
-
-def config(task, **changes) -> ArchConfig:
-    base = dict(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
-    base.update(changes)
-    return ArchConfig(**base)
 
 
 class Recording:

@@ -261,9 +261,23 @@ def test_bad_batch_arguments(make) -> None:
             call(*args)
 
 
-def test_text_data_errors(tmp_path: Path, corpus: Path) -> None:
+def test_text_defaults_to_the_interpreters_stdlib_sources() -> None:
+    from trainers.tasks.text import stdlib_corpus, stdlib_files
+
+    files = stdlib_files()
+    assert files == stdlib_files()  # a fixed order
+    assert any(p.name == "argparse.py" for p in files)
+    assert not any("test" in p.parts[-2:-1] or "site-packages" in p.parts for p in files)
+    task = get_task("text")
+    assert task.seq_len == 512 and task.corpus.startswith("stdlib:python3.")
+    raw = stdlib_corpus()
+    assert bytes(task.train_bytes) + bytes(task.val_bytes) == raw
+    assert len(task.val_bytes) == math.ceil(0.1 * len(raw))
     with pytest.raises(ValueError, match="--data"):
-        get_task("text")
+        get_task("text", data=["/nonexistent/corpus.txt"])
+
+
+def test_text_data_errors(tmp_path: Path, corpus: Path) -> None:
     with pytest.raises(ValueError, match=r"nope\.txt.*does not exist"):
         get_task("text", data=[str(corpus), str(tmp_path / "nope.txt")])
     bad = tmp_path / "latin1.txt"
