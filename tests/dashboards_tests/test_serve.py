@@ -123,7 +123,7 @@ def test_dashboard_renders_in_headless_chromium(dashboard, built_study, tmp_path
     ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     assert built_study.name in dom, dom[-2000:]
-    assert "MAXIMIZE" in dom.upper()  # the study card, rendered by the app from /api/studies
+    assert "MINIMIZE" in dom.upper()  # loss; the study card, rendered by the app from /api/studies
 
 
 def fresh_copy(built_study, tmp_path: Path) -> optuna.Study:

@@ -82,7 +82,7 @@ def test_ray_backend_runs_resumes_and_alternates_with_the_local_backend(tmp_path
     first = run_cli(
         "search.run", *search_args(tiny_preset, storage, "ray", 4, *ray_args), check=True
     )
-    assert "top candidates" in first.stdout and "ray: " in first.stdout
+    assert "top candidates" in first.stdout
     study = load(storage, "ray")
     assert 4 <= trained_count(study) <= 5  # two workers may finish at once
     assert_sound(study)
