@@ -34,7 +34,7 @@ STATUSES = ("ok", "diverged", "stopped", "oom")
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """The training recipe shared by every candidate (documented in README, 'Proxy runs')."""
+    """The training recipe shared by every candidate (README, 'How candidates are judged')."""
 
     steps: int = 200  # optimizer steps every candidate takes (batch size absorbs model cost)
     batch_size: int | None = None  # fixed sequences per step instead (steps then vary)

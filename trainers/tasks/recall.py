@@ -39,9 +39,11 @@ class RecallTask(Task):
     causal: ClassVar[bool] = True
     metric: ClassVar[str] = "accuracy"
     direction: ClassVar[str] = "maximize"
-    # Defaults chosen by measurement on a 2-core CPU (README, "Proxy runs"): short sequences and
-    # a small vocabulary let a 2-layer model learn recall within a ~20 s proxy run, while the
-    # gap keeps every answer more than 8 positions back, beyond a narrow window's reach.
+    # Defaults chosen by measurement on a 2-core CPU (docs/results.md, sections 1-2): short
+    # sequences and a small vocabulary let a 2-layer model learn recall within a ~20 s proxy
+    # run, while the gap keeps every answer more than 8 positions back, beyond a narrow
+    # window's reach. Trained for millions of tokens, every small model saturates at these
+    # settings (docs/results.md, section 0); harder recall: num_pairs=8, num_keys=32, ...
     default_seq_len: ClassVar[int] = 64
     defaults: ClassVar[dict[str, int | float]] = {
         "num_pairs": 4,  # key-value pairs per sequence (= queries per sequence)
