@@ -10,8 +10,9 @@ where E = 1 + (rungs - 1)(1 - 1/eta) + decay_frac (rungs - 1) is the expected nu
 token counts one candidate trains under halving (every candidate trains rung 0, 1/eta of them the
 next, ...; decay branches included), V the validation tokens (forward only), and an average
 candidate is assumed to cost `AVERAGE_FLOP_FRACTION` of the budget. `UTILISATION` leaves room for
-process start-up, FLOP counting and the asynchronous halving's extra promotions. The top rung is
-then eta^(rungs-1) x r0, which is what the best candidates are finally judged on.
+process start-up, FLOP counting and the asynchronous halving's extra promotions, so the printed
+expected time is the model's time / UTILISATION. The top rung is then eta^(rungs-1) x r0, which
+is what the best candidates are finally judged on.
 
 Steps matter as much as tokens early in training: at 196K tokens of text, 192 steps of 8
 sequences reached 0.2-0.3 lower loss than 48 steps of 32, and ranked a 6-layer model above a
@@ -220,7 +221,7 @@ def make_plan(
         schedule=schedule,
         trials=trials,
         expected_candidates=candidates,
-        expected_seconds=c.seconds(first, candidates),
+        expected_seconds=c.seconds(first, candidates) / UTILISATION,
         workers=workers,
         threads=threads,
         flops_per_s=c.flops_per_s,
