@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.objective import Objective, TrialFailed
-from search.results import REJECTED, trained_count
+from search.results import REJECTED, is_trained
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, open_storage
 from trainers.rungs import RungSchedule
@@ -166,12 +166,12 @@ def stored_schedule(study: optuna.Study) -> RungSchedule | None:
     return None if data is None else RungSchedule(**data)
 
 
-def _in_training(study: optuna.Study) -> int:
+def _in_training(trials: list[optuna.trial.FrozenTrial]) -> int:
     """RUNNING trials that are (or were, if their worker died) training a candidate."""
     return sum(
         1
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.user_attrs.get("status") not in REJECTED
+        for t in trials
+        if t.state == TrialState.RUNNING and t.user_attrs.get("status") not in REJECTED
     )
 
 
@@ -200,13 +200,14 @@ def optimize(
 
     while True:
         optuna.storages.fail_stale_trials(study)
-        done = trained_count(study)
+        trials = study.get_trials(deepcopy=False)  # one read per loop
+        done = sum(map(is_trained, trials))
         if done >= total:
             return
         if deadline is not None and time.monotonic() >= deadline:
             return
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if not waiting and done + _in_training(study) >= total:
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and done + _in_training(trials) >= total:
             time.sleep(poll)  # others hold the last slots; a dead one goes stale and retries
             continue
         seen.clear()

@@ -14,18 +14,18 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.budget import format_flops
-from search.results import trained_count
+from search.results import is_trained, trained_count
 
 
 def _tokens(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
-def describe_running(study: optuna.Study) -> str:
+def describe_running(trials: list[optuna.trial.FrozenTrial]) -> str:
     parts = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in trials:
         a = t.user_attrs
-        if a.get("status") != "training":
+        if t.state != TrialState.RUNNING or a.get("status") != "training":
             continue
         p = a.get("progress") or {}
         cfg = a.get("config", {})
@@ -37,11 +37,13 @@ def describe_running(study: optuna.Study) -> str:
     return " | ".join(parts)
 
 
-def best_loss(study: optuna.Study) -> str:
+def best_loss(trials: list[optuna.trial.FrozenTrial]) -> str:
     done = [
         t.user_attrs["loss"]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("loss") is not None and t.user_attrs.get("status") == "ok"
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.user_attrs.get("loss") is not None
+        and t.user_attrs.get("status") == "ok"
     ]
     return f"{min(done):.4f}" if done else "-"
 
@@ -63,9 +65,10 @@ class StudyProgress:
 
     def refresh(self) -> None:
         try:
-            self.bar.n = min(trained_count(self.study), self.total)
-            running = describe_running(self.study)
-            self.bar.set_postfix_str(f"best loss {best_loss(self.study)}; {running}"[:400])
+            trials = self.study.get_trials(deepcopy=False)  # one read per refresh
+            self.bar.n = min(sum(map(is_trained, trials)), self.total)
+            running = describe_running(trials)
+            self.bar.set_postfix_str(f"best loss {best_loss(trials)}; {running}"[:400])
         except Exception:  # a transient database error must never end the search
             return
 

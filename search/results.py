@@ -33,16 +33,14 @@ REJECTED = ("over_budget", "duplicate")  # proposals recorded but never trained
 TRAINED = ("ok", "stopped", "diverged", "oom")  # final statuses of a trained candidate
 
 
-def trained_count(study: optuna.Study) -> int:
-    """Candidates trained to a final status (what `--trials` counts). A trial whose worker died
+def is_trained(t: optuna.trial.FrozenTrial) -> bool:
+    """A candidate trained to a final status (what `--trials` counts). A trial whose worker died
     is not one (its retry is); rejected and duplicate proposals are not either."""
-    return sum(
-        1
-        for t in study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        )
-        if t.user_attrs.get("status") in TRAINED
-    )
+    return t.state.is_finished() and t.user_attrs.get("status") in TRAINED
+
+
+def trained_count(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if is_trained(t))
 
 
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

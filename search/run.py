@@ -26,7 +26,6 @@ from search.driver import (
 from search.objective import Objective, make_task
 from search.plan import DEFAULT_TIMEOUT, PlanError, default_parallelism, make_plan
 from search.progress import StudyProgress
-from search.results import best_trial, top_table, trained_count, trial_counts
 from search.settings import (
     DEFAULT_PROXY_COMPUTE,
     DEFAULT_TASK,
@@ -38,6 +37,7 @@ from search.settings import (
     load_preset,
 )
 from search.storage import DEFAULT_STORAGE, GRACE_PERIOD, default_checkpoint_dir, is_sqlite
+from search.summary import summarize
 from spaces.flops import estimate_flops
 
 EPILOG = """examples:
@@ -332,16 +332,16 @@ def main(argv: list[str] | None = None) -> int:
             )
     except SpaceExhausted as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return summarize(study, settings, args) or 1
+        return summarize(study, settings, args.storage, args.top) or 1
     except KeyboardInterrupt:
         print(
             "\ninterrupted: finished trials are kept; re-run the same command to resume "
             "(an interrupted trial resumes from its last rung checkpoint)",
             file=sys.stderr,
         )
-        summarize(study, settings, args)
+        summarize(study, settings, args.storage, args.top)
         return 130
-    return summarize(study, settings, args)
+    return summarize(study, settings, args.storage, args.top)
 
 
 def run_local(
@@ -379,53 +379,6 @@ def run_local(
                     p.terminate()
             for p in procs:
                 p.join()
-
-
-def summarize(study, settings, args) -> int:
-    try:  # note + best configs as artifacts for optuna-dashboard; never fails the run
-        from dashboards import annotate, default_artifact_dir
-
-        annotate(study, default_artifact_dir(args.storage), storage_url=args.storage)
-    except Exception as exc:
-        print(f"warning: could not annotate the study for the dashboard: {exc}", file=sys.stderr)
-    counts = trial_counts(study)
-    print(
-        f"\nstudy {study.study_name!r} in {args.storage}: "
-        + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "running")
-    )
-    table = top_table(study, args.top)
-    try:
-        best = best_trial(study)
-    except LookupError:
-        best = None
-    if table.empty or best is None:
-        print(
-            f"no candidate finished the top rung within the budget ({trained_count(study)} "
-            "trained); raise --trials or --timeout"
-        )
-        if not table.empty:
-            print(table.to_string(index=False))
-        return 1
-    print(
-        f"top candidates (FLOPs: fvcore, 1 multiply-add = 1 FLOP; budget "
-        f"{format_flops(settings.budget)}; ranked by rung reached, then validation loss; "
-        f"metric: {study.user_attrs.get('task_metric')})"
-    )
-    print(table.to_string(index=False))
-    a = best.user_attrs
-    print(
-        f"\nbest: trial {best.number} ({a.get('variant')}, {a.get('config', {}).get('depth')} "
-        f"layers x {a.get('d_model')}, {format_flops(a.get('flops', 0))} = "
-        f"{a.get('flops', 0) / settings.budget:.1%} of the budget), val loss "
-        f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} {a.get('metric'):.4f} "
-        f"after {a.get('tokens', 0):,} tokens"
-    )
-    print(
-        f"export it:  python -m search.export --study {study.study_name} --out best.json "
-        f"--storage {args.storage}"
-    )
-    print(f"dashboard:  optuna-dashboard {args.storage}   (or python -m dashboards.serve)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""The end of a search run: trial counts, the top candidates, the pick and what to do next.
+
+Reads only the study database (`search.results`), so it reports the same for any backend and
+for a resumed or interrupted study.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+
+from search.budget import format_flops
+from search.results import best_trial, top_table, trained_count, trial_counts
+from search.settings import RunSettings
+
+
+def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int) -> int:
+    """Print the end-of-run report; the exit status: 0 with a pick, 1 without."""
+    try:  # note + best configs as artifacts for optuna-dashboard; never fails the run
+        from dashboards import annotate, default_artifact_dir
+
+        annotate(study, default_artifact_dir(storage), storage_url=storage)
+    except Exception as exc:
+        print(f"warning: could not annotate the study for the dashboard: {exc}", file=sys.stderr)
+    counts = trial_counts(study)
+    print(
+        f"\nstudy {study.study_name!r} in {storage}: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "running")
+    )
+    table = top_table(study, top)
+    try:
+        best = best_trial(study)
+    except LookupError:
+        best = None
+    if table.empty or best is None:
+        print(
+            f"no candidate finished the top rung within the budget ({trained_count(study)} "
+            "trained); raise --trials or --timeout"
+        )
+        if not table.empty:
+            print(table.to_string(index=False))
+        return 1
+    print(
+        f"top candidates (FLOPs: fvcore, 1 multiply-add = 1 FLOP; budget "
+        f"{format_flops(settings.budget)}; ranked by rung reached, then validation loss; "
+        f"metric: {study.user_attrs.get('task_metric')})"
+    )
+    print(table.to_string(index=False))
+    a = best.user_attrs
+    print(
+        f"\nbest: trial {best.number} ({a.get('variant')}, {a.get('config', {}).get('depth')} "
+        f"layers x {a.get('d_model')}, {format_flops(a.get('flops', 0))} = "
+        f"{a.get('flops', 0) / settings.budget:.1%} of the budget), val loss "
+        f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} {a.get('metric'):.4f} "
+        f"after {a.get('tokens', 0):,} tokens"
+    )
+    print(
+        f"export it:  python -m search.export --study {study.study_name} --out best.json "
+        f"--storage {storage}"
+    )
+    print(f"dashboard:  optuna-dashboard {storage}   (or python -m dashboards.serve)")
+    return 0
