@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search.storage import safe_url
+
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
@@ -32,16 +34,6 @@ EXAMPLE_URLS = "e.g. sqlite:///studies/studies.db or postgresql://user:password@
 
 class StorageError(ValueError):
     """The --storage URL does not lead to a readable study database."""
-
-
-def safe_url(url: str) -> str:
-    """`url` with any password replaced by ***, for messages and notes."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def sqlite_path(url: str) -> str | None:

@@ -23,6 +23,16 @@ HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed and retried
 
 
+def safe_url(url: str) -> str:
+    """`url` with any password replaced by ***, for messages and notes."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 

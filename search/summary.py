@@ -13,10 +13,12 @@ import optuna
 from search.budget import format_flops
 from search.results import best_trial, top_table, trained_count, trial_counts
 from search.settings import RunSettings
+from search.storage import safe_url
 
 
 def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int) -> int:
     """Print the end-of-run report; the exit status: 0 with a pick, 1 without."""
+    shown = safe_url(storage)  # never print a password
     try:  # note + best configs as artifacts for optuna-dashboard; never fails the run
         from dashboards import annotate, default_artifact_dir
 
@@ -25,7 +27,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         print(f"warning: could not annotate the study for the dashboard: {exc}", file=sys.stderr)
     counts = trial_counts(study)
     print(
-        f"\nstudy {study.study_name!r} in {storage}: "
+        f"\nstudy {study.study_name!r} in {shown}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "running")
     )
     table = top_table(study, top)
@@ -57,7 +59,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(
         f"export it:  python -m search.export --study {study.study_name} --out best.json "
-        f"--storage {storage}"
+        f"--storage {shown}"
     )
-    print(f"dashboard:  optuna-dashboard {storage}   (or python -m dashboards.serve)")
+    print(f"dashboard:  optuna-dashboard {shown}   (or python -m dashboards.serve)")
     return 0

@@ -125,3 +125,19 @@ def test_optuna_trial_values_are_losses_and_direction_is_minimize(tmp_path, tiny
     t = study.get_trials()[0]
     assert t.value == t.user_attrs["loss"] and 0 <= t.user_attrs["metric"] <= 1
     assert study.user_attrs["task_metric"] == "accuracy"
+
+
+def test_end_of_run_report_never_prints_a_password(monkeypatch, capsys, tiny_preset):
+    import dashboards
+    from search.summary import summarize
+
+    def no_annotation(*args, **kwargs):
+        raise RuntimeError("not in this test")
+
+    monkeypatch.setattr(dashboards, "annotate", no_annotation)
+    study = optuna.create_study(direction="minimize")
+    settings = build_settings(load_preset(tiny_preset), {"budget": parse_flops(TINY_BUDGET)})
+    assert summarize(study, settings, "postgresql://user:secret@db.example/studies", 8) == 1
+    out = capsys.readouterr()
+    assert "secret" not in out.out + out.err
+    assert "postgresql://user:***@db.example/studies" in out.out
