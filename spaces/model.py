@@ -8,6 +8,8 @@ either an LM head tied to the embedding or a mean-pooled classifier.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -69,6 +71,11 @@ class Transformer(nn.Module):
             self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
             self.head.weight = self.tok_emb.weight  # tied (Press & Wolf 2017, arXiv:1608.05859)
         self.apply(_init_weights)
+        # GPT-2's depth rule: each residual branch's output projection starts at
+        # 0.02 / sqrt(2 * depth), so the residual stream's variance does not grow with depth.
+        for block in self.blocks:
+            for out in (block.attn.o_proj, block.ffn.down):
+                nn.init.normal_(out.weight, mean=0.0, std=0.02 / math.sqrt(2 * cfg.depth))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) int64, mask (B, T) bool (True = real) -> (B, T, V) or (B, classes)."""
@@ -91,7 +98,8 @@ class Transformer(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    """GPT-2 style: N(0, 0.02) for linear and embedding weights, zero biases."""
+    """GPT-2 style: N(0, 0.02) for linear and embedding weights, zero biases (the residual
+    output projections are then rescaled by depth, see `Transformer.__init__`)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:

@@ -38,6 +38,7 @@ import torch
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
 from trainers.proxy import Recipe, evaluate
+from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
 from trainers.tasks import Task
 
 CHECKPOINT_VERSION = 1
@@ -166,13 +167,7 @@ class RungTrainer:
     def _fresh(self):
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
-        lr = self.recipe.lr_for(self.cfg)
-        opt = torch.optim.AdamW(
-            model.parameters(),
-            lr=lr,
-            betas=self.recipe.betas,
-            weight_decay=self.recipe.weight_decay,
-        )
+        opt, lr = make_optimizer(model, self.cfg, self.recipe)
         return model, opt, lr
 
     def _identity(self) -> dict[str, Any]:
@@ -218,17 +213,8 @@ class RungTrainer:
 
     # -- training ----------------------------------------------------------------------------
     def _step(self, model, opt, step: int, lr: float) -> float:
-        for group in opt.param_groups:
-            group["lr"] = lr
         batch = self.task.train_batch(step, self.schedule.batch_size).to(self.device)
-        loss = self.task.loss(model(batch.tokens, batch.mask), batch)
-        if not torch.isfinite(loss):
-            raise _Diverged(f"non-finite training loss at step {step + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
-        opt.step()
-        return loss.item()
+        return train_step(model, opt, self.task, batch, lr, self.recipe.grad_clip, step)
 
     def run(
         self,
@@ -295,14 +281,12 @@ class RungTrainer:
                     outcome.status, outcome.reason = "stopped", f"stopped after rung {rung}"
                     return self._finish(outcome, processed, train_time)
             return self._finish(outcome, processed, train_time)
-        except _Diverged as exc:
+        except Diverged as exc:
             outcome.status, outcome.reason = "diverged", str(exc)
-        except (torch.OutOfMemoryError, MemoryError) as exc:
-            outcome.status, outcome.reason = "oom", _oom_reason(step, exc)
-        except RuntimeError as exc:
-            if "out of memory" not in str(exc).lower():
+        except (RuntimeError, MemoryError) as exc:
+            if not is_oom(exc):
                 raise
-            outcome.status, outcome.reason = "oom", _oom_reason(step, exc)
+            outcome.status, outcome.reason = "oom", oom_reason(step, exc)
         return self._finish(outcome, processed, train_time)
 
     def _validate(self, model) -> tuple[float, float]:
@@ -310,7 +294,7 @@ class RungTrainer:
             model, self.task, self.device, self.recipe.eval_batch_size, self.val_fraction
         )
         if not (math.isfinite(metric) and math.isfinite(loss)):
-            raise _Diverged("non-finite validation loss")
+            raise Diverged("non-finite validation loss")
         return loss, metric
 
     def _finish(self, outcome: RungOutcome, processed: int, train_time: float) -> RungOutcome:
@@ -321,14 +305,6 @@ class RungTrainer:
             outcome.tokens_per_s = processed / train_time
             outcome.flops_per_s = steps * self.flops_per_step / train_time
         return outcome
-
-
-class _Diverged(Exception):
-    pass
-
-
-def _oom_reason(step: int, exc: BaseException) -> str:
-    return f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}"
 
 
 __all__ = ["Progress", "RungOutcome", "RungResult", "RungSchedule", "RungTrainer"]

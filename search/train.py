@@ -1,0 +1,257 @@
+"""`python -m search.train best.json --tokens 5M`: train an exported (or scaled) config for real.
+
+The final step after a search: the config trains with the recipe the search judged it by
+(trainers/final.py: AdamW, width-scaled learning rate, warmup-stable-decay, bf16 autocast on
+CUDA) on the task's deterministic data stream. An exported file's provenance supplies the task,
+its options, the seed and the batch size; flags override them. Checkpoints (config.json +
+model.safetensors, loadable with `spaces.build_model` + `load_state_dict`) are written
+atomically at every evaluation; `--resume` continues exactly, with the same data order.
+Ctrl-C finishes the current step, writes a checkpoint and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from search.budget import format_flops
+from search.plan import default_parallelism
+from search.settings import DEFAULT_TASK
+from spaces import ArchConfig
+from spaces.flops import FLOP_CONVENTION, count_flops
+from trainers.final import FinalResult, FinalTrainer
+from trainers.proxy import Recipe
+from trainers.tasks import get_task
+
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+_COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+EPILOG = """examples:
+  python -m search.export --study text-2.00GFLOPs --out best.json
+  python -m search.train best.json --tokens 5M --out runs/best
+  python -m search.train best.json --tokens 5M --out runs/best --resume
+  python -m search.train cfg.json --task recall --option num_pairs=8 --tokens 2M --device cuda
+load the result:  cfg = ArchConfig.from_file("runs/best/config.json"); model = build_model(cfg)
+                  model.load_state_dict(safetensors.torch.load_file("runs/best/model.safetensors"))"""
+
+
+def count_arg(text: str) -> int:
+    """A positive count such as 5M, 500k, 2.5e6 (k, M, G, T are powers of 1000)."""
+    m = _COUNT_RE.match(text)
+    value = float(m.group(1)) * _SUFFIX[m.group(2).lower()] if m else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid count {text!r}: expected a positive number, e.g. 5M, 500k or 2.5e6"
+        )
+    return round(value)
+
+
+def option_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid --option {text!r}: expected KEY=VALUE, e.g. num_pairs=8"
+        )
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m search.train",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a = p.add_argument
+    a("config", help="a config or an exported file (.json, .yaml), e.g. best.json")
+    a("--tokens", type=count_arg, required=True, help="training tokens, e.g. 5M or 2.5e6")
+    a(
+        "--task",
+        help="task (text, recall, listops or pkg.module:Class); default: the export's, else "
+        f"{DEFAULT_TASK}",
+    )
+    a("--data", nargs="+", metavar="PATH", help="UTF-8 text files for --task text")
+    a(
+        "--option",
+        type=option_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option (repeatable), e.g. num_pairs=8; default: the export's",
+    )
+    a("--seed", type=int, help="seed for data and initialisation; default: the export's, else 0")
+    a(
+        "--batch-tokens",
+        type=count_arg,
+        help="tokens per optimizer step (default: the search's batch from the export, else "
+        f"{Recipe().batch_tokens})",
+    )
+    a("--lr", type=float, help="peak learning rate (default: the recipe's width-scaled rule)")
+    a(
+        "--eval-every",
+        type=count_arg,
+        help="tokens between evaluations (default: a tenth of the run)",
+    )
+    a("--out", help="checkpoint folder (default runs/<config file stem>)")
+    a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    a("--device", default="cpu", help="cpu (default) or cuda")
+    a("--threads", type=int, help="torch threads (default 1 on CPU: robust on a busy machine)")
+    a("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def read_export(path: Path) -> tuple[ArchConfig, dict[str, Any]]:
+    """(config, provenance) of a config or export file; provenance is {} for a bare config."""
+    cfg = ArchConfig.from_file(path)
+    provenance: dict[str, Any] = {}
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("provenance"), dict):
+            provenance = data["provenance"]
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("provenance"), dict):
+            provenance = data["provenance"]
+    return cfg, provenance
+
+
+def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
+    """The trainer the flags describe; ValueError / OSError for bad input."""
+    path = Path(args.config)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} not found (export one with search.export)")
+    cfg, prov = read_export(path)
+    options = dict(prov.get("task_options") or {}) if args.task is None else {}
+    options.update(dict(args.option))
+    if args.data:
+        options["data"] = list(args.data)
+    task_name = args.task or prov.get("task") or DEFAULT_TASK
+    seed = args.seed if args.seed is not None else int(prov.get("seed") or 0)
+    task = get_task(task_name, seed=seed, seq_len=cfg.seq_len, **options)
+    schedule = prov.get("schedule") or {}
+    if args.batch_tokens:
+        batch_size = max(1, round(args.batch_tokens / cfg.seq_len))
+    elif schedule.get("batch_size"):
+        batch_size = int(schedule["batch_size"])
+    else:
+        batch_size = max(1, round(Recipe().batch_tokens / cfg.seq_len))
+    _, threads = default_parallelism(1, args.threads, args.device)
+    out = Path(args.out) if args.out else Path("runs") / path.stem
+    eval_steps = None
+    if args.eval_every:
+        eval_steps = max(1, round(args.eval_every / (batch_size * cfg.seq_len)))
+    trainer = FinalTrainer(
+        cfg,
+        task,
+        args.tokens,
+        batch_size=batch_size,
+        seed=seed,
+        device=args.device,
+        threads=threads,
+        out=out,
+        eval_every=eval_steps,
+        lr=args.lr,
+    )
+    if trainer.has_checkpoint() and not args.resume:
+        raise ValueError(
+            f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER"
+        )
+    return trainer, cfg
+
+
+def describe(result: FinalResult, metric_name: str) -> str:
+    if result.loss is None:
+        return f"{result.status}: {result.reason or 'no evaluation yet'}"
+    return (
+        f"{result.status}: {result.tokens:,} tokens, val loss {result.loss:.4f}, "
+        f"{metric_name} {result.metric:.4f}, {result.tokens_per_s:,.0f} tokens/s"
+        + (f" ({result.reason})" if result.reason else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return fail("--device cuda: no CUDA device is visible to torch (use --device cpu)")
+    try:
+        trainer, cfg = build(args)
+    except (ValueError, OSError) as exc:
+        return fail(str(exc).splitlines()[0])
+    task = trainer.task
+    print(
+        f"training {cfg.attention} depth {cfg.depth} width {cfg.d_model} heads {cfg.n_heads} "
+        f"({format_flops(count_flops(cfg))} per sequence, {FLOP_CONVENTION}) on {task.name} for "
+        f"{trainer.tokens:,} tokens: {trainer.steps:,} steps of {trainer.batch_size} x "
+        f"{task.seq_len}; checkpoints in {trainer.out}",
+        flush=True,
+    )
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):  # finish the step, checkpoint, exit; a second Ctrl-C aborts
+        stop["requested"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=trainer.tokens, unit="tok", unit_scale=True, dynamic_ncols=True)
+
+    def on_progress(p) -> None:
+        if bar is not None:
+            bar.set_postfix(loss=f"{p.train_loss:.3f}", refresh=False)
+            bar.update(p.tokens - bar.n)
+
+    def on_eval(e) -> None:
+        line = (
+            f"step {e.step:,}: {e.tokens:,} tokens, val loss {e.loss:.4f}, "
+            f"{task.metric} {e.metric:.4f}"
+        )
+        (bar.write if bar is not None else print)(line)
+
+    try:
+        result = trainer.run(
+            resume=args.resume,
+            on_progress=on_progress,
+            on_eval=on_eval,
+            should_stop=lambda: stop["requested"],
+        )
+    except ValueError as exc:
+        return fail(str(exc).splitlines()[0])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if bar is not None:
+            bar.close()
+    print(describe(result, task.metric))
+    if result.status == "interrupted":
+        print(f"checkpoint kept in {trainer.out}; continue with the same command and --resume")
+        return EXIT_INTERRUPTED
+    if result.status != "ok":
+        print(f"error: training {result.status}: {result.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote {trainer.out / 'config.json'} and {trainer.out / 'model.safetensors'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""`python -m search.train`: exported configs train for real; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from search.train import count_arg, main
+from spaces import ArchConfig
+from tests.search_tests.conftest import ROOT
+from trainers.tasks import get_task
+
+
+@pytest.fixture
+def export(tmp_path):
+    """An export-shaped file (config + provenance) for a tiny recall task."""
+    task = get_task("recall", seq_len=32, num_pairs=4, n_val=32)
+    cfg = ArchConfig(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
+    path = tmp_path / "best.json"
+    prov = {
+        "task": "recall",
+        "task_options": {"num_pairs": 4, "n_val": 32},
+        "seed": 0,
+        "schedule": {"batch_size": 8},
+    }
+    path.write_text(json.dumps({"config": cfg.to_dict(), "provenance": prov}))
+    return path
+
+
+def test_count_arg():
+    assert [count_arg(x) for x in ("5M", "500k", "2.5e6", "7")] == [
+        5_000_000,
+        500_000,
+        2_500_000,
+        7,
+    ]
+    for bad in ("0", "-3", "5X", "lots"):
+        with pytest.raises(Exception, match="expected a positive number"):
+            count_arg(bad)
+
+
+def test_trains_an_export_with_its_provenance(export, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([str(export), "--tokens", "2560", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "on recall for 2,560 tokens: 10 steps of 8 x 32" in text  # batch from provenance
+    assert "ok: 2,560 tokens, val loss" in text
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "history.json"}
+    # the same folder again without --resume is refused, and nothing is overwritten
+    before = (out / "model.safetensors").read_bytes()
+    assert main([str(export), "--tokens", "2560", "--out", str(out), "--quiet"]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_divergence_is_printed_with_its_reason(export, tmp_path, capsys):
+    code = main(
+        [str(export), "--tokens", "2560", "--out", str(tmp_path / "r"), "--lr", "1e30", "--quiet"]
+    )
+    assert code == 1
+    assert "error: training diverged: non-finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.json", "--tokens", "1k"], "config file 'missing.json' not found"),
+        (["{export}", "--tokens", "1k", "--task", "listops"], "does not fit the task"),
+        (["{export}", "--tokens", "1k", "--task", "nope"], "unknown task"),
+        (["{export}", "--tokens", "1k", "--device", "cuda"], None),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(export, tmp_path, capsys, args, message):
+    if message is None:  # --device cuda: refused only where no GPU is visible
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is visible")
+        message = "no CUDA device"
+    argv = [a.replace("{export}", str(export)) for a in args] + ["--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(export):
+    with pytest.raises(SystemExit) as exc:
+        main([str(export), "--tokens", "many"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_a_valid_checkpoint_and_resume_finishes(export, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.train",
+        str(export),
+        "--tokens",
+        "256k",
+        "--out",
+        str(out),
+        "--eval-every",
+        "2560",
+        "--quiet",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "history.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
+    step = json.loads((out / "history.json").read_text())[-1]["step"]
+    assert step >= 10
+    other = subprocess.run(
+        [*cmd[:5], "30720", *cmd[6:], "--resume"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert other.returncode == 2 and "different run" in other.stderr  # other --tokens: refused
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "ok: 256,000 tokens" in resumed.stdout, resumed.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert history[0]["step"] == 10 and history[-1]["step"] == 1000

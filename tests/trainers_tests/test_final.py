@@ -1,0 +1,90 @@
+"""The final trainer: exact resume, loadable safetensors, WSD schedule, divergence reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spaces import ArchConfig, build_model
+from tests.trainers_tests.conftest import small_config
+from trainers.final import FinalTrainer, load_weights
+from trainers.proxy import Recipe
+
+RECIPE = Recipe(val_tokens=256, eval_batch_size=16)
+
+
+def trainer(task, out=None, tokens=32 * 8 * 12, **kw):
+    cfg = kw.pop("cfg", None) or small_config(task)
+    return FinalTrainer(cfg, task, tokens, batch_size=8, recipe=RECIPE, out=out, **kw)
+
+
+def test_runs_whole_steps_and_evaluates_on_schedule(task):
+    t = trainer(task, eval_every=4)
+    assert (t.steps, t.tokens) == (12, 12 * 8 * 32)
+    res = t.run()
+    assert res.status == "ok" and res.steps == 12
+    assert [e.step for e in res.history] == [4, 8, 12]
+    assert res.loss == res.history[-1].loss and res.loss < 3.5  # below chance (ln 32 = 3.47)
+
+
+def test_lr_is_warmup_stable_decay(task):
+    t = trainer(task, tokens=32 * 8 * 100)  # 100 steps: warm-up 5, decay 20
+    peak = 1.0
+    assert [t.lr_at(s, peak) for s in (0, 4)] == [0.2, 1.0]
+    assert t.lr_at(50, peak) == 1.0 and t.lr_at(79, peak) == 1.0
+    assert t.lr_at(80, peak) == pytest.approx(0.95) and t.lr_at(99, peak) == 0.0
+
+
+def test_resume_continues_exactly(task, tmp_path):
+    straight = trainer(task, tmp_path / "a", eval_every=3).run()
+    calls = {"n": 0}
+
+    def stop_after_five():
+        calls["n"] += 1
+        return calls["n"] == 5
+
+    first = trainer(task, tmp_path / "b", eval_every=3).run(should_stop=stop_after_five)
+    assert first.status == "interrupted" and first.steps == 5
+    assert json.loads((tmp_path / "b" / "history.json").read_text())[0]["step"] == 3
+    resumed = trainer(task, tmp_path / "b", eval_every=3).run(resume=True)
+    assert resumed.status == "ok" and resumed.steps == straight.steps
+    assert [e.loss for e in resumed.history] == [e.loss for e in straight.history]
+    a, b = (
+        load_file(tmp_path / "a" / "model.safetensors"),
+        load_file(tmp_path / "b" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_loads_with_build_model(task, tmp_path):
+    res = trainer(task, tmp_path).run()
+    cfg = ArchConfig.from_file(tmp_path / "config.json")
+    model = build_model(cfg)
+    model.load_state_dict(load_file(tmp_path / "model.safetensors"))  # strict
+    assert model.head.weight is model.tok_emb.weight  # still tied after loading
+    batch = task.val_batches(4)[0]
+    same = load_weights(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(batch.tokens, batch.mask), same(batch.tokens, batch.mask))
+    assert res.tokens == 12 * 8 * 32
+
+
+def test_resume_refuses_a_different_run(task, tmp_path):
+    trainer(task, tmp_path).run()
+    other = trainer(task, tmp_path, cfg=small_config(task, d_model=16))
+    with pytest.raises(ValueError, match="different run.*config"):
+        other.run(resume=True)
+
+
+def test_divergence_is_a_status_with_its_reason(task, tmp_path):
+    res = trainer(task, tmp_path, lr=1e30).run()
+    assert res.status == "diverged"
+    assert "non-finite" in res.reason and "lr 1e+30" in res.reason
+
+
+def test_config_must_fit_the_task(task):
+    with pytest.raises(ValueError, match="vocab_size=7"):
+        trainer(task, cfg=small_config(task, vocab_size=7))

@@ -1,0 +1,316 @@
+"""The final trainer: train one config for N tokens, as a user does after the search.
+
+`FinalTrainer(cfg, task, tokens, ...)` runs the search's recipe (trainers/step.py) on the
+task's deterministic batch stream: batch `s` depends only on the task seed and `s`, so a
+resumed run sees exactly the batches an uninterrupted one would. Learning rate:
+warmup-stable-decay, as the rung evaluator judged the candidate (linear warm-up over
+`warmup_frac` of the steps, constant, linear decay to 0 over the last `Recipe.decay_frac`).
+
+With an output folder it writes, every evaluation and at the end, atomically (temp + rename):
+
+* `config.json`: the `ArchConfig` (`ArchConfig.from_file` loads it);
+* `model.safetensors`: the weights; `build_model(cfg).load_state_dict(load_file(path))` loads
+  them (the tied LM head is stored as its own tensor, so loading is strict);
+* `train_state.pt`: weights, optimizer, step, RNG and history, what `resume=True` continues;
+* `history.json`: every evaluation (step, tokens, validation loss and metric).
+
+Divergence and running out of memory end the run with a status and a reason, never an
+exception; the last checkpoint then still holds the last good state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spaces import ArchConfig, build_model
+from spaces.flops import training_flops_per_sequence
+from trainers.proxy import Recipe, evaluate
+from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
+from trainers.tasks import Task
+
+STATE_VERSION = 1
+WARMUP_FRAC = 0.05  # share of the steps with linear warm-up
+N_EVALS = 10  # evaluations over a run unless eval_every is given
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    step: int
+    tokens: int
+    loss: float  # validation loss, nats per scored target
+    metric: float  # the task's metric (accuracy, bits per byte)
+    train_loss: float
+    wall_time: float
+
+
+@dataclasses.dataclass
+class FinalResult:
+    status: str  # ok, interrupted, diverged, oom
+    reason: str
+    steps: int
+    tokens: int
+    loss: float | None  # last validation loss (the full validation set at the end)
+    metric: float | None
+    history: list[Evaluation]
+    wall_time: float
+    tokens_per_s: float
+    flops_per_s: float  # training FLOP/s, fvcore convention x 3 (forward + backward)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Live progress for a bar: tokens so far, the last training loss, tokens per second."""
+
+    step: int
+    tokens: int
+    train_loss: float
+    tokens_per_s: float
+
+
+class FinalTrainer:
+    """Train `cfg` on `task` for `tokens` training tokens (rounded to whole steps)."""
+
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        task: Task,
+        tokens: int,
+        *,
+        batch_size: int,
+        recipe: Recipe | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        threads: int | None = None,
+        out: str | Path | None = None,
+        eval_every: int | None = None,
+        lr: float | None = None,
+        warmup_frac: float = WARMUP_FRAC,
+    ) -> None:
+        interface = task.interface()
+        mismatch = [k for k, v in interface.items() if getattr(cfg, k) != v]
+        if mismatch:
+            got = ", ".join(f"{k}={getattr(cfg, k)} (task: {interface[k]})" for k in mismatch)
+            raise ValueError(f"the config does not fit the task: {got}")
+        if tokens < 1 or batch_size < 1:
+            raise ValueError(f"tokens and batch size must be >= 1, got {tokens} and {batch_size}")
+        self.cfg, self.task, self.recipe = cfg, task, recipe or Recipe()
+        self.batch_size, self.seed, self.lr = batch_size, seed, lr
+        self.device = torch.device(device)
+        self.out = Path(out) if out else None
+        if threads:
+            torch.set_num_threads(threads)
+        self.batch_tokens = batch_size * task.seq_len
+        self.steps = max(1, round(tokens / self.batch_tokens))
+        self.warmup = max(1, round(warmup_frac * self.steps))
+        self.decay = max(1, min(self.steps - 1, round(self.recipe.decay_frac * self.steps)))
+        every = eval_every or max(1, round(self.steps / N_EVALS))
+        self.eval_steps = set(range(every, self.steps, every)) | {self.steps}
+        n_val = max(1, self.recipe.val_tokens // task.seq_len)
+        self.val_fraction = min(1.0, n_val / max(1, task.n_val))
+        self.flops_per_step = training_flops_per_sequence(cfg) * batch_size
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.batch_tokens
+
+    def lr_at(self, step: int, peak: float) -> float:
+        """WSD: warm-up, constant, linear decay to 0 over the last `decay` steps."""
+        if step < self.warmup:
+            return peak * (step + 1) / self.warmup
+        decay_start = self.steps - self.decay
+        if step >= decay_start:
+            return peak * (1 - (step - decay_start + 1) / self.decay)
+        return peak
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed."""
+        return {
+            "version": STATE_VERSION,
+            "config": self.cfg.to_dict(),
+            "task": type(self.task).__name__,
+            "task_interface": self.task.interface(),
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "lr": self.lr,
+            "warmup": self.warmup,
+            "recipe": dataclasses.asdict(self.recipe),
+        }
+
+    # -- files --------------------------------------------------------------------------------
+    def state_path(self) -> Path | None:
+        return None if self.out is None else self.out / "train_state.pt"
+
+    def has_checkpoint(self) -> bool:
+        path = self.state_path()
+        return path is not None and path.is_file()
+
+    def _save(self, model, opt, step: int, history: list[Evaluation]) -> None:
+        if self.out is None:
+            return
+        from safetensors.torch import save_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        weights = {
+            k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()
+        }
+        meta = {"step": str(step), "tokens": str(step * self.batch_tokens), "format": "pt"}
+        _atomic(self.out / "model.safetensors", lambda p: save_file(weights, p, metadata=meta))
+        _atomic(self.out / "config.json", lambda p: self.cfg.to_file(p))
+        rows = [dataclasses.asdict(e) for e in history]
+        _atomic(
+            self.out / "history.json",
+            lambda p: Path(p).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8"),
+        )
+        state = {
+            "identity": self.identity(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "history": rows,
+            "rng": torch.get_rng_state(),
+        }
+        _atomic(self.state_path(), lambda p: torch.save(state, p))
+
+    def _load(self, model, opt) -> tuple[int, list[Evaluation]]:
+        path = self.state_path()
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"cannot read the checkpoint {path}: {exc}") from exc
+        if state.get("identity") != self.identity():
+            theirs, ours = state.get("identity", {}), self.identity()
+            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise ValueError(
+                f"the checkpoint in {self.out} was written by a different run (differs in: "
+                f"{', '.join(diff)}); resume with the same config and flags, or use a new --out"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        return state["step"], [Evaluation(**e) for e in state["history"]]
+
+    # -- training -----------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        resume: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_eval: Callable[[Evaluation], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> FinalResult:
+        """Train to the end (or until `should_stop()` is true after a step: the state is then
+        checkpointed and the status is `interrupted`)."""
+        start, train_time = time.perf_counter(), 0.0
+        torch.manual_seed(self.seed)
+        model = build_model(self.cfg).to(self.device).train()
+        opt, peak = make_optimizer(model, self.cfg, self.recipe, self.lr)
+        step, history = 0, []
+        if resume and self.has_checkpoint():
+            step, history = self._load(model, opt)
+        first = step
+        status, reason, train_loss = "ok", "", float("nan")
+
+        def result() -> FinalResult:
+            last = history[-1] if history else None
+            done = step - first
+            return FinalResult(
+                status=status,
+                reason=reason,
+                steps=step,
+                tokens=step * self.batch_tokens,
+                loss=last.loss if last else None,
+                metric=last.metric if last else None,
+                history=history,
+                wall_time=time.perf_counter() - start,
+                tokens_per_s=done * self.batch_tokens / train_time if train_time else 0.0,
+                flops_per_s=done * self.flops_per_step / train_time if train_time else 0.0,
+            )
+
+        try:
+            while step < self.steps:
+                t0 = time.perf_counter()
+                batch = self.task.train_batch(step, self.batch_size).to(self.device)
+                train_loss = train_step(
+                    model,
+                    opt,
+                    self.task,
+                    batch,
+                    self.lr_at(step, peak),
+                    self.recipe.grad_clip,
+                    step,
+                )
+                step += 1
+                train_time += time.perf_counter() - t0
+                if on_progress is not None:
+                    rate = (step - first) * self.batch_tokens / train_time
+                    on_progress(Progress(step, step * self.batch_tokens, train_loss, rate))
+                if step in self.eval_steps:
+                    fraction = 1.0 if step == self.steps else self.val_fraction
+                    metric, loss = evaluate(
+                        model, self.task, self.device, self.recipe.eval_batch_size, fraction
+                    )
+                    if not (math.isfinite(loss) and math.isfinite(metric)):
+                        raise Diverged(f"non-finite validation loss at step {step}")
+                    point = Evaluation(
+                        step,
+                        step * self.batch_tokens,
+                        loss,
+                        metric,
+                        train_loss,
+                        time.perf_counter() - start,
+                    )
+                    history.append(point)
+                    self._save(model, opt, step, history)
+                    if on_eval is not None:
+                        on_eval(point)
+                if should_stop is not None and should_stop() and step < self.steps:
+                    self._save(model, opt, step, history)
+                    status, reason = "interrupted", f"stopped at step {step} of {self.steps}"
+                    break
+        except Diverged as exc:
+            status, reason = "diverged", f"{exc} (lr {peak:.3g})"
+        except (RuntimeError, MemoryError) as exc:
+            if not is_oom(exc):
+                raise
+            status, reason = "oom", oom_reason(step, exc)
+        return result()
+
+
+def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+    """Write through a temp file in the same folder, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(str(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers create 0600 files
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_weights(folder: str | Path) -> torch.nn.Module:
+    """The trained model in `folder` (config.json + model.safetensors), in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    model = build_model(ArchConfig.from_file(folder / "config.json"))
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    return model.eval()
+
+
+__all__ = ["Evaluation", "FinalResult", "FinalTrainer", "Progress", "load_weights"]
