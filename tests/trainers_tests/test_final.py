@@ -75,7 +75,7 @@ def test_checkpoint_loads_with_build_model(task, tmp_path):
 def test_resume_refuses_a_different_run(task, tmp_path):
     trainer(task, tmp_path).run()
     other = trainer(task, tmp_path, cfg=small_config(task, d_model=16))
-    with pytest.raises(ValueError, match="different run.*config"):
+    with pytest.raises(ValueError, match=r"different run.*config"):
         other.run(resume=True)
 
 
