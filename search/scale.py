@@ -1,35 +1,55 @@
-"""`python -m search.scale --study NAME --targets 4GFLOPs,8GFLOPs,16GFLOPs`: grow the best config.
+"""`python -m search.scale --study NAME --targets 4GFLOPs,8GFLOPs`: grow the search's pick.
 
-EfficientNet-style compound scaling (README, "Compound scaling"). Without `--coefficients`,
-a small grid of (alpha, beta, gamma) whose rounded config at phi = 1 measures 2x the base FLOPs
-(within --tolerance) is trained with the study's proxy recipe, and the best is kept. Scaled
-configs, the grid and (with --train) their proxy results are stored as a study of their own,
-`<study>-scaled`, linked to the base study. FLOPs: fvcore, one multiply-add = one FLOP.
+EfficientNet-style compound scaling (README, "Compound scaling"), on measured FLOPs:
+
+1. Grid (skipped with `--coefficients`): one grid point per family (depth-led, width-led,
+   span-led, balanced; see search/compound.py) whose rounded config at phi = 1 measures about 2x
+   the base. Each is trained with the study's own evaluator: the same tokens as the search gave
+   its candidates (all rungs of its schedule). The lowest validation loss picks the coefficients.
+2. Fit: every target gets the config on those coefficients' path that lands in [0.90, 1.00] x
+   target (exit 2, naming the nearest reachable FLOPs, when none does).
+3. With `--train`, each scaled config (and the base) trains with `search.train`'s trainer for
+   `--tokens`, and the results are printed, divergence reasons included.
+
+Nothing is written until all of that succeeded: then the scaled configs, the grid and the
+results are stored as a study of their own, `<study>-scaled`, linked to the base study.
+FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import optuna
 import pandas as pd
+from sqlalchemy.exc import SQLAlchemyError
 
 from search.budget import flops_list_arg, format_flops
-from search.objective import make_task
-from search.results import best_trial
-from search.scaling import (
+from search.compound import (
     RATIO_TOLERANCE,
-    TARGET_WINDOW,
     Coefficients,
-    coefficient_grid,
+    ScalingError,
+    grid_points,
     scale_to_targets,
 )
-from search.settings import settings_from_study
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.driver import stored_schedule
+from search.objective import make_task
+from search.plan import default_parallelism
+from search.results import best_trial, ranked_trials
+from search.settings import RunSettings, settings_from_study
+from search.storage import DEFAULT_STORAGE, open_storage, safe_url
+from search.train import count_arg
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
-from trainers.proxy import train
+from trainers.final import FinalTrainer
+from trainers.rungs import RungSchedule, RungTrainer
+
+GRID_POINTS = 4  # depth-led, width-led, span-led (or a second balanced one), balanced
 
 
 def parse_coefficients(text: str) -> Coefficients:
@@ -47,149 +67,339 @@ def parse_coefficients(text: str) -> Coefficients:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.scale", description=__doc__.split("\n")[0])
-    p.add_argument("--study", required=True, help="base study, e.g. recall-2.00GFLOPs")
-    p.add_argument(
+    a = p.add_argument
+    a("--study", required=True, help="base study, e.g. text-2.00GFLOPs")
+    a(
         "--targets",
         required=True,
         type=flops_list_arg,
         help="comma-separated FLOP targets, e.g. 4GFLOPs,8GFLOPs,16GFLOPs",
     )
-    p.add_argument(
+    a(
         "--coefficients",
         type=parse_coefficients,
-        help="alpha,beta,gamma to skip the grid search, e.g. 1.2,1.1,1.15",
+        help="alpha,beta,gamma to skip the grid, e.g. 1.2,1.1,1.15",
     )
-    p.add_argument("--trial", type=int, help="base trial number (default: best feasible)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
-    p.add_argument("--grid-size", type=int, default=3, help="grid points to train, default 3")
-    p.add_argument(
+    a("--trial", type=int, help="base trial number (default: the search's pick)")
+    a("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
+    a(
         "--tolerance",
         type=float,
         default=RATIO_TOLERANCE,
-        help=f"grid points must measure 2x base FLOPs +- this fraction, default {RATIO_TOLERANCE}",
+        help=f"grid points measure 2x the base FLOPs +- this fraction, default {RATIO_TOLERANCE}",
     )
-    p.add_argument(
+    a(
         "--train",
         action="store_true",
-        help="also proxy-train each scaled config (with the base's tokens: compute "
-        "x FLOPs / base FLOPs)",
+        help="also train the base and each scaled config for --tokens (search.train's trainer)",
     )
-    p.add_argument("--out-study", help="name of the scaled study (default <study>-scaled)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing scaled study")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the study's)")
+    a(
+        "--tokens",
+        type=count_arg,
+        help="training tokens per config with --train (default: the study's top rung), e.g. 2M",
+    )
+    a("--workers", type=int, help="training processes at once (default: one per CPU core)")
+    a("--threads", type=int, help="torch threads per process (default 1 on CPU)")
+    a("--out-study", help="name of the scaled study (default <study>-scaled)")
+    a("--overwrite", action="store_true", help="replace an existing scaled study")
+    a("--device", default=None, help="cpu or cuda (default: the study's)")
     return p
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def pick_base(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """The trial to scale: `number`, else the search's pick (as its report ranks)."""
+    if number is not None:
+        for t in study.get_trials(deepcopy=False):
+            if t.number == number and "config" in t.user_attrs:
+                return t
+        raise LookupError(f"study {study.study_name!r} has no trial {number} with a config")
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else best_trial(study)
+
+
+def study_schedule(study: optuna.Study, settings: RunSettings, seq_len: int) -> RungSchedule:
+    """The schedule the study judged its candidates by (a default one for older studies)."""
+    schedule = stored_schedule(study)
+    if schedule is not None:
+        return schedule
+    batch = max(1, round(settings.recipe.batch_tokens / seq_len))
+    return RungSchedule(first_steps=16, batch_size=batch, seq_len=seq_len)
+
+
+def _train_rungs(job: tuple) -> dict[str, Any]:
+    """Worker: one config through every rung of the schedule (no pruning)."""
+    cfg_dict, settings, schedule, threads = job
+    warnings.filterwarnings("ignore")
+    cfg = ArchConfig.from_dict(cfg_dict)
+    trainer = RungTrainer(
+        cfg,
+        make_task(settings),
+        schedule,
+        recipe=settings.recipe,
+        seed=settings.seed,
+        device=settings.device,
+        threads=threads,
+    )
+    out = trainer.run()
+    last = out.last
+    return {
+        "status": out.status,
+        "reason": out.reason,
+        "loss": last.loss if last and out.status == "ok" else None,
+        "metric": last.metric if last and out.status == "ok" else None,
+        "tokens": last.tokens if last else 0,
+        "tokens_per_s": out.tokens_per_s,
+    }
+
+
+def _train_final(job: tuple) -> dict[str, Any]:
+    """Worker: one config trained for `tokens` by the final trainer."""
+    cfg_dict, settings, tokens, batch_size, threads = job
+    warnings.filterwarnings("ignore")
+    cfg = ArchConfig.from_dict(cfg_dict)
+    res = FinalTrainer(
+        cfg,
+        make_task(settings),
+        tokens,
+        batch_size=batch_size,
+        recipe=settings.recipe,
+        seed=settings.seed,
+        device=settings.device,
+        threads=threads,
+    ).run()
+    return {
+        "status": res.status,
+        "reason": res.reason,
+        "loss": res.loss if res.status == "ok" else None,
+        "metric": res.metric if res.status == "ok" else None,
+        "tokens": res.tokens,
+        "tokens_per_s": res.tokens_per_s,
+    }
+
+
+def run_jobs(fn, jobs: list[tuple], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(fn, jobs))
+
+
+def shape(cfg: ArchConfig) -> dict[str, Any]:
+    return {
+        "depth": cfg.depth,
+        "width": cfg.d_model,
+        "heads": cfg.n_heads,
+        "ffn": cfg.ffn_mult,
+        "span": cfg.span,
+        "FLOPs": format_flops(count_flops(cfg)),
+    }
+
+
+def result_text(r: dict[str, Any]) -> str:
+    if r["status"] == "ok":
+        return "ok"
+    return f"{r['status']}: {r['reason']}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    storage = open_storage(args.storage)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    where = safe_url(args.storage)
     try:
+        storage = open_storage(args.storage)
         study = optuna.load_study(study_name=args.study, storage=storage)
     except KeyError:
-        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
-        return 2
+        return fail(f"no study {args.study!r} in {where}")
+    except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
+        return fail(f"cannot open {where}: {safe_url(str(exc).splitlines()[0])}")
     try:
-        if args.trial is not None:
-            base_t = next(
-                t
-                for t in study.get_trials(deepcopy=False)
-                if t.number == args.trial and "config" in t.user_attrs
-            )
-        else:
-            base_t = best_trial(study)
-    except (StopIteration, LookupError):
-        print(
-            f"error: study {args.study!r} has no such trial / no completed trial within budget",
-            file=sys.stderr,
-        )
-        return 2
+        base_t = pick_base(study, args.trial)
+    except LookupError as exc:
+        return fail(str(exc))
     out_name = args.out_study or f"{args.study}-scaled"
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if out_name in existing:
-        if not args.overwrite:
-            print(
-                f"error: study {out_name!r} exists; pass --overwrite or --out-study NAME",
-                file=sys.stderr,
-            )
-            return 2
-        optuna.delete_study(study_name=out_name, storage=storage)
+    if out_name in existing and not args.overwrite:
+        return fail(f"study {out_name!r} exists; pass --overwrite or --out-study NAME")
 
     base = ArchConfig.from_dict(base_t.user_attrs["config"])
     base_flops = count_flops(base)
     if min(args.targets) <= base_flops:
-        print(
-            f"error: every target must exceed the base's {format_flops(base_flops)}",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(f"every target must exceed the base's {format_flops(base_flops)}")
     settings = settings_from_study(study, args.device)
-    task = make_task(settings)
-    direction = study.user_attrs.get("direction", "maximize")
-    better = max if direction == "maximize" else min
-
-    def proxy(cfg: ArchConfig, compute: float) -> dict:
-        r = train(
-            cfg, task, compute, recipe=settings.recipe, seed=settings.seed, device=settings.device
-        )
-        return {
-            "metric": r.metric,
-            "status": r.status,
-            "steps": r.steps,
-            "tokens_per_s": r.tokens_per_s,
-            "wall_time": r.wall_time,
-        }
-
+    schedule = study_schedule(study, settings, base.seq_len)
+    workers, threads = default_parallelism(args.workers, args.threads, settings.device)
     print(
-        f"base: trial {base_t.number}, {base.attention} depth {base.depth} width "
-        f"{base.d_model} span {base.span}: {format_flops(base_flops)} ({FLOP_CONVENTION})"
+        f"base: trial {base_t.number}, {base.attention} depth {base.depth} width {base.d_model} "
+        f"heads {base.n_heads} span {base.span}: {format_flops(base_flops)} ({FLOP_CONVENTION})",
+        flush=True,
     )
-    grid_rows = []
+
+    # 1. the grid: validated against every target before anything trains
+    grid_rows: list[dict[str, Any]] = []
+    if args.coefficients is not None:
+        candidates = [(args.coefficients, "given", None, None)]
+    else:
+        tolerance, points = args.tolerance, []
+        for widen in (1, 1.5, 2, 3):  # a coarse lattice (tiny base) needs a wider band
+            tolerance = args.tolerance * widen
+            points = grid_points(base, estimate_flops, tolerance)
+            if len(points) >= GRID_POINTS:
+                break
+        if tolerance > args.tolerance:
+            print(f"grid: widened the band around 2x to +-{tolerance:.0%} (coarse lattice)")
+        candidates = [(p.coeffs, p.family, p.config, p.ratio) for p in points]
+        if not candidates:
+            return fail("no grid point measures 2x the base; raise --tolerance (e.g. 0.4)")
+    reachable, errors = [], []
+    for cand in candidates:
+        try:
+            scale_to_targets(base, cand[0], args.targets, estimate_flops)
+            reachable.append(cand)
+        except ScalingError as exc:
+            errors.append(exc)
+    if not reachable:
+        nearest = errors[0].nearest
+        return fail(f"{errors[0]} (nearest reachable: {format_flops(nearest)})")
+
     if args.coefficients is not None:
         coeffs, source = args.coefficients, "given"
     else:
-        grid = coefficient_grid(base, estimate_flops, args.tolerance)[: args.grid_size]
-        if not grid:
-            print("error: no grid point measures 2x the base; raise --tolerance", file=sys.stderr)
-            return 2
-        for c, cfg, _ratio in grid:
-            res = proxy(cfg, settings.proxy_compute)
+        tokens = schedule.tokens(schedule.top)
+        print(
+            f"grid: training {len(reachable)} points at phi = 1 for {tokens:,} tokens each "
+            f"(the study's rungs), {workers} at once",
+            flush=True,
+        )
+        jobs = [(c[2].to_dict(), settings, schedule, threads) for c in reachable]
+        for (c, family, cfg, ratio), res in zip(reachable, run_jobs(_train_rungs, jobs, workers)):
             grid_rows.append(
                 {
+                    "family": family,
                     "alpha": c.alpha,
                     "beta": c.beta,
                     "gamma": c.gamma,
-                    "ratio": round(count_flops(cfg) / base_flops, 3),
+                    "ratio": round(ratio, 3),
                     "config": cfg.to_dict(),
                     **res,
                 }
             )
-            print(
-                f"grid {c.as_tuple()}: {count_flops(cfg) / base_flops:.2f}x base, "
-                f"metric {res['metric']}",
-                flush=True,
-            )
-        scored = [g for g in grid_rows if g["metric"] is not None]
+        print_grid(grid_rows)
+        scored = [g for g in grid_rows if g["loss"] is not None]
         if not scored:
-            print("error: every grid point failed to train", file=sys.stderr)
-            return 1
-        top = better(scored, key=lambda g: g["metric"])
-        coeffs, source = Coefficients(top["alpha"], top["beta"], top["gamma"]), "grid"
+            return fail("every grid point failed to train (reasons above)", 1)
+        top = min(scored, key=lambda g: g["loss"])
+        coeffs, source = Coefficients(top["alpha"], top["beta"], top["gamma"]), top["family"]
 
     scaled = scale_to_targets(base, coeffs, args.targets, estimate_flops)
-    out = optuna.create_study(study_name=out_name, storage=storage, direction=direction)
+
+    # 3. optional training of the base and every scaled config, equal tokens
+    trained: list[dict[str, Any] | None] = [None] * (len(scaled) + 1)
+    if args.train:
+        tokens = args.tokens or schedule.tokens(schedule.top)
+        print(
+            f"training the base and {len(scaled)} scaled configs for {tokens:,} tokens", flush=True
+        )
+        configs = [base] + [cfg for _, cfg, _ in scaled]
+        jobs = [(c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs]
+        trained = run_jobs(_train_final, jobs, workers)
+
+    write_study(
+        storage,
+        study,
+        out_name,
+        base_t,
+        base,
+        coeffs,
+        source,
+        grid_rows,
+        scaled,
+        trained,
+        args,
+        settings,
+    )
+    rows = []
+    for (target, cfg, phi), res in zip([(base_flops, base, 0.0), *scaled], trained):
+        row = {"target": format_flops(target), "phi": round(phi, 2), **shape(cfg)}
+        row["x target"] = round(count_flops(cfg) / target, 3)
+        row["params"] = f"{count_params(cfg):,}"
+        if res is not None:
+            row["val loss"] = None if res["loss"] is None else round(res["loss"], 4)
+            row["metric"] = None if res["metric"] is None else round(res["metric"], 4)
+            row["result"] = result_text(res)
+        rows.append(row)
+    rows[0]["target"] = "base"
+    print(
+        f"\ncoefficients ({source}): alpha={coeffs.alpha} beta={coeffs.beta} "
+        f"gamma={coeffs.gamma}; stored on study {args.study!r}"
+    )
+    print(f"scaled study {out_name!r} (FLOPs: fvcore, 1 multiply-add = 1 FLOP):")
+    print(pd.DataFrame(rows).to_string(index=False))
+    for res in trained:
+        if res is not None and res["status"] != "ok":
+            print(f"warning: a config {res['status']}: {res['reason']}", file=sys.stderr)
+    print(
+        f"\nexport one:  python -m search.export --study {out_name} --trial N --out x.json "
+        f"--storage {where}"
+    )
+    return 0
+
+
+def print_grid(rows: list[dict[str, Any]]) -> None:
+    table = []
+    for g in rows:
+        cfg = ArchConfig.from_dict(g["config"])
+        table.append(
+            {
+                "family": g["family"],
+                "alpha,beta,gamma": f"{g['alpha']},{g['beta']},{g['gamma']}",
+                **shape(cfg),
+                "x base": g["ratio"],
+                "val loss": None if g["loss"] is None else round(g["loss"], 4),
+                "metric": None if g["metric"] is None else round(g["metric"], 4),
+                "result": result_text(g),
+            }
+        )
+    print(pd.DataFrame(table).to_string(index=False), flush=True)
+
+
+def write_study(
+    storage,
+    study,
+    out_name,
+    base_t,
+    base,
+    coeffs,
+    source,
+    grid_rows,
+    scaled,
+    trained,
+    args,
+    settings,
+) -> None:
+    """Store everything as the scaled study; only called once all work succeeded."""
+    if out_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        optuna.delete_study(study_name=out_name, storage=storage)
+    out = optuna.create_study(study_name=out_name, storage=storage, direction="minimize")
     attrs = {
         "kind": "scaled",
         "base_study": args.study,
         "base_trial": base_t.number,
-        "base_flops": base_flops,
+        "base_flops": count_flops(base),
         "coefficients": list(coeffs.as_tuple()),
         "coefficient_source": source,
         "tolerance": args.tolerance,
         "grid": grid_rows,
         "targets": sorted(args.targets),
         "flop_convention": FLOP_CONVENTION,
-        "metric": study.user_attrs.get("metric"),
-        "direction": direction,
+        "metric": "val_loss",
+        "direction": "minimize",
+        "task_metric": study.user_attrs.get("task_metric"),
         "identity": study.user_attrs.get("identity"),
         "seed": settings.seed,
         "task": settings.task,
@@ -197,75 +407,36 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key, value in attrs.items():
         out.set_user_attr(key, value)
-    study.set_user_attr("scaling_coefficients", list(coeffs.as_tuple()))
-    study.set_user_attr("scaled_study", out_name)
 
-    def add(cfg: ArchConfig, role: str, extra: dict, metric: float | None) -> int:
-        flops = count_flops(cfg)
+    def add(cfg: ArchConfig, role: str, extra: dict, loss: float | None) -> None:
         user_attrs = {
             "role": role,
             "config": cfg.to_dict(),
             "variant": cfg.attention,
             "span": cfg.span,
             "d_model": cfg.d_model,
-            "flops": flops,
+            "flops": count_flops(cfg),
             "flop_convention": FLOP_CONVENTION,
             "params": count_params(cfg),
             **extra,
         }
         state = (
-            optuna.trial.TrialState.COMPLETE
-            if metric is not None
-            else optuna.trial.TrialState.PRUNED
+            optuna.trial.TrialState.COMPLETE if loss is not None else optuna.trial.TrialState.PRUNED
         )
-        t = optuna.trial.create_trial(state=state, value=metric, user_attrs=user_attrs)
-        out.add_trial(t)
-        return flops
+        out.add_trial(optuna.trial.create_trial(state=state, value=loss, user_attrs=user_attrs))
 
     for g in grid_rows:
         add(
             ArchConfig.from_dict(g["config"]),
             "grid",
             {k: v for k, v in g.items() if k != "config"},
-            g["metric"],
+            g["loss"],
         )
-    rows = []
-    for target, cfg, phi in scaled:
-        flops = count_flops(cfg)
-        if not TARGET_WINDOW[0] * target <= flops <= target:
-            print(
-                f"warning: {format_flops(target)}: landed at {flops / target:.3f} x target",
-                file=sys.stderr,
-            )
-        res = {"metric": None, "status": "untrained"}
-        if args.train:
-            res = proxy(cfg, settings.proxy_compute * flops / base_flops)
-        add(cfg, "target", {"target": target, "phi": phi, **res}, res["metric"])
-        rows.append(
-            {
-                "target": format_flops(target),
-                "phi": round(phi, 2),
-                "depth": cfg.depth,
-                "width": cfg.d_model,
-                "heads": cfg.n_heads,
-                "span": cfg.span,
-                "FLOPs": format_flops(flops),
-                "x target": round(flops / target, 3),
-                "params": f"{count_params(cfg):,}",
-                "metric": res["metric"],
-            }
-        )
-    print(
-        f"\ncoefficients ({source}): alpha={coeffs.alpha} beta={coeffs.beta} "
-        f"gamma={coeffs.gamma}; stored on study {args.study!r}"
-    )
-    print(f"scaled study {out_name!r} (FLOPs: fvcore, 1 multiply-add = 1 FLOP):")
-    print(pd.DataFrame(rows).to_string(index=False))
-    print(
-        f"\nexport one:  python -m search.export --study {out_name} --trial N --out x.json "
-        f"--storage {args.storage}"
-    )
-    return 0
+    for (target, cfg, phi), res in zip(scaled, trained[1:]):
+        res = res or {"loss": None, "metric": None, "status": "untrained", "reason": ""}
+        add(cfg, "target", {"target": target, "phi": phi, **res}, res["loss"])
+    study.set_user_attr("scaling_coefficients", list(coeffs.as_tuple()))
+    study.set_user_attr("scaled_study", out_name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,400 @@
+"""EfficientNet-style compound scaling, as small pure functions (no I/O, no training).
+
+Tan & Le 2019 (arXiv:1905.11946): grow depth, width and resolution together, d = alpha^phi,
+w = beta^phi, r = gamma^phi. For our Transformers the third axis is the attention *span*
+(window, bucket size, block, rank; for `pooled` the stride shrinks by gamma^phi). Transformer
+FLOPs do not follow the CNN formula (embeddings and the LM head do not grow with depth, spans
+saturate at the sequence length), so nothing here assumes how FLOPs grow: every decision is made
+on *measured* FLOPs (`measure(cfg)`, the exact closed form that fvcore's count is tested against).
+
+* `grid_points`: EfficientNet step 1. Coefficients whose rounded config at phi = 1 measures about
+  2x the base, grouped by which axis carries the growth (depth-, width-, span-led, balanced).
+* `fit_to_target`: the config for one FLOP target. Phi is bracketed by doubling until the
+  measured FLOPs pass the target, then bisected; when rounding leaves it below 0.90 x target, a
+  search over nearby shapes picks the one closest to the coefficients' ideal shape within
+  [0.90, 1.00] x target. `ScalingError` names the nearest reachable FLOPs when none exists.
+
+Rounding is Transformer-sane: depth to the nearest integer (at least 1); width as heads x head
+dim, head dim a multiple of 8 in [32, 128] (about 64; a model under 32 wide has one head),
+heads at least the base's where they fit, so heads always divide the width; span a multiple of
+8 within what the variant allows at this sequence length. ALBERT-shared bases keep their
+layers-per-block ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable
+
+from spaces import ATTENTION, ArchConfig
+
+Measure = Callable[[ArchConfig], int]
+ALPHAS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0)
+BETAS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
+GAMMAS = (1.0, 1.1, 1.2, 1.3, 1.5, 2.0)
+WIDTH_MULTIPLE = 8  # per-head width is a multiple of this
+HEAD_DIM = 64  # the per-head width scaling aims for
+MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 128
+SPAN_MULTIPLE = 8
+RATIO_TOLERANCE = 0.25  # a grid point's FLOPs at phi = 1 must be 2x base within +-25%
+TARGET_WINDOW = (0.90, 1.00)  # a scaled config lands in [0.90, 1.00] x target
+FAMILIES = ("depth", "width", "span", "balanced")
+LEAD_SHARE = 0.6  # an axis carrying >= 60% of the log-FLOP growth leads; else balanced
+FFN_STEPS = (1.0, 0.875, 1.125, 0.75, 1.25, 0.625, 1.5, 0.5)  # FFN ratios the fit may use
+MAX_PHI = 1024.0  # bracketing gives up here: the coefficients cannot reach the target
+
+
+class ScalingError(ValueError):
+    """A target the coefficients cannot meet; `nearest` is the closest reachable FLOP count."""
+
+    def __init__(self, message: str, nearest: int | None = None) -> None:
+        super().__init__(message)
+        self.nearest = nearest
+
+
+@dataclasses.dataclass(frozen=True)
+class Coefficients:
+    alpha: float  # depth multiplier per unit of phi
+    beta: float  # width multiplier
+    gamma: float  # span multiplier (1.0 for variants without one)
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (self.alpha, self.beta, self.gamma)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    family: str  # which axis carries the growth: depth, width, span or balanced
+    coeffs: Coefficients
+    config: ArchConfig  # the base scaled by phi = 1, rounded
+    ratio: float  # measured FLOPs of `config` / base FLOPs
+
+
+def round_depth(depth: float) -> int:
+    """Layers: the nearest integer, at least 1."""
+    return max(1, math.floor(depth + 0.5))
+
+
+def round_width(width: float, min_heads: int = 1) -> tuple[int, int]:
+    """(d_model, n_heads): heads of 32-128 (multiples of 8, about 64), at least `min_heads`
+    where they fit; a width under 32 is one head, a multiple of 8."""
+    if width < MIN_HEAD_DIM:
+        return max(WIDTH_MULTIPLE, round(width / WIDTH_MULTIPLE) * WIDTH_MULTIPLE), 1
+    heads = max(1, round(width / HEAD_DIM), min(min_heads, int(width // MIN_HEAD_DIM)))
+    heads = max(heads, math.ceil(width / MAX_HEAD_DIM - 1e-9))
+    per_head = round(width / heads / WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    per_head = min(MAX_HEAD_DIM, max(MIN_HEAD_DIM, per_head))
+    return heads * per_head, heads
+
+
+def round_span(cfg: ArchConfig, span: float) -> int | None:
+    """The variant's span rounded to a multiple of 8, clamped to what it allows; None if none."""
+    cls = ATTENTION.get(cfg.attention)
+    name = cls.span_param
+    if name is None:
+        return None
+    if name == "stride":
+        value = max(1, round(span))
+    else:
+        value = max(SPAN_MULTIPLE, round(span / SPAN_MULTIPLE) * SPAN_MULTIPLE)
+    value = min(value, cfg.seq_len)
+    for candidate in range(value, 0, -1):  # the largest valid value not above `value`
+        params = dataclasses.replace(cfg.attention_params, **{name: candidate})
+        try:
+            cls.validate(params, cfg.seq_len, cfg.causal)
+            return candidate
+        except ValueError:
+            continue
+    return getattr(cfg.attention_params, name)
+
+
+def _with(cfg: ArchConfig, base: ArchConfig, depth: int, d_model: int, heads: int, span, ffn=None):
+    changes = {"depth": depth, "d_model": d_model, "n_heads": heads}
+    if base.unique_blocks:  # keep the sharing pattern: about the same layers per block
+        shared = round(depth * base.unique_blocks / base.depth)
+        changes["unique_blocks"] = min(depth, max(1, shared))
+    name = ATTENTION.get(base.attention).span_param
+    if name is not None and span is not None:
+        changes["attention_params"] = dataclasses.replace(cfg.attention_params, **{name: span})
+    if ffn is not None:
+        changes["ffn_mult"] = ffn
+    return cfg.replace(**changes)
+
+
+def ideal_shape(base: ArchConfig, coeffs: Coefficients, phi: float) -> tuple[float, float, float]:
+    """(depth, width, span) before rounding."""
+    span = base.span or 1
+    sign = -1 if ATTENTION.get(base.attention).span_param == "stride" else 1
+    return (
+        base.depth * _power(coeffs.alpha, phi),
+        base.d_model * _power(coeffs.beta, phi),
+        span * _power(coeffs.gamma, sign * phi),
+    )
+
+
+def _power(c: float, phi: float) -> float:
+    """c ** phi, capped far beyond any real model instead of overflowing."""
+    return math.exp(max(-700.0, min(700.0, phi * math.log(c))))
+
+
+def scale_config(
+    base: ArchConfig, coeffs: Coefficients, phi: float, floor: ArchConfig | None = None
+) -> ArchConfig:
+    """The base grown by `phi` units; `floor` keeps depth, width and span at least those of a
+    config scaled to a smaller target, so they never shrink as the target grows."""
+    d, w, s = ideal_shape(base, coeffs, phi)
+    depth = round_depth(d)
+    d_model, heads = round_width(w, base.n_heads)
+    if floor is not None:
+        depth = max(depth, floor.depth)
+        if d_model < floor.d_model:
+            d_model, heads = floor.d_model, floor.n_heads
+    span = None
+    name = ATTENTION.get(base.attention).span_param
+    if name is not None:
+        span = round_span(base, s)
+        if floor is not None and name != "stride":
+            span = max(span, floor.span)
+    return _with(base, base, depth, d_model, heads, span)
+
+
+def phi_for(target: float, base_flops: float) -> float:
+    """Units of phi that take the base to `target` if FLOPs double per unit (a first guess)."""
+    return math.log2(target / base_flops)
+
+
+def _axis_ratios(base: ArchConfig, coeffs: Coefficients, measure: Measure, base_flops: int):
+    """Measured FLOP growth at phi = 1 from each axis alone: (depth, width, span)."""
+    a, b, g = coeffs.as_tuple()
+    return tuple(
+        measure(scale_config(base, c, 1.0)) / base_flops
+        for c in (Coefficients(a, 1.0, 1.0), Coefficients(1.0, b, 1.0), Coefficients(1.0, 1.0, g))
+    )
+
+
+def _shape(cfg: ArchConfig) -> tuple:
+    return (cfg.depth, cfg.d_model, cfg.span, cfg.ffn_mult)
+
+
+def shares(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Each axis's share of the log-FLOP growth (depth, width, span); zeros if nothing grows."""
+    logs = [max(0.0, math.log(r)) for r in ratios]
+    total = sum(logs)
+    return tuple(x / total for x in logs) if total > 0 else (0.0, 0.0, 0.0)
+
+
+def family_of(ratios: tuple[float, float, float]) -> str:
+    """depth, width or span when that axis carries >= LEAD_SHARE of the log-FLOP growth."""
+    share = shares(ratios)
+    if max(share) == 0:
+        return "none"
+    lead = max(range(3), key=lambda i: share[i])
+    return FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
+
+
+def grid_points(
+    base: ArchConfig,
+    measure: Measure,
+    tolerance: float = RATIO_TOLERANCE,
+    alphas=ALPHAS,
+    betas=BETAS,
+    gammas=GAMMAS,
+) -> list[GridPoint]:
+    """EfficientNet step 1: four distinct grid points whose rounded config at phi = 1 measures
+    2x the base within `tolerance` and differs from it. Depth and width grow in every point
+    (alpha, beta > 1); the families differ in which axis carries most of the growth. The
+    depth-, width- and span-led points give that axis the largest share of the growth (the
+    axis must change; a span may be too cheap to carry most of it, then it carries as much as
+    it can); the balanced point splits
+    the growth most evenly. Ties go to the point closest to 2x. A variant without a span gets
+    a second balanced point instead."""
+    base_flops = measure(base)
+    has_span = ATTENTION.get(base.attention).span_param is not None
+    if not has_span:
+        gammas = (1.0,)
+    pool = []
+    for a, b, g in itertools.product(alphas, betas, gammas):
+        if a == 1.0 or b == 1.0:
+            continue  # depth and width both grow with phi (only their shares differ)
+        coeffs = Coefficients(a, b, g)
+        cfg = scale_config(base, coeffs, 1.0)
+        ratio = measure(cfg) / base_flops
+        if _shape(cfg) == _shape(base) or abs(ratio - 2.0) > 2.0 * tolerance:
+            continue  # a point whose rounded shape did not change does not count
+        pool.append((coeffs, cfg, ratio, shares(_axis_ratios(base, coeffs, measure, base_flops))))
+    changed = {
+        "depth": lambda c: c.depth != base.depth,
+        "width": lambda c: c.d_model != base.d_model,
+        "span": lambda c: c.span != base.span,
+    }
+    wanted = (
+        ["depth", "width", "span", "balanced"]
+        if has_span
+        else ["depth", "width", "balanced", "balanced"]
+    )
+    out, seen = [], set()
+    for family in wanted:
+        if family == "balanced":
+            key = lambda p: (round(max(p[3]), 2), abs(p[2] - 2.0), p[0].as_tuple())
+            fits = [p for p in pool if sum(x > 0.15 for x in p[3]) >= 2]
+        else:
+            axis = FAMILIES.index(family)
+            key = lambda p, i=axis: (-round(p[3][i], 2), abs(p[2] - 2.0), p[0].as_tuple())
+            fits = [p for p in pool if changed[family](p[1])]
+        for coeffs, cfg, ratio, _ in sorted(fits, key=key):
+            if cfg not in seen:
+                seen.add(cfg)
+                out.append(GridPoint(family, coeffs, cfg, ratio))
+                break
+    # a coarse lattice (a shallow or narrow base) may leave a family empty: fill up to four
+    # with the remaining distinct points closest to 2x, named by the axis that leads them
+    for coeffs, cfg, ratio, share in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
+        if len(out) >= len(wanted):
+            break
+        if cfg not in seen:
+            seen.add(cfg)
+            lead = max(range(3), key=lambda i: share[i])
+            family = FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
+            out.append(GridPoint(family, coeffs, cfg, ratio))
+    return out
+
+
+def fit_to_target(
+    base: ArchConfig,
+    coeffs: Coefficients,
+    target: float,
+    measure: Measure,
+    floor: ArchConfig | None = None,
+) -> tuple[ArchConfig, float]:
+    """(config, phi) whose measured FLOPs land in [0.90, 1.00] x target; ScalingError if no
+    config near the coefficients' path does."""
+    start = scale_config(base, coeffs, 0.0, floor)
+    if measure(start) > target:
+        raise ScalingError(
+            f"target {target:,.0f} FLOPs is below the base ({measure(start):,} FLOPs)",
+            nearest=measure(start),
+        )
+    lo, hi = 0.0, 1.0
+    while measure(scale_config(base, coeffs, hi, floor)) <= target:
+        lo, hi = hi, 2 * hi
+        if hi > MAX_PHI:
+            top = measure(scale_config(base, coeffs, lo, floor))
+            raise ScalingError(
+                f"coefficients {coeffs.as_tuple()} stop growing at {top:,} FLOPs (a span "
+                f"reaches the sequence length), below the target {target:,.0f}; the nearest "
+                f"reachable is {top:,} FLOPs",
+                nearest=top,
+            )
+    for _ in range(40):  # bisection: the largest rounded config not above the target
+        mid = (lo + hi) / 2
+        if measure(scale_config(base, coeffs, mid, floor)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    best = scale_config(base, coeffs, lo, floor)
+    low = TARGET_WINDOW[0] * target
+    if measure(best) >= low:
+        return best, lo
+    ideal = ideal_shape(base, coeffs, lo)
+    over = scale_config(base, coeffs, hi, floor)  # the first rounded config above the target
+    below, above = measure(best), None
+    for ffns in ((1.0,), FFN_STEPS[1:]):  # the FFN ratio only when nothing else lands
+        inside = []
+        for cfg in {best, over}:
+            for cand in _neighbours(cfg, base, floor, ffns, (low, target), measure):
+                f = measure(cand)
+                if low <= f <= target:
+                    inside.append((_distance(cand, ideal, base), f, cand.to_json(), cand))
+                elif f < low:
+                    below = max(below, f)
+                elif above is None or f < above:
+                    above = f
+        if inside:
+            return min(inside)[3], lo
+    nearest = below if above is None or target - below <= above - target else above
+    raise ScalingError(
+        f"no config near coefficients {coeffs.as_tuple()} lands in [0.90, 1.00] x "
+        f"{target:,.0f} FLOPs; the nearest reachable is {nearest:,} FLOPs",
+        nearest=nearest,
+    )
+
+
+def _distance(cfg: ArchConfig, ideal: tuple[float, float, float], base: ArchConfig) -> float:
+    """How far a shape is from the coefficients' ideal one (sum of |log ratio| per axis; a
+    changed FFN ratio counts double, so it is the last resort)."""
+    d, w, s = ideal
+    out = abs(math.log(cfg.depth / d)) + abs(math.log(cfg.d_model / w))
+    out += 2 * abs(math.log(cfg.ffn_mult / base.ffn_mult))
+    if cfg.span is not None:
+        out += abs(math.log(cfg.span / s))
+    return out
+
+
+def _neighbours(cfg, base, floor, ffn_steps, window, measure):
+    """Shapes around `cfg`: heads +-1, every head dim in range, a few spans and FFN ratios
+    (0.5x-1.5x, the finest knob a model without a span has); for each, the depths that land
+    in `window` (FLOPs grow linearly with depth, so two counts give them), and the depths just
+    outside it. Never below the floor or the base, never deeper than 4x `cfg` (+4)."""
+    cls = ATTENTION.get(cfg.attention)
+    spans: list = [cfg.span]
+    if cls.span_param is not None:
+        unit = 1 if cls.span_param == "stride" else SPAN_MULTIPLE
+        near = {round_span(cfg, cfg.span + k * unit) for k in (-2, -1, 1, 2, 4)}
+        if floor is not None and cls.span_param != "stride":
+            near = {s for s in near if s >= floor.span}
+        spans += sorted(near - {cfg.span})
+    min_depth = max(base.depth, floor.depth if floor else 1)
+    max_depth = 4 * cfg.depth + 4
+    min_width = max(floor.d_model if floor else 0, min(base.d_model, cfg.d_model))
+    ffns = [base.ffn_mult * k for k in ffn_steps]
+    dims = range(MIN_HEAD_DIM, MAX_HEAD_DIM + 1, WIDTH_MULTIPLE)
+    if cfg.d_model < 2 * MIN_HEAD_DIM:
+        dims = range(WIDTH_MULTIPLE, 2 * MIN_HEAD_DIM + 1, WIDTH_MULTIPLE)
+    low, high = window
+    for heads in sorted({max(1, cfg.n_heads - 1), cfg.n_heads, cfg.n_heads + 1}):
+        for per_head in dims:
+            width = heads * per_head
+            if width < min_width or width > 1.5 * cfg.d_model + MAX_HEAD_DIM:
+                continue
+            if width >= MIN_HEAD_DIM and heads > 1 and per_head < MIN_HEAD_DIM:
+                continue
+            for span, ffn in itertools.product(spans, ffns):
+                try:
+                    one = _with(cfg, base, min_depth, width, heads, span, ffn)
+                    two = _with(cfg, base, min_depth + 1, width, heads, span, ffn)
+                except ValueError:
+                    continue
+                f1, per_layer = measure(one), measure(two) - measure(one)
+                if per_layer <= 0:
+                    continue
+                first = min_depth + max(0, math.ceil((low - f1) / per_layer))
+                last = min_depth + max(0, math.floor((high - f1) / per_layer))
+                for depth in range(max(min_depth, first - 1), min(max_depth, last + 1) + 1):
+                    try:
+                        yield _with(cfg, base, depth, width, heads, span, ffn)
+                    except ValueError:
+                        continue
+
+
+def scale_to_targets(
+    base: ArchConfig, coeffs: Coefficients, targets: list[float], measure: Measure
+) -> list[tuple[float, ArchConfig, float]]:
+    """(target, config, phi) for each target in increasing order; depth, width and span never
+    shrink as the target grows."""
+    out, floor = [], None
+    for target in sorted(targets):
+        cfg, phi = fit_to_target(base, coeffs, target, measure, floor)
+        out.append((target, cfg, phi))
+        floor = cfg
+    return out
+
+
+def single_axis(axis: str) -> Coefficients:
+    """Coefficients that grow one axis only (for width-only / depth-only comparisons)."""
+    return {
+        "depth": Coefficients(2.0, 1.0, 1.0),
+        "width": Coefficients(1.0, 1.4142, 1.0),
+        "span": Coefficients(1.0, 1.0, 2.0),
+    }[axis]

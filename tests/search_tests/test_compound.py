@@ -1,0 +1,174 @@
+"""Compound scaling on measured FLOPs: rounding, grid families, and targets always met."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from search.compound import (
+    ALPHAS,
+    BETAS,
+    GAMMAS,
+    Coefficients,
+    ScalingError,
+    family_of,
+    fit_to_target,
+    grid_points,
+    round_depth,
+    round_span,
+    round_width,
+    scale_config,
+    scale_to_targets,
+)
+from spaces import ATTENTION, ArchConfig
+from spaces.flops import count_flops, estimate_flops
+
+BASE_PARAMS = {
+    "full": {},
+    "window": {"window": 16},
+    "lsh": {"bucket_size": 16},
+    "sparse": {"block": 16},
+    "linear": {},
+    "lowrank": {"rank": 16},
+    "pooled": {"stride": 4},
+}
+
+
+def base_config(variant: str, **changes) -> ArchConfig:
+    causal = ATTENTION.get(variant).supports_causal
+    fields = dict(
+        vocab_size=34,
+        seq_len=64,
+        causal=causal,
+        num_classes=0 if causal else 10,
+        attention=variant,
+        attention_params=BASE_PARAMS[variant],
+        depth=2,
+        d_model=64,
+        n_heads=2,
+    )
+    fields.update(changes)
+    return ArchConfig(**fields)
+
+
+def test_rounding_is_transformer_sane():
+    assert [round_depth(x) for x in (0.3, 1.0, 1.4, 1.5, 2.6)] == [1, 1, 1, 2, 3]
+    assert round_width(64, 2) == (64, 2)  # 2 heads of 32
+    assert round_width(150) == (144, 2)  # about 64 per head
+    assert round_width(1000) == (1024, 16)  # 16 heads of 62.5, rounded to 64
+    for width in (33, 90, 150, 700, 3000, 20000):
+        d, h = round_width(width, min_heads=3)
+        assert d % h == 0 and 32 <= d // h <= 128 and (d // h) % 8 == 0
+    assert round_width(21) == (24, 1)  # under 32 wide: one head
+    cfg = base_config("window")
+    assert round_span(cfg, 21) == 24 and round_span(cfg, 1000) == 64
+    assert round_span(base_config("full"), 40) is None
+    assert round_span(base_config("pooled"), 2.6) == 3
+
+
+def test_scale_config_grows_each_axis():
+    cfg = scale_config(base_config("window"), Coefficients(1.2, 1.1, 1.15), 3.0)
+    assert cfg.depth == 3  # round(2 * 1.2^3 = 3.46)
+    assert (cfg.d_model, cfg.n_heads) == (80, 2)  # 64 * 1.1^3 = 85.2: 2 heads of 40
+    assert cfg.span == 24  # 16 * 1.15^3 = 24.3 -> a multiple of 8
+    pooled = scale_config(base_config("pooled"), Coefficients(1.0, 1.0, 2.0), 1.0)
+    assert pooled.span == 2  # the stride shrinks: the span of view grows
+
+
+def test_family_is_the_axis_carrying_the_growth():
+    assert family_of((2.0, 1.0, 1.0)) == "depth"
+    assert family_of((1.1, 1.8, 1.0)) == "width"
+    assert family_of((1.0, 1.05, 1.9)) == "span"
+    assert family_of((1.4, 1.4, 1.0)) == "balanced"
+    assert family_of((1.0, 1.0, 1.0)) == "none"
+
+
+@pytest.mark.parametrize("variant", ATTENTION.names())
+def test_grid_has_four_distinct_points_that_change_the_shape(variant):
+    base = base_config(variant, depth=3, d_model=64, n_heads=2)
+    points = grid_points(base, estimate_flops)
+    families = [p.family for p in points]
+    has_span = ATTENTION.get(variant).span_param is not None
+    if has_span:
+        assert families == ["depth", "width", "span", "balanced"]
+    else:  # this base's lattice holds one balanced point; the fourth is the next closest to 2x
+        assert families[:3] == ["depth", "width", "balanced"] and len(families) == 4
+    assert len({p.config for p in points}) == 4 and base not in {p.config for p in points}
+    for p in points:
+        assert abs(p.ratio - 2.0) <= 0.5
+        lead = {"depth": p.config.depth > base.depth, "width": p.config.d_model > base.d_model}
+        assert lead.get(p.family, True)
+
+
+@pytest.mark.parametrize("variant", ATTENTION.names())
+def test_targets_met_with_fvcore_counts_and_monotone_shapes(variant):
+    base = base_config(variant)
+    base_flops = count_flops(base)
+    targets = [k * base_flops for k in (2, 4, 8, 100, 10_000)]
+    for coeffs in (Coefficients(1.2, 1.1, 1.15), Coefficients(1.0, 1.25, 1.0)):
+        scaled = scale_to_targets(base, coeffs, targets, estimate_flops)
+        for key in ("depth", "d_model"):
+            values = [getattr(c, key) for _, c, _ in scaled]
+            assert values == sorted(values)
+        for target, cfg, _ in scaled:
+            measured = count_flops(cfg)  # fvcore on the real module
+            assert 0.90 * target <= measured <= target, (variant, coeffs, target, measured)
+            assert cfg.d_model < 32 or 32 <= cfg.head_dim <= 128
+
+
+def test_unreachable_target_names_the_nearest_flops():
+    base = base_config("window")
+    with pytest.raises(ScalingError, match="stop growing") as exc:
+        fit_to_target(base, Coefficients(1.0, 1.0, 1.5), 1000 * count_flops(base), estimate_flops)
+    assert exc.value.nearest == estimate_flops(base.replace(attention_params={"window": 64}))
+    with pytest.raises(ScalingError, match="below the base"):
+        fit_to_target(base, Coefficients(1.2, 1.1, 1.1), count_flops(base) / 2, estimate_flops)
+
+
+@st.composite
+def bases(draw):
+    variant = draw(st.sampled_from(sorted(BASE_PARAMS)))
+    causal = ATTENTION.get(variant).supports_causal and draw(st.booleans())
+    depth = draw(st.integers(1, 6))
+    heads = draw(st.sampled_from([1, 2, 4]))
+    return ArchConfig(
+        vocab_size=draw(st.sampled_from([34, 256])),
+        seq_len=draw(st.sampled_from([64, 128, 256, 512])),
+        causal=causal,
+        num_classes=0 if causal else 10,
+        attention=variant,
+        attention_params=BASE_PARAMS[variant],
+        depth=depth,
+        d_model=heads * draw(st.sampled_from([8, 16, 32, 64])),
+        n_heads=heads,
+        ffn_mult=draw(st.sampled_from([1.0, 2.0, 4.0])),
+        unique_blocks=min(depth, draw(st.sampled_from([0, 0, 1, 2]))),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=bases(),
+    alpha=st.sampled_from(ALPHAS),
+    beta=st.sampled_from(BETAS),
+    gamma=st.sampled_from(GAMMAS),
+    log_ratio=st.floats(math.log(2), math.log(10_000)),
+)
+def test_property_every_target_from_2x_to_10000x_lands_in_window(
+    base, alpha, beta, gamma, log_ratio
+):
+    coeffs = Coefficients(alpha, beta, gamma)
+    target = math.exp(log_ratio) * estimate_flops(base)
+    try:
+        cfg, _ = fit_to_target(base, coeffs, target, estimate_flops)
+    except ScalingError as exc:
+        # only coefficients that grow nothing but a span may stall, at the span's limit
+        assert alpha == beta == 1.0 and "stop growing" in str(exc) and exc.nearest < target
+        return
+    assert 0.90 * target <= estimate_flops(cfg) <= target
+    assert cfg.depth >= base.depth and cfg.d_model % cfg.n_heads == 0
+    assert cfg.d_model < 32 or 32 <= cfg.head_dim <= 128
+    assert bool(cfg.unique_blocks) == bool(base.unique_blocks)
