@@ -2,9 +2,8 @@
 
     python -m benchmarks.outcome --study text-2.00GFLOPs [--top 3] [--random 3] [--factor 10]
 
-Trains, for the same number of final tokens (default 10x the study's top rung), with a plain
-training loop of its own (AdamW, linear warm-up, cosine decay to 10%, gradient clipping; not
-the search's rung trainer):
+Trains, for the same number of final tokens (default 10x the study's top rung), with
+`search.train`'s trainer (trainers/final.py: what a user runs on an exported config):
 
 * the search's pick and the rest of its top K (ranked as the search ranks: rung reached, then
   validation loss);
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing as mp
 import random
 import sys
@@ -38,55 +36,30 @@ from search.objective import make_task
 from search.results import ranked_trials
 from search.settings import settings_from_study
 from search.storage import DEFAULT_STORAGE, open_storage
-from spaces import ArchConfig, build_model
+from spaces import ArchConfig
 from spaces.baselines import largest_full
 from spaces.flops import count_flops
-from trainers.proxy import evaluate
+from trainers.final import FinalTrainer
 
 
-def plain_train(cfg: ArchConfig, settings, tokens: int, batch_size: int, threads: int) -> dict:
-    """An ordinary training loop: what a user's pipeline does with an exported config."""
-    import torch
-
-    torch.set_num_threads(threads)
-    task = make_task(settings)
-    recipe = settings.recipe
-    steps = max(1, round(tokens / (batch_size * task.seq_len)))
-    warmup = max(1, round(0.05 * steps))
-    torch.manual_seed(settings.seed)
-    model = build_model(cfg).train()
-    peak = recipe.lr_for(cfg)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=peak, betas=recipe.betas, weight_decay=recipe.weight_decay
-    )
-    start = time.perf_counter()
-    status = "ok"
-    for step in range(steps):
-        if step < warmup:
-            lr = peak * (step + 1) / warmup
-        else:
-            progress = (step - warmup) / max(1, steps - warmup)
-            lr = peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = task.train_batch(step, batch_size)
-        loss = task.loss(model(batch.tokens, batch.mask), batch)
-        if not torch.isfinite(loss):
-            status = f"diverged at step {step + 1}"
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
-    metric, val_loss = (float("nan"), float("nan"))
-    if status == "ok":
-        metric, val_loss = evaluate(model, task, torch.device("cpu"), recipe.eval_batch_size)
+def final_train(cfg: ArchConfig, settings, tokens: int, batch_size: int, threads: int) -> dict:
+    """What a user does with an exported config: `search.train`'s trainer for `tokens`."""
+    res = FinalTrainer(
+        cfg,
+        make_task(settings),
+        tokens,
+        batch_size=batch_size,
+        recipe=settings.recipe,
+        seed=settings.seed,
+        threads=threads,
+    ).run()
+    ok = res.status == "ok"
     return {
-        "loss": val_loss,
-        "metric": metric,
-        "status": status,
-        "tokens": steps * batch_size * task.seq_len,
-        "wall_s": time.perf_counter() - start,
+        "loss": res.loss if ok else float("nan"),
+        "metric": res.metric if ok else float("nan"),
+        "status": "ok" if ok else f"{res.status}: {res.reason}",
+        "tokens": res.tokens,
+        "wall_s": res.wall_time,
     }
 
 
@@ -94,7 +67,7 @@ def _run(job: tuple) -> dict:
     row, settings, tokens, batch_size, threads = job
     warnings.filterwarnings("ignore")
     cfg = ArchConfig.from_dict(row["config"])
-    return {**row, **plain_train(cfg, settings, tokens, batch_size, threads)}
+    return {**row, **final_train(cfg, settings, tokens, batch_size, threads)}
 
 
 def describe(cfg: ArchConfig) -> str:

@@ -42,6 +42,8 @@ RATIO_TOLERANCE = 0.25  # a grid point's FLOPs at phi = 1 must be 2x base within
 TARGET_WINDOW = (0.90, 1.00)  # a scaled config lands in [0.90, 1.00] x target
 FAMILIES = ("depth", "width", "span", "balanced")
 LEAD_SHARE = 0.6  # an axis carrying >= 60% of the log-FLOP growth leads; else balanced
+GRID_POINTS = 4  # depth-led, width-led, span-led (or a second balanced one), balanced
+GRID_BAND = 0.2  # grid points are fitted to [1.8, 2.2] x the base FLOPs
 FFN_STEPS = (1.0, 0.875, 1.125, 0.75, 1.25, 0.625, 1.5, 0.5)  # FFN ratios the fit may use
 MAX_PHI = 1024.0  # bracketing gives up here: the coefficients cannot reach the target
 
@@ -198,6 +200,7 @@ def grid_points(
     base: ArchConfig,
     measure: Measure,
     tolerance: float = RATIO_TOLERANCE,
+    band: float = GRID_BAND,
     alphas=ALPHAS,
     betas=BETAS,
     gammas=GAMMAS,
@@ -208,10 +211,12 @@ def grid_points(
     depth-, width- and span-led points give that axis the largest share of the growth (the
     axis must change; a span may be too cheap to carry most of it, then it carries as much as
     it can); the balanced point splits
-    the growth most evenly. Ties go to the point closest to 2x. A variant without a span gets
-    a second balanced point instead."""
+    the growth most evenly. Ties go to the point closest to 2x. Each point's config is then
+    fitted to 2x the base +- 0.2x (`fit_to_target`), so the points cost about the same. A
+    variant without a span gets a second balanced point instead."""
     base_flops = measure(base)
-    has_span = ATTENTION.get(base.attention).span_param is not None
+    span_name = ATTENTION.get(base.attention).span_param
+    has_span = span_name is not None
     if not has_span:
         gammas = (1.0,)
     pool = []
@@ -227,13 +232,30 @@ def grid_points(
     changed = {
         "depth": lambda c: c.depth != base.depth,
         "width": lambda c: c.d_model != base.d_model,
-        "span": lambda c: c.span != base.span,
+        "span": lambda c: (
+            c.span is not None
+            and (  # grew its view (a stride shrinks)
+                c.span > base.span if span_name != "stride" else c.span < base.span
+            )
+        ),
     }
     wanted = (
         ["depth", "width", "span", "balanced"]
         if has_span
         else ["depth", "width", "balanced", "balanced"]
     )
+
+    low = (2 - band) * base_flops
+
+    def fitted(coeffs: Coefficients) -> ArchConfig | None:
+        """The point's config fitted to 2x the base +- GRID_BAND, so training ranks shapes of
+        about equal cost. None if it does not change the shape."""
+        try:
+            cfg, _ = fit_to_target(base, coeffs, (2 + band) * base_flops, measure, low=low)
+        except ScalingError:
+            return None
+        return None if _shape(cfg) == _shape(base) or _shape(cfg) in seen else cfg
+
     out, seen = [], set()
     for family in wanted:
         if family == "balanced":
@@ -242,23 +264,37 @@ def grid_points(
         else:
             axis = FAMILIES.index(family)
             key = lambda p, i=axis: (-round(p[3][i], 2), abs(p[2] - 2.0), p[0].as_tuple())
-            fits = [p for p in pool if changed[family](p[1])]
-        for coeffs, cfg, ratio, _ in sorted(fits, key=key):
-            if cfg not in seen:
-                seen.add(cfg)
-                out.append(GridPoint(family, coeffs, cfg, ratio))
+            fits = pool
+        for coeffs, _, _, _ in sorted(fits, key=key):
+            cfg = fitted(coeffs)
+            grown = [f for f in ("depth", "width", "span") if cfg and changed[f](cfg)]
+            if cfg is not None and (family in grown or (family == "balanced" and len(grown) > 1)):
+                seen.add(_shape(cfg))
+                out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
                 break
     # a coarse lattice (a shallow or narrow base) may leave a family empty: fill up to four
     # with the remaining distinct points closest to 2x, named by the axis that leads them
-    for coeffs, cfg, ratio, share in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
+    for coeffs, _, _, share in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
         if len(out) >= len(wanted):
             break
-        if cfg not in seen:
-            seen.add(cfg)
+        cfg = fitted(coeffs)
+        if cfg is not None:
+            seen.add(_shape(cfg))
             lead = max(range(3), key=lambda i: share[i])
             family = FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
-            out.append(GridPoint(family, coeffs, cfg, ratio))
+            out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
     return out
+
+
+def grid(base: ArchConfig, measure: Measure, tolerance: float = RATIO_TOLERANCE):
+    """(points, widening): `grid_points`, with the bands around 2x widened (x1.5, x2, x3)
+    until there are four points; a shallow or narrow base's lattice is coarse."""
+    points = []
+    for widen in (1, 1.5, 2, 3):
+        points = grid_points(base, measure, tolerance * widen, GRID_BAND * widen)
+        if len(points) >= GRID_POINTS:
+            return points, widen
+    return points, widen
 
 
 def fit_to_target(
@@ -267,9 +303,10 @@ def fit_to_target(
     target: float,
     measure: Measure,
     floor: ArchConfig | None = None,
+    low: float | None = None,
 ) -> tuple[ArchConfig, float]:
-    """(config, phi) whose measured FLOPs land in [0.90, 1.00] x target; ScalingError if no
-    config near the coefficients' path does."""
+    """(config, phi) whose measured FLOPs land in [0.90, 1.00] x target (or [low, target]);
+    ScalingError if no config near the coefficients' path does."""
     start = scale_config(base, coeffs, 0.0, floor)
     if measure(start) > target:
         raise ScalingError(
@@ -294,7 +331,7 @@ def fit_to_target(
         else:
             hi = mid
     best = scale_config(base, coeffs, lo, floor)
-    low = TARGET_WINDOW[0] * target
+    low = TARGET_WINDOW[0] * target if low is None else low
     if measure(best) >= low:
         return best, lo
     ideal = ideal_shape(base, coeffs, lo)
@@ -315,8 +352,8 @@ def fit_to_target(
             return min(inside)[3], lo
     nearest = below if above is None or target - below <= above - target else above
     raise ScalingError(
-        f"no config near coefficients {coeffs.as_tuple()} lands in [0.90, 1.00] x "
-        f"{target:,.0f} FLOPs; the nearest reachable is {nearest:,} FLOPs",
+        f"no config near coefficients {coeffs.as_tuple()} lands in [{low:,.0f}, "
+        f"{target:,.0f}] FLOPs; the nearest reachable is {nearest:,} FLOPs",
         nearest=nearest,
     )
 

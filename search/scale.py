@@ -34,7 +34,7 @@ from search.compound import (
     RATIO_TOLERANCE,
     Coefficients,
     ScalingError,
-    grid_points,
+    grid,
     scale_to_targets,
 )
 from search.driver import stored_schedule
@@ -48,8 +48,6 @@ from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
 from trainers.final import FinalTrainer
 from trainers.rungs import RungSchedule, RungTrainer
-
-GRID_POINTS = 4  # depth-led, width-led, span-led (or a second balanced one), balanced
 
 
 def parse_coefficients(text: str) -> Coefficients:
@@ -245,14 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.coefficients is not None:
         candidates = [(args.coefficients, "given", None, None)]
     else:
-        tolerance, points = args.tolerance, []
-        for widen in (1, 1.5, 2, 3):  # a coarse lattice (tiny base) needs a wider band
-            tolerance = args.tolerance * widen
-            points = grid_points(base, estimate_flops, tolerance)
-            if len(points) >= GRID_POINTS:
-                break
-        if tolerance > args.tolerance:
-            print(f"grid: widened the band around 2x to +-{tolerance:.0%} (coarse lattice)")
+        points, widen = grid(base, estimate_flops, args.tolerance)
+        if widen > 1:
+            print(f"grid: bands around 2x widened {widen:g}x (a coarse lattice near this base)")
         candidates = [(p.coeffs, p.family, p.config, p.ratio) for p in points]
         if not candidates:
             return fail("no grid point measures 2x the base; raise --tolerance (e.g. 0.4)")

@@ -16,7 +16,7 @@ from search.compound import (
     ScalingError,
     family_of,
     fit_to_target,
-    grid_points,
+    grid,
     round_depth,
     round_span,
     round_width,
@@ -89,7 +89,7 @@ def test_family_is_the_axis_carrying_the_growth():
 @pytest.mark.parametrize("variant", ATTENTION.names())
 def test_grid_has_four_distinct_points_that_change_the_shape(variant):
     base = base_config(variant, depth=3, d_model=64, n_heads=2)
-    points = grid_points(base, estimate_flops)
+    points, _ = grid(base, estimate_flops)
     families = [p.family for p in points]
     has_span = ATTENTION.get(variant).span_param is not None
     if has_span:

@@ -1,0 +1,169 @@
+"""Does compound scaling earn its keep? Scale the search's pick and train everything for real.
+
+    python -m benchmarks.scaling_outcome --study text-20MFLOPs [--factors 2,4,8] [--tokens 1M]
+
+1. `search.scale` (the CLI's own code) trains its grid at phi = 1 with the study's evaluator and
+   fits the pick to factor x the study's budget, for each factor: the compound-scaled configs.
+2. The same targets are fitted with width-only (alpha = gamma = 1) and depth-only (beta =
+   gamma = 1) coefficients.
+3. The base and every scaled config train with `search.train`'s trainer for the same tokens,
+   `--jobs` processes at once, one torch thread each.
+
+It prints one table (budget x scaling: shape, FLOPs, validation loss, task metric) and two
+verdicts: whether the compound configs improve monotonically with budget, and whether they are
+at least as good as width-only and depth-only at every budget. `--json` writes every figure.
+FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+import warnings
+
+import optuna
+
+from benchmarks.outcome import describe
+from search import scale
+from search.budget import format_flops
+from search.compound import Coefficients, scale_to_targets
+from search.settings import settings_from_study
+from search.storage import DEFAULT_STORAGE, open_storage
+from search.train import count_arg
+from spaces import ArchConfig
+from spaces.flops import count_flops, estimate_flops
+
+SINGLE_AXIS = {
+    "width-only": Coefficients(1.0, 1.25, 1.0),
+    "depth-only": Coefficients(1.3, 1.0, 1.0),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling_outcome", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--study", required=True, help="a finished search.run study")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
+    p.add_argument("--factors", default="2,4,8", help="targets = factor x budget (default 2,4,8)")
+    p.add_argument("--tokens", type=count_arg, default=1_000_000, help="tokens each (default 1M)")
+    p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
+    p.add_argument("--json", metavar="PATH", help="write every figure here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(args.storage)
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    settings = settings_from_study(study)
+    factors = [float(x) for x in args.factors.split(",")]
+    targets = [round(f * settings.budget) for f in factors]
+    base = ArchConfig.from_dict(scale.pick_base(study, None).user_attrs["config"])
+    started = time.perf_counter()
+
+    out_study = f"{args.study}-compound"
+    code = scale.main(
+        ["--study", args.study, "--storage", args.storage, "--out-study", out_study,
+         "--overwrite", "--workers", str(args.jobs),
+         "--targets", ",".join(str(t) for t in targets)]
+    )  # fmt: skip
+    if code != 0:
+        return code
+    scaled = optuna.load_study(study_name=out_study, storage=storage)
+    coeffs = scaled.user_attrs["coefficients"]
+    grid_s = time.perf_counter() - started
+    rows = [{"kind": "base", "factor": 1.0, "config": base}]
+    compound = sorted(
+        (t for t in scaled.trials if t.user_attrs["role"] == "target"),
+        key=lambda t: t.user_attrs["target"],
+    )
+    for f, t in zip(factors, compound):
+        rows.append(
+            {
+                "kind": "compound",
+                "factor": f,
+                "config": ArchConfig.from_dict(t.user_attrs["config"]),
+            }
+        )
+    for kind, c in SINGLE_AXIS.items():
+        for f, (_, cfg, _) in zip(factors, scale_to_targets(base, c, targets, estimate_flops)):
+            rows.append({"kind": kind, "factor": f, "config": cfg})
+
+    schedule = scale.study_schedule(study, settings, base.seq_len)
+    print(
+        f"\ntraining {len(rows)} configs for {args.tokens:,} tokens each (batch "
+        f"{schedule.batch_size} x {schedule.seq_len}), {args.jobs} at once",
+        flush=True,
+    )
+    jobs = [(r["config"].to_dict(), settings, args.tokens, schedule.batch_size, 1) for r in rows]
+    for r, res in zip(rows, scale.run_jobs(scale._train_final, jobs, args.jobs)):
+        r.update(res)
+    report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
+    return 0
+
+
+def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
+    budget = settings.budget
+    print(
+        f"\nstudy {args.study}: budget {format_flops(budget)}, compound coefficients "
+        f"(alpha, beta, gamma) = {tuple(coeffs)}; {args.tokens:,} tokens per config"
+    )
+    print(
+        f"{'x budget':>8s} {'scaling':11s} {'config':36s} {'FLOPs':>12s} {'x target':>8s} "
+        f"{'val loss':>9s} {'metric':>8s} {'result':>8s}"
+    )
+    for r in rows:
+        cfg = r["config"]
+        target = r["factor"] * budget
+        loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
+        metric = "-" if r["metric"] is None else f"{r['metric']:.4f}"
+        print(
+            f"{r['factor']:8g} {r['kind']:11s} {describe(cfg):36s} "
+            f"{format_flops(count_flops(cfg)):>12s} {count_flops(cfg) / target:8.3f} {loss:>9s} "
+            f"{metric:>8s} {r['status']:>8s}"
+        )
+    base = rows[0]
+    by = {(r["kind"], r["factor"]): r for r in rows}
+    chain = [base["loss"]] + [by[("compound", f)]["loss"] for f in factors]
+    monotone = all(a is not None and b is not None and b < a for a, b in itertools.pairwise(chain))
+    print(
+        f"\ncompound, val loss by budget (base, {', '.join(f'{f:g}x' for f in factors)}): "
+        f"{', '.join('-' if x is None else f'{x:.4f}' for x in chain)} -> "
+        f"{'monotone' if monotone else 'NOT monotone'}   [target: monotone]"
+    )
+    wins = []
+    for f in factors:
+        c = by[("compound", f)]["loss"]
+        others = {k: by[(k, f)]["loss"] for k in SINGLE_AXIS}
+        ok = c is not None and all(v is None or c <= v for v in others.values())
+        wins.append(ok)
+        print(
+            f"{f:g}x budget: compound {c if c is None else round(c, 4)} vs "
+            + ", ".join(f"{k} {v if v is None else round(v, 4)}" for k, v in others.items())
+            + f" -> {'at least as good' if ok else 'WORSE'}"
+        )
+    print(
+        f"compound at least as good as width-only and depth-only at {sum(wins)} of "
+        f"{len(wins)} budgets   [target: all]"
+    )
+    print(f"total wall time {wall / 60:.1f} min (grid and fit {grid_s / 60:.1f} min)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            out = [
+                {**r, "config": r["config"].to_dict(), "flops": count_flops(r["config"])}
+                for r in rows
+            ]
+            json.dump(
+                {"study": args.study, "coefficients": coeffs, "tokens": args.tokens, "rows": out},
+                f,
+                indent=1,
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
