@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from search.results import feasible_trials
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.storage import DEFAULT_STORAGE, open_storage, safe_url
 from spaces import ArchConfig
 
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage))
     except KeyError:
-        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
+        print(f"error: no study {args.study!r} in {safe_url(args.storage)}", file=sys.stderr)
         return 2
     try:
         paths = export(study, Path(args.out), args.trial, args.top)

@@ -59,7 +59,12 @@ from search.fidelity_stats import (
 from search.objective import make_task
 from search.results import feasible_trials
 from search.settings import settings_from_study
-from search.storage import DEFAULT_STORAGE, open_storage, set_finished_trial_user_attr
+from search.storage import (
+    DEFAULT_STORAGE,
+    open_storage,
+    safe_url,
+    set_finished_trial_user_attr,
+)
 from spaces import ArchConfig
 from trainers.proxy import train
 
@@ -200,7 +205,9 @@ def _load(storage: optuna.storages.RDBStorage, name: str, url: str) -> optuna.St
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
         known = ", ".join(names[:10]) if names else "none"
-        raise FidelityError(f"no study {name!r} in {url} (studies there: {known})") from None
+        raise FidelityError(
+            f"no study {name!r} in {safe_url(url)} (studies there: {known})"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -352,7 +359,10 @@ def run(args: argparse.Namespace) -> int:
             f"hint: e.g. python -m search.run ... --proxy-compute "
             f"{format_flops(long_compute).replace(' ', '')} --study <new name>"
         )
-    print(f"stored: trial attrs long_metric/long_factor, study attr 'fidelity' in {args.storage}")
+    print(
+        "stored: trial attrs long_metric/long_factor, study attr 'fidelity' in "
+        f"{safe_url(args.storage)}"
+    )
     return 0
 
 

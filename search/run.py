@@ -126,8 +126,8 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--proxy-compute",
         type=flops_arg,
-        help="training FLOPs of the equal-compute proxy runs that search.scale and "
-        f"search.fidelity use; default {format_flops(DEFAULT_PROXY_COMPUTE)}",
+        help="training FLOPs of the equal-compute proxy runs that search.fidelity uses; "
+        f"default {format_flops(DEFAULT_PROXY_COMPUTE)}",
     )
     a("--seed", type=int, help="seed for data, initialisation and the sampler; default 0")
     a("--device", help="cpu (default) or cuda, e.g. --device cuda")

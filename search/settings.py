@@ -33,7 +33,7 @@ class RunSettings:
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     data: list[str] = dataclasses.field(default_factory=list)
     seq_len: int | None = None
-    proxy_compute: int = DEFAULT_PROXY_COMPUTE  # scale/fidelity's equal-compute proxy runs
+    proxy_compute: int = DEFAULT_PROXY_COMPUTE  # search.fidelity's equal-compute proxy runs
     evaluation: str = "tokens"  # "tokens": equal data per rung; "compute": equal FLOPs
     rung_tokens: int | None = None  # first rung's training tokens (None: from the clock)
     eta: int = 3  # successive halving: each rung is eta x longer, 1/eta are promoted
