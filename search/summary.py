@@ -15,6 +15,8 @@ from search.results import best_trial, top_table, trained_count, trial_counts
 from search.settings import RunSettings
 from search.storage import safe_url
 
+MAX_FAILED_SHOWN = 5
+
 
 def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int) -> int:
     """Print the end-of-run report; the exit status: 0 with a pick, 1 without."""
@@ -30,6 +32,16 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         f"\nstudy {study.study_name!r} in {shown}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "running")
     )
+    failed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if t.user_attrs.get("status") in ("diverged", "oom")
+    ]
+    for t in failed[:MAX_FAILED_SHOWN]:  # a diverged candidate says why, not only in the database
+        a = t.user_attrs
+        print(f"trial {t.number} {a['status']}: {a.get('reason', '')} ({a.get('variant')})")
+    if len(failed) > MAX_FAILED_SHOWN:
+        print(f"... and {len(failed) - MAX_FAILED_SHOWN} more failed (see the dashboard)")
     table = top_table(study, top)
     try:
         best = best_trial(study)
