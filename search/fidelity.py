@@ -274,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
                 threads=args.threads,
             )
             status, wall = r.status, r.wall_time
+            if r.status not in ("ok", "stopped") and r.reason:
+                status = f"{r.status}: {r.reason}"  # the reason is printed, not only stored
             # studies ranked by validation loss (the rung evaluator) compare losses
             long_value = r.loss if metric_name == "val_loss" else r.metric
             long_metric = long_value if r.status == "ok" and long_value is not None else None
