@@ -206,8 +206,8 @@ def grid_points(
     gammas=GAMMAS,
 ) -> list[GridPoint]:
     """EfficientNet step 1: four distinct grid points whose rounded config at phi = 1 measures
-    2x the base within `tolerance` and differs from it. Depth and width grow in every point
-    (alpha, beta > 1); the families differ in which axis carries most of the growth. The
+    2x the base within `tolerance` and differs from it; the families differ in which axis
+    carries most of the growth (a single-axis point such as alpha = 1 is a grid point too). The
     depth-, width- and span-led points give that axis the largest share of the growth (the
     axis must change; a span may be too cheap to carry most of it, then it carries as much as
     it can); the balanced point splits
@@ -221,8 +221,8 @@ def grid_points(
         gammas = (1.0,)
     pool = []
     for a, b, g in itertools.product(alphas, betas, gammas):
-        if a == 1.0 or b == 1.0:
-            continue  # depth and width both grow with phi (only their shares differ)
+        if a == b == 1.0:
+            continue  # depth or width grows (a span alone cannot carry 2x)
         coeffs = Coefficients(a, b, g)
         cfg = scale_config(base, coeffs, 1.0)
         ratio = measure(cfg) / base_flops

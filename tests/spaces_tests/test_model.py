@@ -63,3 +63,19 @@ def test_too_long_input_is_refused():
     cfg = tiny_config("full")
     with pytest.raises(ValueError, match="seq_len"):
         build_model(cfg)(torch.zeros(1, cfg.seq_len + 1, dtype=torch.long))
+
+
+def test_residual_output_init_shrinks_with_depth_beyond_two_layers():
+    from spaces import ArchConfig, build_model
+
+    torch.manual_seed(0)
+    stds = {}
+    for depth in (1, 2, 8):
+        cfg = ArchConfig(
+            vocab_size=64, seq_len=16, causal=True, depth=depth, d_model=256, n_heads=4
+        )
+        model = build_model(cfg)
+        stds[depth] = float(torch.cat([b.ffn.down.weight.flatten() for b in model.blocks]).std())
+        assert float(model.blocks[0].ffn.up.weight.std()) == pytest.approx(0.02, rel=0.02)
+    assert stds[1] == pytest.approx(0.02, rel=0.02) and stds[2] == pytest.approx(0.02, rel=0.02)
+    assert stds[8] == pytest.approx(0.01, rel=0.02)  # 0.02 / sqrt(8 / 2)
