@@ -36,30 +36,22 @@ from search.objective import make_task
 from search.results import ranked_trials
 from search.settings import settings_from_study
 from search.storage import DEFAULT_STORAGE, open_storage
+from search.train import train_config
 from spaces import ArchConfig
 from spaces.baselines import largest_full
 from spaces.flops import count_flops
-from trainers.final import FinalTrainer
 
 
 def final_train(cfg: ArchConfig, settings, tokens: int, batch_size: int, threads: int) -> dict:
     """What a user does with an exported config: `search.train`'s trainer for `tokens`."""
-    res = FinalTrainer(
-        cfg,
-        make_task(settings),
-        tokens,
-        batch_size=batch_size,
-        recipe=settings.recipe,
-        seed=settings.seed,
-        threads=threads,
-    ).run()
-    ok = res.status == "ok"
+    res = train_config(cfg.to_dict(), settings, tokens, batch_size, threads)
+    ok = res["status"] == "ok"
     return {
-        "loss": res.loss if ok else float("nan"),
-        "metric": res.metric if ok else float("nan"),
-        "status": "ok" if ok else f"{res.status}: {res.reason}",
-        "tokens": res.tokens,
-        "wall_s": res.wall_time,
+        "loss": res["loss"] if ok else float("nan"),
+        "metric": res["metric"] if ok else float("nan"),
+        "status": "ok" if ok else f"{res['status']}: {res['reason']}",
+        "tokens": res["tokens"],
+        "wall_s": res["wall_time"],
     }
 
 

@@ -43,10 +43,9 @@ from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
 from search.settings import RunSettings, settings_from_study
 from search.storage import DEFAULT_STORAGE, open_storage, safe_url
-from search.train import count_arg
+from search.train import count_arg, train_config
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
-from trainers.final import FinalTrainer
 from trainers.rungs import RungSchedule, RungTrainer
 
 
@@ -156,28 +155,9 @@ def _train_rungs(job: tuple) -> dict[str, Any]:
 
 
 def _train_final(job: tuple) -> dict[str, Any]:
-    """Worker: one config trained for `tokens` by the final trainer."""
-    cfg_dict, settings, tokens, batch_size, threads = job
+    """Worker: one config trained for `tokens` by `search.train`'s trainer."""
     warnings.filterwarnings("ignore")
-    cfg = ArchConfig.from_dict(cfg_dict)
-    res = FinalTrainer(
-        cfg,
-        make_task(settings),
-        tokens,
-        batch_size=batch_size,
-        recipe=settings.recipe,
-        seed=settings.seed,
-        device=settings.device,
-        threads=threads,
-    ).run()
-    return {
-        "status": res.status,
-        "reason": res.reason,
-        "loss": res.loss if res.status == "ok" else None,
-        "metric": res.metric if res.status == "ok" else None,
-        "tokens": res.tokens,
-        "tokens_per_s": res.tokens_per_s,
-    }
+    return train_config(*job)
 
 
 def run_jobs(fn, jobs: list[tuple], workers: int) -> list[dict[str, Any]]:

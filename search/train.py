@@ -21,7 +21,7 @@ from typing import Any
 
 from search.budget import format_flops
 from search.plan import default_parallelism
-from search.settings import DEFAULT_TASK
+from search.settings import DEFAULT_TASK, RunSettings
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops
 from trainers.final import FinalResult, FinalTrainer
@@ -173,6 +173,35 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
             f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER"
         )
     return trainer, cfg
+
+
+def train_config(
+    cfg_dict: dict, settings: RunSettings, tokens: int, batch_size: int, threads: int
+) -> dict[str, Any]:
+    """Train one config as a study's settings describe (task, recipe, seed, device); the result
+    as plain data (status, reason, loss, metric, tokens, tokens_per_s, wall_time)."""
+    from search.objective import make_task
+
+    res = FinalTrainer(
+        ArchConfig.from_dict(cfg_dict),
+        make_task(settings),
+        tokens,
+        batch_size=batch_size,
+        recipe=settings.recipe,
+        seed=settings.seed,
+        device=settings.device,
+        threads=threads,
+    ).run()
+    ok = res.status == "ok"
+    return {
+        "status": res.status,
+        "reason": res.reason,
+        "loss": res.loss if ok else None,
+        "metric": res.metric if ok else None,
+        "tokens": res.tokens,
+        "tokens_per_s": res.tokens_per_s,
+        "wall_time": res.wall_time,
+    }
 
 
 def describe(result: FinalResult, metric_name: str) -> str:
