@@ -30,17 +30,13 @@ import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
 from search.budget import flops_list_arg, format_flops
-from search.compound import (
-    RATIO_TOLERANCE,
-    Coefficients,
-    ScalingError,
-    grid,
-    scale_to_targets,
-)
+from search.compound import Coefficients, ScalingError, scale_to_targets
+from search.compound_grid import RATIO_TOLERANCE, grid
 from search.driver import stored_schedule
 from search.objective import make_task
 from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
+from search.scaled_study import ScaleOutcome, write_study
 from search.settings import RunSettings, settings_from_study
 from search.storage import DEFAULT_STORAGE, open_storage, safe_url
 from search.train import count_arg, train_config
@@ -282,20 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [(c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs]
         trained = run_jobs(_train_final, jobs, workers)
 
-    write_study(
-        storage,
-        study,
-        out_name,
-        base_t,
-        base,
-        coeffs,
-        source,
-        grid_rows,
-        scaled,
-        trained,
-        args,
-        settings,
-    )
+    outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
+    write_study(storage, study, out_name, outcome, args.tolerance, settings)
     rows = []
     for (target, cfg, phi), res in zip([(base_flops, base, 0.0), *scaled], trained):
         row = {"target": format_flops(target), "phi": round(phi, 2), **shape(cfg)}
@@ -339,77 +323,6 @@ def print_grid(rows: list[dict[str, Any]]) -> None:
             }
         )
     print(pd.DataFrame(table).to_string(index=False), flush=True)
-
-
-def write_study(
-    storage,
-    study,
-    out_name,
-    base_t,
-    base,
-    coeffs,
-    source,
-    grid_rows,
-    scaled,
-    trained,
-    args,
-    settings,
-) -> None:
-    """Store everything as the scaled study; only called once all work succeeded."""
-    if out_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        optuna.delete_study(study_name=out_name, storage=storage)
-    out = optuna.create_study(study_name=out_name, storage=storage, direction="minimize")
-    attrs = {
-        "kind": "scaled",
-        "base_study": args.study,
-        "base_trial": base_t.number,
-        "base_flops": count_flops(base),
-        "coefficients": list(coeffs.as_tuple()),
-        "coefficient_source": source,
-        "tolerance": args.tolerance,
-        "grid": grid_rows,
-        "targets": sorted(args.targets),
-        "flop_convention": FLOP_CONVENTION,
-        "metric": "val_loss",
-        "direction": "minimize",
-        "task_metric": study.user_attrs.get("task_metric"),
-        "identity": study.user_attrs.get("identity"),
-        "seed": settings.seed,
-        "task": settings.task,
-        "versions": study.user_attrs.get("versions"),
-    }
-    for key, value in attrs.items():
-        out.set_user_attr(key, value)
-
-    def add(cfg: ArchConfig, role: str, extra: dict, loss: float | None) -> None:
-        user_attrs = {
-            "role": role,
-            "config": cfg.to_dict(),
-            "variant": cfg.attention,
-            "span": cfg.span,
-            "d_model": cfg.d_model,
-            "flops": count_flops(cfg),
-            "flop_convention": FLOP_CONVENTION,
-            "params": count_params(cfg),
-            **extra,
-        }
-        state = (
-            optuna.trial.TrialState.COMPLETE if loss is not None else optuna.trial.TrialState.PRUNED
-        )
-        out.add_trial(optuna.trial.create_trial(state=state, value=loss, user_attrs=user_attrs))
-
-    for g in grid_rows:
-        add(
-            ArchConfig.from_dict(g["config"]),
-            "grid",
-            {k: v for k, v in g.items() if k != "config"},
-            g["loss"],
-        )
-    for (target, cfg, phi), res in zip(scaled, trained[1:]):
-        res = res or {"loss": None, "metric": None, "status": "untrained", "reason": ""}
-        add(cfg, "target", {"target": target, "phi": phi, **res}, res["loss"])
-    study.set_user_attr("scaling_coefficients", list(coeffs.as_tuple()))
-    study.set_user_attr("scaled_study", out_name)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.compound import (
-    ALPHAS,
-    BETAS,
-    GAMMAS,
     Coefficients,
     ScalingError,
-    family_of,
     fit_to_target,
-    grid,
     round_depth,
     round_span,
     round_width,
     scale_config,
     scale_to_targets,
 )
+from search.compound_grid import ALPHAS, BETAS, GAMMAS, family_of, grid
 from spaces import ATTENTION, ArchConfig
 from spaces.flops import count_flops, estimate_flops
 

@@ -1,0 +1,168 @@
+"""EfficientNet step 1 for compound scaling: the grid of coefficients worth training.
+
+Four grid points whose rounded config measures about 2x the base, grouped by which axis carries
+the growth (depth-, width-, span-led, balanced), each fitted to 2x +- `GRID_BAND` of the base's
+FLOPs with `search.compound.fit_to_target`, so training compares shapes of about equal cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+from search.compound import (
+    Coefficients,
+    Measure,
+    ScalingError,
+    fit_to_target,
+    scale_config,
+)
+from spaces import ATTENTION, ArchConfig
+
+ALPHAS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0)
+BETAS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
+GAMMAS = (1.0, 1.1, 1.2, 1.3, 1.5, 2.0)
+RATIO_TOLERANCE = 0.25  # a grid point's FLOPs at phi = 1 must be 2x base within +-25%
+FAMILIES = ("depth", "width", "span", "balanced")
+LEAD_SHARE = 0.6  # an axis carrying >= 60% of the log-FLOP growth leads; else balanced
+GRID_POINTS = 4  # depth-led, width-led, span-led (or a second balanced one), balanced
+GRID_BAND = 0.2  # grid points are fitted to [1.8, 2.2] x the base FLOPs
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    family: str  # which axis carries the growth: depth, width, span or balanced
+    coeffs: Coefficients
+    config: ArchConfig  # the base scaled by phi = 1, rounded
+    ratio: float  # measured FLOPs of `config` / base FLOPs
+
+
+def _axis_ratios(base: ArchConfig, coeffs: Coefficients, measure: Measure, base_flops: int):
+    """Measured FLOP growth at phi = 1 from each axis alone: (depth, width, span)."""
+    a, b, g = coeffs.as_tuple()
+    return tuple(
+        measure(scale_config(base, c, 1.0)) / base_flops
+        for c in (Coefficients(a, 1.0, 1.0), Coefficients(1.0, b, 1.0), Coefficients(1.0, 1.0, g))
+    )
+
+
+def _shape(cfg: ArchConfig) -> tuple:
+    return (cfg.depth, cfg.d_model, cfg.span, cfg.ffn_mult)
+
+
+def shares(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Each axis's share of the log-FLOP growth (depth, width, span); zeros if nothing grows."""
+    logs = [max(0.0, math.log(r)) for r in ratios]
+    total = sum(logs)
+    return tuple(x / total for x in logs) if total > 0 else (0.0, 0.0, 0.0)
+
+
+def family_of(ratios: tuple[float, float, float]) -> str:
+    """depth, width or span when that axis carries >= LEAD_SHARE of the log-FLOP growth."""
+    share = shares(ratios)
+    if max(share) == 0:
+        return "none"
+    lead = max(range(3), key=lambda i: share[i])
+    return FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
+
+
+def grid_points(
+    base: ArchConfig,
+    measure: Measure,
+    tolerance: float = RATIO_TOLERANCE,
+    band: float = GRID_BAND,
+    alphas=ALPHAS,
+    betas=BETAS,
+    gammas=GAMMAS,
+) -> list[GridPoint]:
+    """EfficientNet step 1: four distinct grid points whose rounded config at phi = 1 measures
+    2x the base within `tolerance` and differs from it; the families differ in which axis
+    carries most of the growth (a single-axis point such as alpha = 1 is a grid point too). The
+    depth-, width- and span-led points give that axis the largest share of the growth (the
+    axis must change; a span may be too cheap to carry most of it, then it carries as much as
+    it can); the balanced point splits
+    the growth most evenly. Ties go to the point closest to 2x. Each point's config is then
+    fitted to 2x the base +- 0.2x (`fit_to_target`), so the points cost about the same. A
+    variant without a span gets a second balanced point instead."""
+    base_flops = measure(base)
+    span_name = ATTENTION.get(base.attention).span_param
+    has_span = span_name is not None
+    if not has_span:
+        gammas = (1.0,)
+    pool = []
+    for a, b, g in itertools.product(alphas, betas, gammas):
+        if a == b == 1.0:
+            continue  # depth or width grows (a span alone cannot carry 2x)
+        coeffs = Coefficients(a, b, g)
+        cfg = scale_config(base, coeffs, 1.0)
+        ratio = measure(cfg) / base_flops
+        if _shape(cfg) == _shape(base) or abs(ratio - 2.0) > 2.0 * tolerance:
+            continue  # a point whose rounded shape did not change does not count
+        pool.append((coeffs, cfg, ratio, shares(_axis_ratios(base, coeffs, measure, base_flops))))
+    changed = {
+        "depth": lambda c: c.depth != base.depth,
+        "width": lambda c: c.d_model != base.d_model,
+        "span": lambda c: (
+            c.span is not None
+            and (  # grew its view (a stride shrinks)
+                c.span > base.span if span_name != "stride" else c.span < base.span
+            )
+        ),
+    }
+    wanted = (
+        ["depth", "width", "span", "balanced"]
+        if has_span
+        else ["depth", "width", "balanced", "balanced"]
+    )
+
+    low = (2 - band) * base_flops
+
+    def fitted(coeffs: Coefficients) -> ArchConfig | None:
+        """The point's config fitted to 2x the base +- GRID_BAND, so training ranks shapes of
+        about equal cost. None if it does not change the shape."""
+        try:
+            cfg, _ = fit_to_target(base, coeffs, (2 + band) * base_flops, measure, low=low)
+        except ScalingError:
+            return None
+        return None if _shape(cfg) == _shape(base) or _shape(cfg) in seen else cfg
+
+    out, seen = [], set()
+    for family in wanted:
+        if family == "balanced":
+            key = lambda p: (round(max(p[3]), 2), abs(p[2] - 2.0), p[0].as_tuple())
+            fits = [p for p in pool if sum(x > 0.15 for x in p[3]) >= 2]
+        else:
+            axis = FAMILIES.index(family)
+            key = lambda p, i=axis: (-round(p[3][i], 2), abs(p[2] - 2.0), p[0].as_tuple())
+            fits = pool
+        for coeffs, _, _, _ in sorted(fits, key=key):
+            cfg = fitted(coeffs)
+            grown = [f for f in ("depth", "width", "span") if cfg and changed[f](cfg)]
+            if cfg is not None and (family in grown or (family == "balanced" and len(grown) > 1)):
+                seen.add(_shape(cfg))
+                out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
+                break
+    # a coarse lattice (a shallow or narrow base) may leave a family empty: fill up to four
+    # with the remaining distinct points closest to 2x, named by the axis that leads them
+    for coeffs, _, _, share in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
+        if len(out) >= len(wanted):
+            break
+        cfg = fitted(coeffs)
+        if cfg is not None:
+            seen.add(_shape(cfg))
+            lead = max(range(3), key=lambda i: share[i])
+            family = FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
+            out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
+    return out
+
+
+def grid(base: ArchConfig, measure: Measure, tolerance: float = RATIO_TOLERANCE):
+    """(points, widening): `grid_points`, with the bands around 2x widened (x1.5, x2, x3)
+    until there are four points; a shallow or narrow base's lattice is coarse."""
+    points = []
+    for widen in (1, 1.5, 2, 3):
+        points = grid_points(base, measure, tolerance * widen, GRID_BAND * widen)
+        if len(points) >= GRID_POINTS:
+            return points, widen
+    return points, widen
