@@ -24,6 +24,7 @@ from search.plan import default_parallelism
 from search.settings import DEFAULT_TASK, RunSettings
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops
+from trainers.distill import DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Teacher
 from trainers.final import FinalResult, FinalTrainer
 from trainers.proxy import Recipe
 from trainers.tasks import get_task
@@ -101,6 +102,23 @@ def parser() -> argparse.ArgumentParser:
         type=count_arg,
         help="tokens between evaluations (default: a tenth of the run)",
     )
+    a(
+        "--teacher",
+        metavar="RUN_DIR",
+        help="distil from this trained run (a search.train output folder) with the same task",
+    )
+    a(
+        "--kd-weight",
+        type=float,
+        help=f"weight of the distillation term in [0, 1] (default {DEFAULT_KD_WEIGHT}; "
+        "needs --teacher)",
+    )
+    a(
+        "--temperature",
+        type=float,
+        help=f"softmax temperature of the distillation term (default {DEFAULT_TEMPERATURE}; "
+        "needs --teacher)",
+    )
     a("--out", help="checkpoint folder (default runs/<config file stem>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     a("--device", default="cpu", help="cpu (default) or cuda")
@@ -156,6 +174,13 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
     eval_steps = None
     if args.eval_every:
         eval_steps = max(1, round(args.eval_every / (batch_size * cfg.seq_len)))
+    teacher = None
+    if args.teacher:
+        kd = DEFAULT_KD_WEIGHT if args.kd_weight is None else args.kd_weight
+        t = DEFAULT_TEMPERATURE if args.temperature is None else args.temperature
+        teacher = Teacher.load(args.teacher, task, args.device, kd_weight=kd, temperature=t)
+    elif args.kd_weight is not None or args.temperature is not None:
+        raise ValueError("--kd-weight and --temperature need --teacher RUN_DIR")
     trainer = FinalTrainer(
         cfg,
         task,
@@ -167,6 +192,7 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
         out=out,
         eval_every=eval_steps,
         lr=args.lr,
+        teacher=teacher,
     )
     if trainer.has_checkpoint() and not args.resume:
         raise ValueError(
@@ -204,12 +230,26 @@ def train_config(
     }
 
 
+def write_result(trainer: FinalTrainer, result: FinalResult) -> None:
+    """`result.json` in the run folder: status, tokens, compute, final loss and metric."""
+    if trainer.out is None or not trainer.out.is_dir():
+        return
+    row = {k: v for k, v in result.to_dict().items() if k != "history"}
+    row["metric_name"] = trainer.task.metric
+    if trainer.teacher is not None:
+        row["teacher"] = {"source": trainer.teacher.source, **trainer.teacher.identity()}
+    tmp = trainer.out / ".result.json.tmp"
+    tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(trainer.out / "result.json")
+
+
 def describe(result: FinalResult, metric_name: str) -> str:
     if result.loss is None:
         return f"{result.status}: {result.reason or 'no evaluation yet'}"
     return (
         f"{result.status}: {result.tokens:,} tokens, val loss {result.loss:.4f}, "
-        f"{metric_name} {result.metric:.4f}, {result.tokens_per_s:,.0f} tokens/s"
+        f"{metric_name} {result.metric:.4f}, {result.tokens_per_s:,.0f} tokens/s, "
+        f"training compute {format_flops(result.train_flops)}"
         + (f" ({result.reason})" if result.reason else "")
     )
 
@@ -233,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{task.seq_len}; checkpoints in {trainer.out}",
         flush=True,
     )
+    if trainer.teacher is not None:
+        t = trainer.teacher
+        print(
+            f"distilling from {t.source}: {t.cfg.attention} depth {t.cfg.depth} width "
+            f"{t.cfg.d_model} ({format_flops(t.flops_per_sequence)} per sequence, forward counted "
+            f"in the training compute), kd-weight {t.kd_weight}, temperature {t.temperature}",
+            flush=True,
+        )
     stop = {"requested": False}
 
     def on_sigint(signum, frame):  # finish the step, checkpoint, exit; a second Ctrl-C aborts
@@ -272,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
     print(describe(result, task.metric))
+    write_result(trainer, result)
     if result.status == "interrupted":
         print(f"checkpoint kept in {trainer.out}; continue with the same command and --resume")
         return EXIT_INTERRUPTED

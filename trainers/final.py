@@ -14,6 +14,9 @@ With an output folder it writes, every evaluation and at the end, atomically (te
 * `train_state.pt`: weights, optimizer, step, RNG and history, what `resume=True` continues;
 * `history.json`: every evaluation (step, tokens, validation loss and metric).
 
+With a `teacher` (trainers/distill.py) the student trains on the distillation loss, and the
+teacher's forward FLOPs count toward `flops_per_s` and `train_flops`.
+
 Divergence and running out of memory end the run with a status and a reason, never an
 exception; the last checkpoint then still holds the last good state.
 """
@@ -33,6 +36,7 @@ import torch
 
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
+from trainers.distill import Teacher
 from trainers.proxy import Recipe, evaluate
 from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
 from trainers.tasks import Task
@@ -65,7 +69,8 @@ class FinalResult:
     history: list[Evaluation]
     wall_time: float
     tokens_per_s: float
-    flops_per_s: float  # training FLOP/s, fvcore convention x 3 (forward + backward)
+    flops_per_s: float  # training FLOP/s: 3 x forward (fvcore) + a teacher's forward
+    train_flops: float  # training compute of all steps so far, same convention
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,6 +104,7 @@ class FinalTrainer:
         eval_every: int | None = None,
         lr: float | None = None,
         warmup_frac: float = WARMUP_FRAC,
+        teacher: Teacher | None = None,
     ) -> None:
         interface = task.interface()
         mismatch = [k for k, v in interface.items() if getattr(cfg, k) != v]
@@ -121,7 +127,10 @@ class FinalTrainer:
         self.eval_steps = set(range(every, self.steps, every)) | {self.steps}
         n_val = max(1, self.recipe.val_tokens // task.seq_len)
         self.val_fraction = min(1.0, n_val / max(1, task.n_val))
-        self.flops_per_step = training_flops_per_sequence(cfg) * batch_size
+        self.teacher = teacher
+        # training compute per step: the student's forward + backward, plus the teacher's forward
+        teacher_flops = teacher.flops_per_sequence if teacher is not None else 0
+        self.flops_per_step = (training_flops_per_sequence(cfg) + teacher_flops) * batch_size
 
     @property
     def tokens(self) -> int:
@@ -138,7 +147,7 @@ class FinalTrainer:
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
-        return {
+        identity = {
             "version": STATE_VERSION,
             "config": self.cfg.to_dict(),
             "task": type(self.task).__name__,
@@ -150,6 +159,9 @@ class FinalTrainer:
             "warmup": self.warmup,
             "recipe": dataclasses.asdict(self.recipe),
         }
+        if self.teacher is not None:
+            identity["teacher"] = self.teacher.identity()
+        return identity
 
     # -- files --------------------------------------------------------------------------------
     def state_path(self) -> Path | None:
@@ -239,6 +251,7 @@ class FinalTrainer:
                 wall_time=time.perf_counter() - start,
                 tokens_per_s=done * self.batch_tokens / train_time if train_time else 0.0,
                 flops_per_s=done * self.flops_per_step / train_time if train_time else 0.0,
+                train_flops=step * self.flops_per_step,
             )
 
         try:
@@ -253,6 +266,7 @@ class FinalTrainer:
                     self.lr_at(step, peak),
                     self.recipe.grad_clip,
                     step,
+                    self.teacher.loss if self.teacher is not None else None,
                 )
                 step += 1
                 train_time += time.perf_counter() - t0

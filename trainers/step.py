@@ -9,6 +9,7 @@ loss raises `Diverged` before the weights are touched, so the last good state st
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -47,12 +48,15 @@ def train_step(
     lr: float,
     grad_clip: float,
     step: int,
+    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
 ) -> float:
-    """One step at learning rate `lr` on `batch` (already on the model's device); the loss."""
+    """One step at learning rate `lr` on `batch` (already on the model's device); the loss.
+    `loss_fn(logits, batch)` replaces the task's loss (e.g. `Teacher.loss` for distillation)."""
     for group in opt.param_groups:
         group["lr"] = lr
     with autocast(batch.tokens.device):
-        loss = task.loss(model(batch.tokens, batch.mask), batch)
+        logits = model(batch.tokens, batch.mask)
+        loss = (loss_fn or task.loss)(logits, batch)
     if not torch.isfinite(loss):
         raise Diverged(f"non-finite training loss at step {step + 1}")
     opt.zero_grad(set_to_none=True)

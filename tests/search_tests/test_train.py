@@ -74,6 +74,8 @@ def test_divergence_is_printed_with_its_reason(export, tmp_path, capsys):
         (["{export}", "--tokens", "1k", "--task", "listops"], "does not fit the task"),
         (["{export}", "--tokens", "1k", "--task", "nope"], "unknown task"),
         (["{export}", "--tokens", "1k", "--device", "cuda"], None),
+        (["{export}", "--tokens", "1k", "--kd-weight", "0.3"], "need --teacher RUN_DIR"),
+        (["{export}", "--tokens", "1k", "--teacher", "nowhere"], "is not a trained run (missing"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(export, tmp_path, capsys, args, message):
@@ -87,6 +89,34 @@ def test_bad_input_is_one_line_exit_2(export, tmp_path, capsys, args, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_distils_from_a_trained_run_and_counts_its_compute(export, tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    assert main([str(export), "--tokens", "2560", "--out", str(teacher), "--quiet"]) == 0
+    alone = json.loads((teacher / "result.json").read_text())
+    capsys.readouterr()
+    out = tmp_path / "student"
+    argv = [str(export), "--tokens", "2560", "--out", str(out), "--quiet", "--teacher"]
+    assert main([*argv, str(teacher), "--kd-weight", "0.7", "--temperature", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "kd-weight 0.7, temperature 3.0" in text and "forward counted" in text
+    row = json.loads((out / "result.json").read_text())
+    assert row["status"] == "ok" and row["teacher"]["kd_weight"] == 0.7
+    # the same config as teacher and student: 3 forwards + 1 teacher forward per sequence
+    assert row["train_flops"] == alone["train_flops"] * 4 / 3
+
+
+def test_a_teacher_for_another_task_is_refused(export, tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    cfg = ArchConfig.from_file(export)
+    teacher.mkdir()
+    cfg.replace(vocab_size=cfg.vocab_size + 1).to_file(teacher / "config.json")
+    (teacher / "model.safetensors").write_bytes(b"")
+    argv = [str(export), "--tokens", "1k", "--out", str(tmp_path / "s"), "--teacher", str(teacher)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not share the task's interface: vocab_size=" in err and err.count("\n") == 1
 
 
 def test_usage_errors_exit_2(export):

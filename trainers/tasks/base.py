@@ -223,6 +223,20 @@ class Task(ABC):
         flat, targets = self._flat(logits, batch)
         return F.cross_entropy(flat, targets, ignore_index=IGNORE_INDEX)
 
+    def distill_loss(
+        self, logits: torch.Tensor, teacher_logits: torch.Tensor, batch: Batch, temperature: float
+    ) -> torch.Tensor:
+        """Hinton et al. (2015) knowledge distillation, the loss DistilBERT trains with:
+        KL(teacher || student) of the temperature-softened distributions, times T^2, averaged
+        over the scored targets (per token for LM tasks, per example for classification)."""
+        flat, targets = self._flat(logits, batch)
+        teacher, _ = self._flat(teacher_logits, batch)
+        valid = targets != IGNORE_INDEX
+        student_logp = F.log_softmax(flat[valid] / temperature, dim=-1)
+        teacher_logp = F.log_softmax(teacher[valid] / temperature, dim=-1)
+        kl = F.kl_div(student_logp, teacher_logp, log_target=True, reduction="batchmean")
+        return kl * temperature**2
+
     @torch.no_grad()
     def metric_stats(self, logits: torch.Tensor, batch: Batch) -> tuple[float, int]:
         """(numerator, count) so that sums over batches give the exact metric (num / count)."""

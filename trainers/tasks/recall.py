@@ -70,11 +70,16 @@ class RecallTask(Task):
             )
         need = 2 * self.num_pairs + self.gap + self.num_queries
         if need > self.seq_len:
-            fits = max(1, (self.seq_len - self.gap) // 3)
+            fits = (self.seq_len - self.gap) // 3
+            other = (
+                f", or num_pairs={fits} with seq_len={self.seq_len}"
+                if fits >= 1
+                else f", or a gap below {self.seq_len - 2} (option gap)"
+            )
             raise ValueError(
                 f"task 'recall': seq_len={self.seq_len} is too short: 2*num_pairs + gap + "
                 f"num_queries = {need} positions are needed (e.g. seq_len={need} with "
-                f"num_pairs={self.num_pairs}, or num_pairs={fits} with seq_len={self.seq_len})"
+                f"num_pairs={self.num_pairs}{other})"
             )
         self.value0 = self.KEY0 + self.num_keys
         self.vocab_size = self.value0 + self.num_values
