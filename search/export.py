@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from search.results import feasible_trials
-from search.storage import DEFAULT_STORAGE, open_storage, safe_url
+from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces import ArchConfig
 
 
@@ -100,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--top", type=int, help="export the K best feasible trials")
     p.add_argument("--out", default="best.json", help="output .json or .yaml, default best.json")
     args = p.parse_args(argv)
+    if args.top is not None and args.top < 1:
+        print(f"error: --top must be >= 1, got {args.top}", file=sys.stderr)
+        return 2
     try:
-        study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage))
+        study = optuna.load_study(
+            study_name=args.study, storage=open_existing_storage(args.storage)
+        )
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyError:
         print(f"error: no study {args.study!r} in {safe_url(args.storage)}", file=sys.stderr)
         return 2
@@ -109,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         paths = export(study, Path(args.out), args.trial, args.top)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write --out {args.out!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     for path in paths:
         print(f"wrote {path}")

@@ -61,7 +61,8 @@ from search.results import feasible_trials
 from search.settings import settings_from_study
 from search.storage import (
     DEFAULT_STORAGE,
-    open_storage,
+    StorageError,
+    open_existing_storage,
     safe_url,
     set_finished_trial_user_attr,
 )
@@ -211,7 +212,10 @@ def _load(storage: optuna.storages.RDBStorage, name: str, url: str) -> optuna.St
 
 
 def run(args: argparse.Namespace) -> int:
-    storage = open_storage(args.storage)
+    try:
+        storage = open_existing_storage(args.storage)
+    except StorageError as exc:
+        raise FidelityError(str(exc)) from None
     study = _load(storage, args.study, args.storage)
     if "identity" not in study.user_attrs:
         raise FidelityError(

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = build_settings(preset, flags)
         if args.trials < 1:
             raise ValueError(f"--trials must be >= 1, got {args.trials}")
-        for name in ("workers", "threads"):
+        for name in ("workers", "threads", "top"):
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}")

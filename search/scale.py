@@ -19,6 +19,7 @@ FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import sys
 import warnings
@@ -38,7 +39,12 @@ from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
 from search.scaled_study import ScaleOutcome, write_study
 from search.settings import RunSettings, settings_from_study
-from search.storage import DEFAULT_STORAGE, open_storage, safe_url
+from search.storage import (
+    DEFAULT_STORAGE,
+    StorageError,
+    open_existing_storage,
+    safe_url,
+)
 from search.train import count_arg, train_config
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
@@ -50,7 +56,7 @@ def parse_coefficients(text: str) -> Coefficients:
         values = [float(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 3 or min(values) < 1.0:
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 1.0 for v in values):
         raise argparse.ArgumentTypeError(
             f"invalid --coefficients {text!r}: expected three numbers >= 1 for depth, width and "
             "span, e.g. 1.2,1.1,1.15"
@@ -186,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     where = safe_url(args.storage)
     try:
-        storage = open_storage(args.storage)
+        storage = open_existing_storage(args.storage)
         study = optuna.load_study(study_name=args.study, storage=storage)
+    except StorageError as exc:
+        return fail(str(exc))
     except KeyError:
         return fail(f"no study {args.study!r} in {where}")
     except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:

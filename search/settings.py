@@ -8,6 +8,8 @@ with a different identity is refused, so one study never mixes budgets, tasks or
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -82,14 +84,37 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     return data
 
 
+DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
+
+
 def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings:
     """Merge preset and explicitly given flags (None = not given) into RunSettings."""
     merged = {**preset, **{k: v for k, v in flags.items() if v is not None}}
     if "budget" not in merged:
         raise ValueError("--budget is required (e.g. --budget 2GFLOPs), or set budget in a preset")
-    for key in ("budget", "proxy_compute"):
-        if isinstance(merged.get(key), str):
-            merged[key] = parse_flops(merged[key])
+    for key in ("budget", "proxy_compute"):  # presets and flags pass the same checks
+        value = merged.get(key)
+        if isinstance(value, str):
+            merged[key] = parse_flops(value)
+        elif value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value > 0)
+        ):
+            raise ValueError(
+                f"{key} must be a positive finite FLOP count, got {value!r} "
+                f'(e.g. {key} = "2GFLOPs")'
+            )
+    for key in ("seq_len", "eta", "rungs", "rung_tokens", "seed"):
+        value = merged.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+    for key in ("task", "sampler", "pruner", "objectives", "evaluation", "device"):
+        value = merged.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+    if merged.get("device") is not None and not DEVICE_RE.match(merged["device"]):
+        raise ValueError(f"--device {merged['device']!r} is not cpu, cuda or cuda:N")
     if isinstance(merged.get("space"), dict):
         merged["space"] = SearchSpace.from_dict(merged["space"])
     if isinstance(merged.get("recipe"), dict):

@@ -33,6 +33,62 @@ def safe_url(url: str) -> str:
         return url
 
 
+class StorageError(ValueError):
+    """The --storage URL does not lead to a usable study database; the message is one line."""
+
+
+EXAMPLE_URLS = "e.g. sqlite:///studies/studies.db or postgresql://user:password@host:5432/dbname"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return safe_url(text.splitlines()[0]) if text else type(exc).__name__
+
+
+def sqlite_path(url: str) -> str | None:
+    """The database file of a sqlite URL ("" for in-memory), None for other databases."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    path = path.split("?", 1)[0]
+    return "" if path in ("", ":memory:") else path
+
+
+def open_existing_storage(url: str) -> RDBStorage:
+    """Open a study database that must already exist, for commands that read (export, scale,
+    fidelity, reports): never creates a SQLite file or its folders, and sets no pragma that
+    needs write access. Raises StorageError with a one-line message naming the fix."""
+    if not isinstance(url, str) or "://" not in url:
+        raise StorageError(f"--storage {url!r} is not a database URL; expected {EXAMPLE_URLS}")
+    shown = safe_url(url)
+    path = sqlite_path(url)
+    if path == "":
+        raise StorageError(
+            f"--storage {shown}: an in-memory SQLite database holds no studies; "
+            "pass the database file the search wrote, e.g. sqlite:///studies/studies.db"
+        )
+    if path is not None and not Path(path).is_file():
+        raise StorageError(
+            f"no study database at {path!r} (from --storage {shown}); run a search first "
+            "(python -m search.run --budget 2GFLOPs) or pass the --storage URL it used"
+        )
+    url = _with_available_driver(url)
+    engine_kwargs = (
+        {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
+    )
+    try:
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage.get_all_studies()  # connect now, so a bad server or file fails here
+    except ImportError as exc:
+        raise StorageError(
+            f"--storage {shown}: the database driver is missing ({exc}); "
+            "for PostgreSQL: pip install -e '.[postgres]'"
+        ) from exc
+    except Exception as exc:
+        raise StorageError(f"cannot open --storage {shown}: {_first_line(exc)}") from exc
+    return storage
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 
@@ -50,6 +106,7 @@ def open_storage(
             f"--storage {url!r} is not a database URL; expected e.g. {DEFAULT_STORAGE} or "
             "postgresql://user:password@host:5432/dbname"
         )
+    shown = safe_url(url)
     url = _with_available_driver(url)
     engine_kwargs = {}
     if is_sqlite(url):
@@ -72,10 +129,12 @@ def open_storage(
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
     except ImportError as exc:
-        raise SystemExit(
-            f"error: the database driver for {url.split(':', 1)[0]!r} is missing ({exc}); "
+        raise StorageError(
+            f"the database driver for {url.split(':', 1)[0]!r} is missing ({exc}); "
             "for PostgreSQL: pip install -e '.[postgres]'"
         ) from exc
+    except Exception as exc:  # bad scheme, unreachable server, corrupt or unwritable file
+        raise StorageError(f"cannot open --storage {shown}: {_first_line(exc)}") from exc
 
 
 def _with_available_driver(url: str) -> str:

@@ -122,9 +122,19 @@ class ArchConfig:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                where = getattr(exc, "problem_mark", None)
+                at = f" at line {where.line + 1}" if where is not None else ""
+                raise ValueError(
+                    f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"
+                ) from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not valid JSON: {exc}") from None
         if isinstance(data, dict) and "config" in data and "vocab_size" not in data:
             data = data["config"]  # an export: {"config": ..., "provenance": ...}
         return cls.from_dict(data)

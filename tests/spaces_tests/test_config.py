@@ -141,3 +141,16 @@ def test_sharing_groups():
     assert cfg.layer_to_block() == [0, 0, 0, 1, 1, 1]
     assert ArchConfig(**BASE, depth=3, unique_blocks=0).layer_to_block() == [0, 1, 2]
     assert ArchConfig(**BASE, depth=3, unique_blocks=1).layer_to_block() == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("c.yaml", "a: [1, 2", "not valid YAML at line 2"),
+        ("c.json", '{"depth": ', "not valid JSON"),
+    ],
+)
+def test_unparsable_config_files_raise_value_error(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        ArchConfig.from_file(tmp_path / name)
