@@ -146,7 +146,7 @@ def test_sharing_groups():
 @pytest.mark.parametrize(
     "name, text, message",
     [
-        ("c.yaml", "a: [1, 2", "not valid YAML at line 2"),
+        ("c.yaml", "a: [1, 2", "not valid YAML at line 1"),
         ("c.json", '{"depth": ', "not valid JSON"),
     ],
 )
