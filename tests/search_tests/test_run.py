@@ -206,4 +206,5 @@ def test_export_round_trip_and_example_script(tmp_path, tiny_preset):
 
 def test_export_errors(tmp_path):
     proc = run_cli("search.export", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db")
-    assert proc.returncode == 2 and "no study 'nope'" in proc.stderr
+    assert proc.returncode == 2 and "no study database at" in proc.stderr
+    assert not (tmp_path / "x.db").exists()  # a read-only command creates nothing
