@@ -126,6 +126,17 @@ def open_study(
     )
     study.sampler = make_sampler(settings, offset=97 * len(study.get_trials(deepcopy=False)))
     if study_name in existing:
+        # the seed (data, init) and sampler shape the results and the export's provenance
+        mixed = [
+            f"{key}: study has {study.user_attrs[key]!r}, this run {value!r}"
+            for key, value in (("seed", settings.seed), ("sampler", settings.sampler))
+            if key in study.user_attrs and study.user_attrs[key] != value
+        ]
+        if mixed:
+            raise StudyMismatch(
+                f"study {study_name!r} was created with a different {'; '.join(mixed)}. Resume "
+                "it with the same --seed and --sampler, or pass a new --study name."
+            )
         stored = study.user_attrs.get("identity")
         if stored is not None and stored != json.loads(json.dumps(identity)):
             diffs = [k for k in identity if json.dumps(stored.get(k)) != json.dumps(identity[k])]

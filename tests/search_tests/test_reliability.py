@@ -141,3 +141,26 @@ def test_settings_accept_numbers_and_strings_alike():
     a = build_settings({"budget": "2GFLOPs"}, {})
     b = build_settings({"budget": 2e9}, {})
     assert a.budget == b.budget == 2_000_000_000
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "5"], "different seed: study has 0, this run 5"),
+        (["--sampler", "random"], "different sampler: study has 'tpe', this run 'random'"),
+    ],
+)
+def test_resume_with_another_seed_or_sampler_is_refused(preset, tmp_path, capsys, flags, message):
+    import optuna
+
+    from search.driver import open_study
+    from search.objective import make_task
+    from search.settings import load_preset
+
+    path = preset()
+    settings = build_settings(load_preset(path), {"budget": TINY_BUDGET})
+    storage = f"sqlite:///{tmp_path}/s.db"
+    open_study(settings, "s", storage, make_task(settings))  # as a first run creates it
+    err = one_line_exit_2(search_run.main(run_args(path, storage, *flags)), capsys, message)
+    assert "--study name" in err
+    assert optuna.load_study(study_name="s", storage=storage).get_trials() == []
