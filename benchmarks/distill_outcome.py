@@ -57,14 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     student, teacher_cfg = Path(args.student), Path(args.teacher_config)
-    s_flops = count_flops(ArchConfig.from_file(student))
+    student_cfg = ArchConfig.from_file(student)
+    s_flops = count_flops(student_cfg)
     t_flops = count_flops(ArchConfig.from_file(teacher_cfg))
     t_tokens = args.teacher_tokens or args.tokens
     prov = json.loads(student.read_text()).get("provenance", {})
     task_args = ["--task", prov.get("task", "text")] if prov else []
     batch = (prov.get("schedule") or {}).get("batch_size")
     if batch:  # the teacher trains on the student's batches
-        task_args += ["--batch-tokens", str(batch * ArchConfig.from_file(student).seq_len)]
+        task_args += ["--batch-tokens", str(batch * student_cfg.seq_len)]
     rows = {}
     rows["teacher"] = run("teacher", [str(teacher_cfg), *task_args, "--tokens", str(t_tokens)], out)
     kd = ["--kd-weight", args.kd_weight, "--temperature", args.temperature]
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows["alone, equal tokens"] = run("alone", [str(student), "--tokens", str(args.tokens)], out)
     distilled_compute = rows["distilled"]["train_flops"]
-    per_token = 3 * s_flops / ArchConfig.from_file(student).seq_len
+    per_token = 3 * s_flops / student_cfg.seq_len
     equal = round(distilled_compute / per_token)
     rows["alone, equal compute"] = run(
         "alone-equal-compute", [str(student), "--tokens", str(equal)], out

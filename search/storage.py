@@ -110,8 +110,8 @@ def open_storage(
     url = _with_available_driver(url)
     engine_kwargs = {}
     if is_sqlite(url):
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
+        path = sqlite_path(url)
+        if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
         if not event.contains(Engine, "connect", _sqlite_pragmas):
@@ -163,10 +163,9 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
 def default_checkpoint_dir(url: str) -> Path:
     """Where rung checkpoints live: `checkpoints/` beside a SQLite file, else
     `studies/checkpoints` (for several machines, pass a shared folder with --checkpoint-dir)."""
-    if is_sqlite(url):
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            return Path(path).resolve().parent / "checkpoints"
+    path = sqlite_path(url)
+    if path:
+        return Path(path).resolve().parent / "checkpoints"
     return Path("studies/checkpoints").resolve()
 
 

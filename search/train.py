@@ -25,7 +25,7 @@ from search.settings import DEFAULT_TASK, RunSettings
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops
 from trainers.distill import DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Teacher
-from trainers.final import FinalResult, FinalTrainer
+from trainers.final import FinalResult, FinalTrainer, atomic_write
 from trainers.proxy import Recipe
 from trainers.tasks import get_task
 
@@ -238,9 +238,8 @@ def write_result(trainer: FinalTrainer, result: FinalResult) -> None:
     row["metric_name"] = trainer.task.metric
     if trainer.teacher is not None:
         row["teacher"] = {"source": trainer.teacher.source, **trainer.teacher.identity()}
-    tmp = trainer.out / ".result.json.tmp"
-    tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(trainer.out / "result.json")
+    text = json.dumps(row, indent=1) + "\n"
+    atomic_write(trainer.out / "result.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
 def describe(result: FinalResult, metric_name: str) -> str:

@@ -30,10 +30,7 @@ DEFAULT_TEMPERATURE = 2.0  # DistilBERT's
 
 def check_interface(cfg: ArchConfig, task: Task, source: str) -> None:
     """Refuse a teacher whose vocabulary, classes, length or direction differ from the task's."""
-    interface = task.interface()
-    mismatch = [k for k, v in interface.items() if getattr(cfg, k) != v]
-    if mismatch:
-        got = ", ".join(f"{k}={getattr(cfg, k)} (task: {interface[k]})" for k in mismatch)
+    if got := task.mismatch(cfg):
         raise ValueError(f"the teacher {source} does not share the task's interface: {got}")
 
 

@@ -106,10 +106,7 @@ class FinalTrainer:
         warmup_frac: float = WARMUP_FRAC,
         teacher: Teacher | None = None,
     ) -> None:
-        interface = task.interface()
-        mismatch = [k for k, v in interface.items() if getattr(cfg, k) != v]
-        if mismatch:
-            got = ", ".join(f"{k}={getattr(cfg, k)} (task: {interface[k]})" for k in mismatch)
+        if got := task.mismatch(cfg):
             raise ValueError(f"the config does not fit the task: {got}")
         if tokens < 1 or batch_size < 1:
             raise ValueError(f"tokens and batch size must be >= 1, got {tokens} and {batch_size}")
@@ -181,10 +178,10 @@ class FinalTrainer:
             k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()
         }
         meta = {"step": str(step), "tokens": str(step * self.batch_tokens), "format": "pt"}
-        _atomic(self.out / "model.safetensors", lambda p: save_file(weights, p, metadata=meta))
-        _atomic(self.out / "config.json", lambda p: self.cfg.to_file(p))
+        atomic_write(self.out / "model.safetensors", lambda p: save_file(weights, p, metadata=meta))
+        atomic_write(self.out / "config.json", lambda p: self.cfg.to_file(p))
         rows = [dataclasses.asdict(e) for e in history]
-        _atomic(
+        atomic_write(
             self.out / "history.json",
             lambda p: Path(p).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8"),
         )
@@ -196,7 +193,7 @@ class FinalTrainer:
             "history": rows,
             "rng": torch.get_rng_state(),
         }
-        _atomic(self.state_path(), lambda p: torch.save(state, p))
+        atomic_write(self.state_path(), lambda p: torch.save(state, p))
 
     def _load(self, model, opt) -> tuple[int, list[Evaluation]]:
         path = self.state_path()
@@ -305,7 +302,7 @@ class FinalTrainer:
         return result()
 
 
-def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Write through a temp file in the same folder, then rename over `path`."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -327,4 +324,4 @@ def load_weights(folder: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-__all__ = ["Evaluation", "FinalResult", "FinalTrainer", "Progress", "load_weights"]
+__all__ = ["Evaluation", "FinalResult", "FinalTrainer", "Progress", "atomic_write", "load_weights"]

@@ -209,6 +209,16 @@ class Task(ABC):
             "num_classes": self.num_classes,
         }
 
+    def mismatch(self, cfg: Any) -> str:
+        """The interface fields where `cfg` differs from this task, e.g.
+        "vocab_size=64 (task: 32)"; "" when the config fits."""
+        interface = self.interface()
+        return ", ".join(
+            f"{k}={getattr(cfg, k)} (task: {v})"
+            for k, v in interface.items()
+            if getattr(cfg, k) != v
+        )
+
     def _flat(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         width = self.num_classes or self.vocab_size
         want = (len(batch), width) if self.num_classes else (*batch.tokens.shape, width)
