@@ -9,6 +9,7 @@ not candidates). Ray places the very same worker loop on a cluster (`search.ray_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import platform
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
+from search.interrupts import quiet_optuna_interrupts, supervise_worker
 from search.objective import Objective, TrialFailed
 from search.results import REJECTED, is_trained
 from search.settings import RunSettings
@@ -202,6 +204,7 @@ def optimize(
     """
     import time
 
+    quiet_optuna_interrupts()
     deadline = None if timeout is None else time.monotonic() + timeout
     rejections = 0
     seen: dict = {}
@@ -285,6 +288,13 @@ def run_worker(
         pass
 
 
+def local_worker(*args, **kwargs) -> None:
+    """A worker process started by `start_workers`: stops with its parent (search.interrupts)."""
+    supervise_worker()
+    with contextlib.suppress(KeyboardInterrupt):  # interrupted before its loop started
+        run_worker(*args, **kwargs)
+
+
 def start_workers(
     settings: RunSettings,
     study_name: str,
@@ -301,10 +311,10 @@ def start_workers(
     procs = []
     for index in range(workers):
         p = ctx.Process(
-            target=run_worker,
+            target=local_worker,
             args=(settings, study_name, storage_url, total, timeout, threads, index),
             kwargs={"grace_period": grace_period, "checkpoint_dir": checkpoint_dir},
-            daemon=True,  # never outlive the parent
+            daemon=True,  # ended at the parent's exit; search.interrupts covers kill -9
         )
         p.start()
         procs.append(p)

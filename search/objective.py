@@ -69,6 +69,36 @@ def checkpoint_key(trial: optuna.Trial) -> int:
     return trial.number if original is None else int(original)
 
 
+INTERRUPTED = "interrupted: Ctrl-C or a stopped parent; a WAITING retry resumes from its checkpoint"
+
+
+def requeue(trial: optuna.Trial) -> None:
+    """Return an interrupted trial to the queue: mark it, and add a WAITING copy that any worker
+    (this run's re-run, or another worker) picks up next. The copy carries the same
+    `failed_trial` system attr as Optuna's heartbeat retry, so it resumes from the original's
+    rung checkpoint; an interruption is the user's doing, so it does not spend a crash retry."""
+    study = trial.study
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    trial.set_user_attr("status", "interrupted")
+    trial.set_user_attr("reason", INTERRUPTED)
+    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    system = {
+        **frozen.system_attrs,
+        "failed_trial": frozen.number if original is None else original,
+        "retry_history": list(frozen.system_attrs.get("retry_history", [])),
+    }
+    drop = ("status", "reason", "progress")
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in drop},
+            system_attrs=system,
+        )
+    )
+
+
 class Objective:
     """Callable objective; picklable, so worker processes and Ray tasks can run it."""
 
@@ -121,7 +151,8 @@ class Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         # Optuna's constraint API: samplers (TPE, NSGA-II, GP) treat > 0 as infeasible.
-        trial.set_constraint("flops_over_budget", (flops - s.budget) / s.budget)
+        if "flops_over_budget" not in trial.constraints:  # a retry carries its original's
+            trial.set_constraint("flops_over_budget", (flops - s.budget) / s.budget)
         if flops > s.budget:
             reason = f"over budget: {flops:,} > {s.budget:,} FLOPs; not trained"
             trial.set_user_attr("status", "over_budget")
@@ -213,7 +244,11 @@ class Objective:
             threads=self.threads,
             checkpoint=checkpoint,
         )
-        outcome = trainer.run(on_rung, progress)
+        try:
+            outcome = trainer.run(on_rung, progress)
+        except KeyboardInterrupt:
+            requeue(trial)
+            raise
         last = outcome.last
         attrs = {
             "status": outcome.status,

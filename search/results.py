@@ -58,6 +58,9 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return out
 
 
+OPTIONAL_COUNTS = ("interrupted", "running", "waiting")  # shown only when non-zero
+
+
 def trial_counts(study: optuna.Study) -> dict[str, int]:
     counts = {
         "complete": 0,
@@ -65,7 +68,9 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         "over_budget": 0,
         "duplicate": 0,
         "failed": 0,
+        "interrupted": 0,  # returned to the queue by Ctrl-C; its retry is "waiting"
         "running": 0,
+        "waiting": 0,
     }
     for t in study.get_trials(deepcopy=False):
         status = t.user_attrs.get("status")
@@ -76,9 +81,11 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         elif t.state == TrialState.PRUNED:
             counts["pruned"] += 1
         elif t.state == TrialState.FAIL:
-            counts["failed"] += 1
+            counts["interrupted" if status == "interrupted" else "failed"] += 1
         elif t.state == TrialState.RUNNING:
             counts["running"] += 1
+        elif t.state == TrialState.WAITING:
+            counts["waiting"] += 1
     return counts
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import time
 import warnings
@@ -23,6 +24,7 @@ from search.driver import (
     start_workers,
     stored_schedule,
 )
+from search.interrupts import raise_interrupt, stop_workers
 from search.objective import Objective, make_task
 from search.plan import DEFAULT_TIMEOUT, PlanError, default_parallelism, make_plan
 from search.progress import StudyProgress
@@ -373,6 +375,9 @@ def run_local(
         try:
             while any(p.is_alive() for p in procs):
                 time.sleep(1.0)
+        except KeyboardInterrupt:
+            stop_workers(procs)  # each returns its running trial to the queue
+            raise
         finally:
             for p in procs:
                 if p.is_alive():
@@ -382,4 +387,5 @@ def run_local(
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, raise_interrupt)  # `kill` stops like Ctrl-C
     sys.exit(main())

@@ -11,7 +11,7 @@ import sys
 import optuna
 
 from search.budget import format_flops
-from search.results import best_trial, top_table, trained_count, trial_counts
+from search.results import OPTIONAL_COUNTS, best_trial, top_table, trained_count, trial_counts
 from search.settings import RunSettings
 from search.storage import safe_url
 
@@ -30,7 +30,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     counts = trial_counts(study)
     print(
         f"\nstudy {study.study_name!r} in {shown}: "
-        + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "running")
+        + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k not in OPTIONAL_COUNTS)
     )
     failed = [
         t

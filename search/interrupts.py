@@ -1,0 +1,104 @@
+"""Stopping a search cleanly: Ctrl-C, a terminated parent, and workers that outlive theirs.
+
+What a stop does (docs/reliability.md):
+- The running trial is returned to the queue (`search.objective.requeue`): it is marked
+  `interrupted`, and a WAITING copy resumes from its last rung checkpoint on the next run. It
+  never counts toward `--trials` (`search.results.is_trained`).
+- Optuna's own "trial failed" log line with a KeyboardInterrupt traceback is dropped; the CLI
+  prints one line and the summary instead.
+- Local worker processes stop with their parent: the parent forwards the interrupt, and each
+  worker watches its parent and interrupts itself if the parent dies (even by `kill -9`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+
+STOP_TIMEOUT = 60.0  # seconds the parent waits for interrupted workers to return their trial
+
+
+class _DropInterrupts(logging.Filter):
+    """Optuna logs an interrupted trial as two warnings: the traceback, then "Trial N failed
+    with value None." Both go; every other failure is still logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._follow_up: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        if exc is not None and issubclass(exc, KeyboardInterrupt):
+            number = record.getMessage().split(" ", 2)[1]  # "Trial N failed with parameters..."
+            self._follow_up = f"Trial {number} failed with value"
+            return False
+        if self._follow_up is not None and record.getMessage().startswith(self._follow_up):
+            self._follow_up = None
+            return False
+        return True
+
+
+_FILTER = _DropInterrupts()
+
+
+def quiet_optuna_interrupts() -> None:
+    """Drop the traceback Optuna logs for a trial ended by KeyboardInterrupt (idempotent)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+
+
+def _interrupt_once(signum, frame) -> None:
+    # A worker may get SIGINT twice (the terminal's, then the parent's forward): the second must
+    # not interrupt the first one's cleanup, so later ones are ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def raise_interrupt(signum, frame) -> None:
+    """A SIGTERM handler: stop like Ctrl-C (trial returned, summary printed)."""
+    raise KeyboardInterrupt
+
+
+def _watch_parent(parent: mp.process.BaseProcess) -> None:
+    parent.join()  # returns when the parent process is gone
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def supervise_worker() -> None:
+    """In a local worker process: stop cleanly on the first SIGINT or SIGTERM, and interrupt
+    itself when its parent dies."""
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def stop_workers(procs: list, timeout: float = STOP_TIMEOUT) -> None:
+    """Interrupt live workers, give them `timeout` seconds to return their trials, then
+    terminate the rest."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join()
+
+
+__all__ = [
+    "quiet_optuna_interrupts",
+    "raise_interrupt",
+    "stop_workers",
+    "supervise_worker",
+]
