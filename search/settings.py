@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search.budget import parse_flops
+from spaces.config import LIMITS
 from spaces.space import SearchSpace
 from trainers.proxy import Recipe
 
@@ -134,8 +135,8 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
             raise ValueError(
                 f"--{name} {getattr(settings, name)!r} is not one of {', '.join(allowed)}"
             )
-    if settings.seq_len is not None and settings.seq_len < 8:
-        raise ValueError(f"--seq-len must be >= 8, got {settings.seq_len}")
+    if settings.seq_len is not None and not 8 <= settings.seq_len <= LIMITS["seq_len"]:
+        raise ValueError(f"--seq-len must be in [8, {LIMITS['seq_len']:,}], got {settings.seq_len}")
     if settings.eta < 2:
         raise ValueError(f"--eta must be >= 2, got {settings.eta} (e.g. --eta 3)")
     if not 1 <= settings.rungs <= 6:

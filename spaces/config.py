@@ -17,6 +17,17 @@ from spaces.attention import ATTENTION, NoParams
 
 SCHEMA_VERSION = 1
 NORMS = ("pre", "post")
+# Upper bounds on sizes, far above any model trained today (GPT-3: depth 96, d_model 12288;
+# Llama 3: vocab 128K), so an untrusted file cannot ask for petabytes. Memory against the
+# actual device is checked by `spaces.memory.check_fits` before allocation.
+LIMITS = {
+    "vocab_size": 2**24,
+    "seq_len": 2**20,
+    "depth": 1024,
+    "d_model": 2**16,
+    "n_heads": 1024,
+    "num_classes": 2**20,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +169,10 @@ class ArchConfig:
             raise ValueError(f"causal must be true or false, got {self.causal!r}")
         if not _is_int(self.num_classes) or self.num_classes == 1 or self.num_classes < 0:
             raise ValueError(f"num_classes must be 0 (LM head) or >= 2, got {self.num_classes!r}")
+        if self.num_classes > LIMITS["num_classes"]:
+            raise ValueError(
+                f"num_classes must be <= {LIMITS['num_classes']:,}, got {self.num_classes:,}"
+            )
         _int(self, "depth", 1)
         _int(self, "d_model", 1)
         _int(self, "n_heads", 1)
@@ -210,9 +225,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _int(cfg: ArchConfig, field: str, low: int) -> None:
-    value = getattr(cfg, field)
-    if not _is_int(value) or value < low:
-        raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+    value, high = getattr(cfg, field), LIMITS[field]
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(f"{field} must be an integer in [{low}, {high:,}], got {value!r}")
 
 
-__all__ = ["SCHEMA_VERSION", "ArchConfig", "NoParams"]
+__all__ = ["LIMITS", "SCHEMA_VERSION", "ArchConfig", "NoParams"]

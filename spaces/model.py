@@ -110,5 +110,11 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def build_model(cfg: ArchConfig) -> Transformer:
-    """Build the model a config describes; the same call in any training pipeline."""
+    """Build the model a config describes; the same call in any training pipeline.
+
+    Raises `spaces.memory.ModelTooLarge` (a ValueError), before allocating anything, when the
+    weights alone exceed this machine's memory."""
+    from spaces.memory import check_fits
+
+    check_fits(cfg)
     return Transformer(cfg)

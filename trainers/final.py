@@ -36,6 +36,7 @@ import torch
 
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
+from spaces.memory import check_fits
 from trainers.distill import Teacher
 from trainers.proxy import Recipe, evaluate
 from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
@@ -110,6 +111,7 @@ class FinalTrainer:
             raise ValueError(f"the config does not fit the task: {got}")
         if tokens < 1 or batch_size < 1:
             raise ValueError(f"tokens and batch size must be >= 1, got {tokens} and {batch_size}")
+        check_fits(cfg, device, batch_size)  # ModelTooLarge (a ValueError) before allocation
         self.cfg, self.task, self.recipe = cfg, task, recipe or Recipe()
         self.batch_size, self.seed, self.lr = batch_size, seed, lr
         self.device = torch.device(device)

@@ -37,6 +37,7 @@ import torch
 
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
+from spaces.memory import ModelTooLarge, check_fits
 from trainers.proxy import Recipe, evaluate
 from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
 from trainers.tasks import Task
@@ -165,6 +166,7 @@ class RungTrainer:
 
     # -- state -------------------------------------------------------------------------------
     def _fresh(self):
+        check_fits(self.cfg, str(self.device), self.schedule.batch_size)
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
         opt, lr = make_optimizer(model, self.cfg, self.recipe)
@@ -283,6 +285,8 @@ class RungTrainer:
             return self._finish(outcome, processed, train_time)
         except Diverged as exc:
             outcome.status, outcome.reason = "diverged", str(exc)
+        except ModelTooLarge as exc:  # refused before allocation
+            outcome.status, outcome.reason = "oom", str(exc)
         except (RuntimeError, MemoryError) as exc:
             if not is_oom(exc):
                 raise

@@ -3,6 +3,8 @@ nothing, and passwords never printed. Every failure is one line on stderr and ex
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from search import export, fidelity, scale
@@ -164,3 +166,28 @@ def test_resume_with_another_seed_or_sampler_is_refused(preset, tmp_path, capsys
     err = one_line_exit_2(search_run.main(run_args(path, storage, *flags)), capsys, message)
     assert "--study name" in err
     assert optuna.load_study(study_name="s", storage=storage).get_trials() == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"depth": 1_000_000}, "depth must be an integer in [1, 1,024], got 1000000"),
+        ({"depth": 1000, "d_model": 65536, "n_heads": 512}, "model too large: training at batch"),
+    ],
+)
+def test_search_train_refuses_absurd_sizes_before_allocating(tmp_path, capsys, change, message):
+    from search import train
+
+    cfg = {"vocab_size": 256, "seq_len": 64, "causal": True, "depth": 2, "d_model": 32}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({**cfg, "n_heads": 2, **change}))
+    out = tmp_path / "run"
+    argv = [str(path), "--task", "text", "--tokens", "1K", "--out", str(out)]
+    one_line_exit_2(train.main(argv), capsys, message)
+    assert not out.exists()
+
+
+def test_search_run_seq_len_beyond_the_limit_is_refused(preset, tmp_path, capsys):
+    argv = run_args(preset(), f"sqlite:///{tmp_path}/s.db", "--seq-len", "5000000")
+    one_line_exit_2(search_run.main(argv), capsys, "--seq-len must be in [8, 1,048,576]")
+    assert not (tmp_path / "s.db").exists()

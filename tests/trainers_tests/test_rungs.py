@@ -122,3 +122,11 @@ def test_divergence_is_a_status_not_an_exception(task):
     cfg = config(task)
     out = RungTrainer(cfg, task, SCHEDULE, recipe=dataclasses.replace(RECIPE, base_lr=1e6)).run()
     assert out.status == "diverged" and "non-finite" in out.reason
+
+
+def test_a_candidate_beyond_the_devices_memory_is_oom_without_allocating(task, monkeypatch):
+    monkeypatch.setattr("spaces.memory.device_memory", lambda device="cpu": 2**10)  # 1 KiB
+    monkeypatch.setattr("trainers.rungs.build_model", lambda cfg: pytest.fail("model built"))
+    out = RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE).run()
+    assert out.status == "oom" and out.rungs == []
+    assert out.reason.startswith("model too large: training at batch 8 requires at least")

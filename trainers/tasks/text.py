@@ -132,6 +132,7 @@ class TextTask(Task):
         window = self.seq_len + 1
         if min(len(self.train_bytes), len(self.val_bytes)) < window:
             sizes = ", ".join(f"{p!r} ({Path(p).stat().st_size} bytes)" for p in data or [])
+            sizes = sizes or f"(the embedded corpus, {len(raw)} bytes)"
             need = math.ceil(window / min(frac, 1 - frac)) + 1
             fits = min(len(self.train_bytes), len(self.val_bytes)) - 1
             hint = f"seq_len={fits}" if fits >= 1 else f"a file of {need} bytes or more"
