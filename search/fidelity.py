@@ -58,7 +58,7 @@ from search.fidelity_stats import (
 )
 from search.objective import make_task
 from search.results import feasible_trials
-from search.settings import settings_from_study
+from search.settings import check_task_trusted, settings_from_study
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
@@ -188,6 +188,12 @@ def parser() -> argparse.ArgumentParser:
     a("--threads", type=_count("--threads", 1), help="torch threads, e.g. 2")
     a("--device", default=None, help="cpu (default) or cuda")
     a(
+        "--allow-task",
+        metavar="IMPORT_PATH",
+        help="import this user task (pkg.module:Class) if the study names it; a study's "
+        "stored import path is never imported otherwise",
+    )
+    a(
         "--retrain",
         action="store_true",
         help="retrain trials that already hold a long run with this factor",
@@ -217,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     except StorageError as exc:
         raise FidelityError(str(exc)) from None
     study = _load(storage, args.study, args.storage)
+    check_task_trusted(study, args.allow_task)  # before any trained-trial checks
     if "identity" not in study.user_attrs:
         raise FidelityError(
             f"study {args.study!r} was not made by search.run (no 'identity' attribute), so "
@@ -238,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         raise FidelityError(f"only {len(chosen)} trials selected; raise --top or --random")
     direction = study.user_attrs.get("direction", "maximize")
     metric_name = study.user_attrs.get("metric", "metric")
-    settings = settings_from_study(study, args.device)
+    settings = settings_from_study(study, args.device, args.allow_task)
     if settings.device.startswith("cuda"):
         import torch
 

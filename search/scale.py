@@ -38,7 +38,7 @@ from search.objective import make_task
 from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
 from search.scaled_study import ScaleOutcome, write_study
-from search.settings import RunSettings, settings_from_study
+from search.settings import RunSettings, UntrustedTask, check_task_trusted, settings_from_study
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
@@ -102,6 +102,12 @@ def parser() -> argparse.ArgumentParser:
     a("--out-study", help="name of the scaled study (default <study>-scaled)")
     a("--overwrite", action="store_true", help="replace an existing scaled study")
     a("--device", default=None, help="cpu or cuda (default: the study's)")
+    a(
+        "--allow-task",
+        metavar="IMPORT_PATH",
+        help="import this user task (pkg.module:Class) if the study names it; a study's "
+        "stored import path is never imported otherwise",
+    )
     return p
 
 
@@ -201,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
         return fail(f"cannot open {where}: {safe_url(str(exc).splitlines()[0])}")
     try:
+        check_task_trusted(study, args.allow_task)
         base_t = pick_base(study, args.trial)
-    except LookupError as exc:
+    except (LookupError, UntrustedTask) as exc:
         return fail(str(exc))
     out_name = args.out_study or f"{args.study}-scaled"
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     base_flops = count_flops(base)
     if min(args.targets) <= base_flops:
         return fail(f"every target must exceed the base's {format_flops(base_flops)}")
-    settings = settings_from_study(study, args.device)
+    settings = settings_from_study(study, args.device, args.allow_task)
     schedule = study_schedule(study, settings, base.seq_len)
     workers, threads = default_parallelism(args.workers, args.threads, settings.device)
     print(

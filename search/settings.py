@@ -18,6 +18,7 @@ from search.budget import parse_flops
 from spaces.config import LIMITS
 from spaces.space import SearchSpace
 from trainers.proxy import Recipe
+from trainers.tasks import TASKS
 
 DEFAULT_TASK = "text"  # byte-level LM; without --data, on the interpreter's stdlib sources
 DEFAULT_PROXY_COMPUTE = 30_000_000_000  # training FLOPs per trial for --evaluation compute
@@ -146,9 +147,31 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
     return settings
 
 
-def settings_from_study(study: Any, device: str | None = None) -> RunSettings:
+class UntrustedTask(ValueError):
+    """A study names a task by import path, and the user did not allow importing it."""
+
+
+def check_task_trusted(study: Any, allow_task: str | None = None) -> None:
+    """Raise UntrustedTask when the study's task is an import path the user did not allow."""
+    task = study.user_attrs.get("identity", {}).get("task")
+    if task is not None and task not in TASKS and task != allow_task:
+        raise UntrustedTask(
+            f"study {study.study_name!r} was made with the task import path {task!r}; a command "
+            f"that reads a database does not import code named in it. If you trust that "
+            f"module, pass --allow-task {task}"
+        )
+
+
+def settings_from_study(
+    study: Any, device: str | None = None, allow_task: str | None = None
+) -> RunSettings:
     """The settings a study was created with (from its stored identity), e.g. to retrain its
-    configs the same way; `device` overrides where they run."""
+    configs the same way; `device` overrides where they run.
+
+    A database is data, not code: a task stored as an import path (``pkg.module:Class``) is only
+    imported when the user names the same path in `allow_task` (``--allow-task``); built-in
+    tasks load as they are."""
+    check_task_trusted(study, allow_task)
     ident = study.user_attrs["identity"]
     recipe = dict(ident["recipe"])
     if "betas" in recipe:

@@ -191,3 +191,27 @@ def test_search_run_seq_len_beyond_the_limit_is_refused(preset, tmp_path, capsys
     argv = run_args(preset(), f"sqlite:///{tmp_path}/s.db", "--seq-len", "5000000")
     one_line_exit_2(search_run.main(argv), capsys, "--seq-len must be in [8, 1,048,576]")
     assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("module", [scale, fidelity])
+def test_a_task_import_path_stored_in_the_database_is_not_imported(
+    module, preset, tmp_path, capsys, monkeypatch
+):
+    from search.driver import open_study
+    from search.objective import make_task
+    from search.settings import load_preset
+
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_task_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Task: pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = build_settings(load_preset(preset()), {"budget": TINY_BUDGET})
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = open_study(settings, "s", storage, make_task(settings))
+    study.set_user_attr("identity", {**study.user_attrs["identity"], "task": "evil_task_mod:Task"})
+    argv = ["--study", "s", "--storage", storage]
+    argv += ["--targets", "5M"] if module is scale else []
+    err = one_line_exit_2(module.main(argv), capsys, "--allow-task evil_task_mod:Task")
+    assert "does not import code named in it" in err
+    assert not marker.exists()
