@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from dashboards.trials import FLOP_CONVENTION, UNKNOWN, Point, as_float, best_so_far, pareto_front
 from search.budget import format_flops
+from spaces.atomic import atomic_write
 
 X_LABEL = f"forward FLOPs per sequence ({FLOP_CONVENTION})"
 FIGSIZE = (11.0, 6.2)  # inches; >= 8 x 5
@@ -78,7 +79,7 @@ def _title(ax, study: optuna.Study, text: str) -> None:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, format="png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
     return path
 
 

@@ -57,6 +57,7 @@ from dashboards.trials import (
 )
 from search.results import top_table
 from search.storage import DEFAULT_STORAGE
+from spaces.atomic import write_text
 
 # The report's building blocks live in trials, figures and page; re-exported here for callers
 # and tests that import them from dashboards.report.
@@ -188,7 +189,7 @@ def write_report(
     ]
     page = render_page(f"attnsearch report: {name}", parts)
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    write_text(index, page)
     return index
 
 

@@ -19,6 +19,7 @@ import optuna
 from search.results import feasible_trials
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces import ArchConfig
+from spaces.atomic import write_text
 
 
 def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -57,9 +58,9 @@ def write(doc: dict[str, Any], path: Path) -> None:
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        write_text(path, yaml.safe_dump(doc, sort_keys=False))
     elif path.suffix.lower() == ".json":
-        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(doc, indent=2) + "\n")
     else:
         raise ValueError(f"--out {str(path)!r}: use a .json, .yaml or .yml file name")
 

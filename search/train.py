@@ -23,9 +23,10 @@ from search.budget import format_flops
 from search.plan import default_parallelism
 from search.settings import DEFAULT_TASK, RunSettings
 from spaces import ArchConfig
+from spaces.atomic import write_text
 from spaces.flops import FLOP_CONVENTION, count_flops
 from trainers.distill import DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Teacher
-from trainers.final import FinalResult, FinalTrainer, atomic_write
+from trainers.final import FinalResult, FinalTrainer
 from trainers.proxy import Recipe
 from trainers.tasks import get_task
 
@@ -239,7 +240,7 @@ def write_result(trainer: FinalTrainer, result: FinalResult) -> None:
     if trainer.teacher is not None:
         row["teacher"] = {"source": trainer.teacher.source, **trainer.teacher.identity()}
     text = json.dumps(row, indent=1) + "\n"
-    atomic_write(trainer.out / "result.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
+    write_text(trainer.out / "result.json", text)
 
 
 def describe(result: FinalResult, metric_name: str) -> str:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from spaces.atomic import write_text
 from spaces.attention import ATTENTION, NoParams
 
 SCHEMA_VERSION = 1
@@ -151,7 +152,7 @@ class ArchConfig:
         return cls.from_dict(data)
 
     def to_file(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        write_text(path, self.to_json() + "\n")  # atomic: temp file, then rename
 
     # -- validation -------------------------------------------------------------------------
     def _variant_class(self):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from spaces import ArchConfig, build_model
+from spaces.atomic import atomic_write
 from spaces.flops import training_flops_per_sequence
 from spaces.memory import check_fits
 from trainers.distill import Teacher
@@ -45,8 +45,6 @@ from trainers.tasks import Task
 STATE_VERSION = 1
 WARMUP_FRAC = 0.05  # share of the steps with linear warm-up
 N_EVALS = 10  # evaluations over a run unless eval_every is given
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,18 +302,6 @@ class FinalTrainer:
         return result()
 
 
-def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Write through a temp file in the same folder, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers create 0600 files
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def load_weights(folder: str | Path) -> torch.nn.Module:
     """The trained model in `folder` (config.json + model.safetensors), in eval mode."""
     from safetensors.torch import load_file
@@ -326,4 +312,4 @@ def load_weights(folder: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-__all__ = ["Evaluation", "FinalResult", "FinalTrainer", "Progress", "atomic_write", "load_weights"]
+__all__ = ["Evaluation", "FinalResult", "FinalTrainer", "Progress", "load_weights"]

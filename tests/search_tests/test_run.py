@@ -177,6 +177,13 @@ def test_export_round_trip_and_example_script(tmp_path, tiny_preset):
     storage = f"sqlite:///{tmp_path}/e.db"
     run_cli("search.run", *search_args(tiny_preset, storage, "exp", 4), check=True)
     out = tmp_path / "best.json"
+    (tmp_path / "dir.json").mkdir()
+    for bad in ("/proc/no/such/best.json", str(tmp_path / "dir.json")):  # unwritable; a folder
+        proc = run_cli("search.export", "--study", "exp", "--storage", storage, "--out", bad)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: cannot write --out {bad!r}")
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+    (tmp_path / "dir.json").rmdir()
     run_cli("search.export", "--study", "exp", "--storage", storage, "--out", str(out), check=True)
     doc = json.loads(out.read_text())
     cfg = ArchConfig.from_file(out)
