@@ -13,16 +13,17 @@ import contextlib
 import json
 import multiprocessing as mp
 import platform
+import sys
 from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from search.interrupts import quiet_optuna_interrupts, supervise_worker
+from search.interrupts import quiet_optuna_tracebacks, supervise_worker
 from search.objective import Objective, TrialFailed
 from search.results import REJECTED, is_trained
 from search.settings import RunSettings
-from search.storage import GRACE_PERIOD, open_storage
+from search.storage import GRACE_PERIOD, StorageFailed, open_storage, storage_failure
 from trainers.rungs import RungSchedule
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -195,16 +196,28 @@ def optimize(
     timeout: float | None = None,
     callbacks: list[Callable] | None = None,
     poll: float = 2.0,
+    storage_url: str = "",
 ) -> None:
     """Train candidates in this process until the study holds `total` trained ones.
 
     Over-budget and duplicate proposals do not count. When the remaining slots are taken by
     RUNNING trials, wait for them: a trial whose worker died is failed once its heartbeat is
     stale, and its retry (a WAITING trial) is picked up here and resumes from its checkpoint.
+    A database failure raises StorageFailed (one line, its real cause).
     """
+    quiet_optuna_tracebacks()
+    try:
+        _optimize(study, objective, total, timeout, callbacks, poll)
+    except Exception as exc:  # a database error becomes one line naming its real cause
+        failure = storage_failure(exc, storage_url)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _optimize(study, objective, total, timeout, callbacks, poll) -> None:
     import time
 
-    quiet_optuna_interrupts()
     deadline = None if timeout is None else time.monotonic() + timeout
     rejections = 0
     seen: dict = {}
@@ -281,9 +294,12 @@ def run_worker(
         raise RuntimeError(f"study {study_name!r} has no rung schedule; run search.run first")
     objective = Objective(settings, schedule, threads=threads, checkpoint_dir=checkpoint_dir)
     try:
-        optimize(study, objective, total, timeout)
+        optimize(study, objective, total, timeout, storage_url=storage_url)
     except SpaceExhausted as exc:
         print(f"error: {exc}", flush=True)
+    except StorageFailed as exc:  # one line; the parent reports the exit status
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:  # the parent reports the interruption; no traceback per worker
         pass
 

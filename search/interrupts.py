@@ -4,8 +4,8 @@ What a stop does (docs/reliability.md):
 - The running trial is returned to the queue (`search.objective.requeue`): it is marked
   `interrupted`, and a WAITING copy resumes from its last rung checkpoint on the next run. It
   never counts toward `--trials` (`search.results.is_trained`).
-- Optuna's own "trial failed" log line with a KeyboardInterrupt traceback is dropped; the CLI
-  prints one line and the summary instead.
+- Optuna's own "trial failed" log lines with a KeyboardInterrupt (or database error) traceback
+  are dropped; the CLI prints one line (and, after Ctrl-C, the summary) instead.
 - Local worker processes stop with their parent: the parent forwards the interrupt, and each
   worker watches its parent and interrupts itself if the parent dies (even by `kill -9`).
 """
@@ -23,9 +23,17 @@ import time
 STOP_TIMEOUT = 60.0  # seconds the parent waits for interrupted workers to return their trial
 
 
+def _quiet_types() -> tuple[type[BaseException], ...]:
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (KeyboardInterrupt, StorageInternalError, SQLAlchemyError)
+
+
 class _DropInterrupts(logging.Filter):
-    """Optuna logs an interrupted trial as two warnings: the traceback, then "Trial N failed
-    with value None." Both go; every other failure is still logged."""
+    """Optuna logs a failed trial as two warnings: the traceback, then "Trial N failed with
+    value None." For an interruption or a database failure both go (the CLI prints one line
+    with the real cause); every other failure is still logged."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,7 +41,7 @@ class _DropInterrupts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[0] if record.exc_info else None
-        if exc is not None and issubclass(exc, KeyboardInterrupt):
+        if exc is not None and issubclass(exc, _quiet_types()):
             number = record.getMessage().split(" ", 2)[1]  # "Trial N failed with parameters..."
             self._follow_up = f"Trial {number} failed with value"
             return False
@@ -46,11 +54,26 @@ class _DropInterrupts(logging.Filter):
 _FILTER = _DropInterrupts()
 
 
-def quiet_optuna_interrupts() -> None:
-    """Drop the traceback Optuna logs for a trial ended by KeyboardInterrupt (idempotent)."""
+def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    """Optuna's heartbeat thread dies on a database failure; the main thread meets the same
+    failure and reports it in one line, so the thread's traceback is dropped."""
+    exc = args.exc_value
+    while exc is not None and not isinstance(exc, _quiet_types()):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        _ORIGINAL_HOOK(args)
+
+
+_ORIGINAL_HOOK = threading.excepthook
+
+
+def quiet_optuna_tracebacks() -> None:
+    """Drop the tracebacks Optuna logs or its heartbeat thread prints for a trial ended by
+    Ctrl-C or a database failure (idempotent)."""
     logger = logging.getLogger("optuna.study._optimize")
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
+    threading.excepthook = _thread_hook
 
 
 def _interrupt_once(signum, frame) -> None:
@@ -97,7 +120,7 @@ def stop_workers(procs: list, timeout: float = STOP_TIMEOUT) -> None:
 
 
 __all__ = [
-    "quiet_optuna_interrupts",
+    "quiet_optuna_tracebacks",
     "raise_interrupt",
     "stop_workers",
     "supervise_worker",

@@ -38,7 +38,13 @@ from search.settings import (
     build_settings,
     load_preset,
 )
-from search.storage import DEFAULT_STORAGE, GRACE_PERIOD, default_checkpoint_dir, is_sqlite
+from search.storage import (
+    DEFAULT_STORAGE,
+    GRACE_PERIOD,
+    StorageFailed,
+    default_checkpoint_dir,
+    is_sqlite,
+)
 from search.summary import summarize
 from spaces.flops import estimate_flops
 
@@ -335,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceExhausted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summarize(study, settings, args.storage, args.top) or 1
+    except StorageFailed as exc:
+        if str(exc):  # empty: a worker has printed it
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "\ninterrupted: finished trials are kept; re-run the same command to resume "
@@ -359,7 +369,7 @@ def run_local(
             objective = Objective(
                 settings, plan.schedule, threads=threads, checkpoint_dir=checkpoint_dir
             )
-            optimize(study, objective, args.trials, timeout)
+            optimize(study, objective, args.trials, timeout, storage_url=args.storage)
             return
         procs = start_workers(
             settings,
@@ -384,6 +394,11 @@ def run_local(
                     p.terminate()
             for p in procs:
                 p.join()
+        codes = sorted({p.exitcode for p in procs if p.exitcode})
+        if 2 in codes:  # the worker printed the database's error in one line
+            raise StorageFailed("")
+        if codes:
+            raise RuntimeError(f"a worker process exited with status {codes[0]} (see above)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ Optuna's heartbeat marks the trials of a killed worker FAIL after `grace_period`
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -45,6 +48,46 @@ def _first_line(exc: BaseException) -> str:
     return safe_url(text.splitlines()[0]) if text else type(exc).__name__
 
 
+class StorageFailed(RuntimeError):
+    """The study database failed during a search (disk full, file removed, server gone)."""
+
+
+def storage_failure(exc: BaseException, url: str) -> StorageFailed | None:
+    """A one-line StorageFailed for a database error raised mid-run (Optuna wraps the real cause,
+    e.g. "database or disk is full", in "invalid data in the commit"), else None."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kinds = (optuna.exceptions.StorageInternalError, SQLAlchemyError)
+    found: BaseException | None = exc
+    while found is not None and not isinstance(found, kinds):
+        # Optuna can mask a failed commit with "assert False, 'Should not reach.'" raised while
+        # handling it: follow the implicit chain too
+        found = found.__cause__ or found.__context__
+    if found is None:
+        return None
+    root = found
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    message = f"the study database {safe_url(url)} failed: {safe_url(text)}"
+    return StorageFailed(
+        message + _disk_note(url) + "; finished trials are kept, a trial cut off resumes on the "
+        "next run once the database works again"
+    )
+
+
+def _disk_note(url: str, only_if_full: bool = False) -> str:
+    """The note ' (N bytes free on its disk)' for a SQLite database; '' for servers."""
+    path = sqlite_path(url)
+    if not path:
+        return ""
+    try:
+        free = shutil.disk_usage(Path(path).resolve().parent).free
+    except OSError:
+        return ""
+    return "" if only_if_full and free > 0 else f" ({free:,} bytes free on its disk)"
+
+
 def sqlite_path(url: str) -> str | None:
     """The database file of a sqlite URL ("" for in-memory), None for other databases."""
     if not url.startswith("sqlite:"):
@@ -72,7 +115,7 @@ def open_existing_storage(url: str) -> RDBStorage:
             f"no study database at {path!r} (from --storage {shown}); run a search first "
             "(python -m search.run --budget 2GFLOPs) or pass the --storage URL it used"
         )
-    url = _with_available_driver(url)
+    url = _with_available_driver(url) if path is None else _read_only_if_needed(url, path)
     engine_kwargs = (
         {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     )
@@ -87,6 +130,36 @@ def open_existing_storage(url: str) -> RDBStorage:
     except Exception as exc:
         raise StorageError(f"cannot open --storage {shown}: {_first_line(exc)}") from exc
     return storage
+
+
+def _check_writable(path: Path, shown: str) -> None:
+    """Create the database's folder; refuse a file or folder this process cannot write."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"--storage {shown}: cannot create the folder {str(path.parent)!r}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise StorageError(
+            f"--storage {shown}: {str(target)!r} is read-only (a read-only file system or "
+            "permissions), and a search writes its trials there; pass a writable --storage "
+            "(search.export and dashboards.report can still read it)"
+        )
+
+
+def _read_only_if_needed(url: str, path: str) -> str:
+    """A SQLite file we may not write (a read-only mount, a file without write permission) is
+    opened read-only, so commands that only read it (export, report) still work: on a read-only
+    folder as `immutable` (SQLite cannot create the WAL index there, and nothing can change the
+    file), else with `mode=ro`. Writable files keep the URL as given."""
+    file = Path(path).resolve()
+    if os.access(file.parent, os.W_OK) and os.access(file, os.W_OK):
+        return url
+    flag = "mode=ro" if os.access(file.parent, os.W_OK) else "immutable=1"
+    return f"sqlite:///file:{quote(str(file))}?{flag}&uri=true"
 
 
 def is_sqlite(url: str) -> bool:
@@ -112,7 +185,7 @@ def open_storage(
     if is_sqlite(url):
         path = sqlite_path(url)
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(Path(path), shown)
         engine_kwargs = {"connect_args": {"timeout": 60}}
         if not event.contains(Engine, "connect", _sqlite_pragmas):
             event.listen(Engine, "connect", _sqlite_pragmas)
@@ -134,7 +207,8 @@ def open_storage(
             "for PostgreSQL: pip install -e '.[postgres]'"
         ) from exc
     except Exception as exc:  # bad scheme, unreachable server, corrupt or unwritable file
-        raise StorageError(f"cannot open --storage {shown}: {_first_line(exc)}") from exc
+        note = _disk_note(url, only_if_full=True)
+        raise StorageError(f"cannot open --storage {shown}: {_first_line(exc)}{note}") from exc
 
 
 def _with_available_driver(url: str) -> str:

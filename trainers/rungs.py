@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 
 from spaces import ArchConfig, build_model
+from spaces.atomic import atomic_write
 from spaces.flops import training_flops_per_sequence
 from spaces.memory import ModelTooLarge, check_fits
 from trainers.proxy import Recipe, evaluate
@@ -199,19 +199,16 @@ class RungTrainer:
         if self.checkpoint is None:
             return
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(f".tmp{os.getpid()}")
-        torch.save(
-            {
-                "identity": self._identity(),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "tokens_processed": processed,
-                "rungs": [dataclasses.asdict(r) for r in rungs],
-            },
-            tmp,
-        )
-        os.replace(tmp, self.checkpoint)  # atomic: a kill never leaves half a checkpoint
+        state = {
+            "identity": self._identity(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "tokens_processed": processed,
+            "rungs": [dataclasses.asdict(r) for r in rungs],
+        }
+        # atomic: a kill or a full disk never leaves half a checkpoint, nor a temp file
+        atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
 
     # -- training ----------------------------------------------------------------------------
     def _step(self, model, opt, step: int, lr: float) -> float:

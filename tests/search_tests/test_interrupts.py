@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.interrupts import quiet_optuna_interrupts
+from search.interrupts import quiet_optuna_tracebacks
 from search.objective import requeue
 from search.results import trained_count, trial_counts
 from tests.search_tests.conftest import ROOT, run_cli, search_args
@@ -160,8 +160,8 @@ def test_requeue_copies_the_trial_and_keeps_the_original_number():
 
 
 def test_optuna_log_of_an_interrupted_trial_is_dropped_and_other_failures_kept(caplog):
-    quiet_optuna_interrupts()
-    quiet_optuna_interrupts()  # idempotent
+    quiet_optuna_tracebacks()
+    quiet_optuna_tracebacks()  # idempotent
     logger = logging.getLogger("optuna.study._optimize")
     assert len(logger.filters) == 1
     try:
