@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 
 from spaces import ATTENTION, ArchConfig
+from spaces.config import LIMITS
 
 Measure = Callable[[ArchConfig], int]
 WIDTH_MULTIPLE = 8  # per-head width is a multiple of this
@@ -130,8 +131,8 @@ def scale_config(
     """The base grown by `phi` units; `floor` keeps depth, width and span at least those of a
     config scaled to a smaller target, so they never shrink as the target grows."""
     d, w, s = ideal_shape(base, coeffs, phi)
-    depth = round_depth(d)
-    d_model, heads = round_width(w, base.n_heads)
+    depth = round_depth(min(d, LIMITS["depth"]))  # ArchConfig's size limits cap the growth
+    d_model, heads = round_width(min(w, LIMITS["d_model"]), base.n_heads)
     if floor is not None:
         depth = max(depth, floor.depth)
         if d_model < floor.d_model:
@@ -173,8 +174,8 @@ def fit_to_target(
             top = measure(scale_config(base, coeffs, lo, floor))
             raise ScalingError(
                 f"coefficients {coeffs.as_tuple()} stop growing at {top:,} FLOPs (a span "
-                f"reaches the sequence length), below the target {target:,.0f}; the nearest "
-                f"reachable is {top:,} FLOPs",
+                f"reaches the sequence length, or a size hits spaces.config.LIMITS), below "
+                f"the target {target:,.0f}; the nearest reachable is {top:,} FLOPs",
                 nearest=top,
             )
     for _ in range(40):  # bisection: the largest rounded config not above the target

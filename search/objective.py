@@ -201,6 +201,13 @@ class Objective:
         return dataclasses.replace(self.schedule, first_steps=first)
 
     def __call__(self, trial: optuna.Trial):
+        try:
+            return self._evaluate(trial)
+        except KeyboardInterrupt:  # wherever it lands: the trial goes back to the queue
+            requeue(trial)
+            raise
+
+    def _evaluate(self, trial: optuna.Trial):
         s = self.settings
         cfg, flops = self.suggest(trial)
         original = self.find_duplicate(trial, cfg.to_dict())
@@ -244,11 +251,7 @@ class Objective:
             threads=self.threads,
             checkpoint=checkpoint,
         )
-        try:
-            outcome = trainer.run(on_rung, progress)
-        except KeyboardInterrupt:
-            requeue(trial)
-            raise
+        outcome = trainer.run(on_rung, progress)
         last = outcome.last
         attrs = {
             "status": outcome.status,

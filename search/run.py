@@ -345,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         if str(exc):  # empty: a worker has printed it
             print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WorkerFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        summarize(study, settings, args.storage, args.top)
+        return 1
     except KeyboardInterrupt:
         print(
             "\ninterrupted: finished trials are kept; re-run the same command to resume "
@@ -394,11 +398,29 @@ def run_local(
                     p.terminate()
             for p in procs:
                 p.join()
-        codes = sorted({p.exitcode for p in procs if p.exitcode})
-        if 2 in codes:  # the worker printed the database's error in one line
-            raise StorageFailed("")
-        if codes:
-            raise RuntimeError(f"a worker process exited with status {codes[0]} (see above)")
+        report_workers([p.exitcode for p in procs])
+
+
+def report_workers(codes: list[int | None]) -> None:
+    """After the workers ended: a database failure (exit 2, already printed by the worker) ends
+    the run with exit 2; a worker killed by a signal is a warning (another worker or the next run
+    retries its trial); any other failure ends the run with exit 1 after the summary."""
+    for index, code in enumerate(codes):
+        if code is not None and code < 0:
+            print(
+                f"warning: worker {index} was killed by signal {-code}; its trial is retried "
+                "once its heartbeat is stale (by another worker, or by the next run)",
+                file=sys.stderr,
+            )
+    if 2 in codes:  # the worker printed the database's error in one line
+        raise StorageFailed("")
+    failed = [c for c in codes if c is not None and c > 0]
+    if failed:
+        raise WorkerFailed(f"a worker process exited with status {failed[0]} (its error is above)")
+
+
+class WorkerFailed(RuntimeError):
+    """A local worker process ended with an unexpected error."""
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ NORMS = ("pre", "post")
 LIMITS = {
     "vocab_size": 2**24,
     "seq_len": 2**20,
-    "depth": 1024,
+    "depth": 2**16,
     "d_model": 2**16,
     "n_heads": 1024,
     "num_classes": 2**20,

@@ -173,3 +173,23 @@ def test_optuna_log_of_an_interrupted_trial_is_dropped_and_other_failures_kept(c
         logger.warning("Trial 7 failed with value None.")
         logger.warning("Trial 8 failed with value None.")
     assert [r.getMessage() for r in caplog.records] == ["Trial 8 failed with value None."]
+
+
+@pytest.mark.slow
+def test_one_of_two_workers_killed_the_other_finishes_the_study(tmp_path, tiny_preset):
+    storage = f"sqlite:///{tmp_path}/w.db"
+    args = search_args(
+        tiny_preset, storage, "stop", 3, "--workers", "2", "--threads", "1", "--grace-period", "3"
+    )
+    args[args.index("--rung-tokens") + 1] = "65536"
+    proc = start(args)
+    wait_for_a_checkpointed_trial(storage, proc)
+    kids = children(proc.pid)
+    workers = [p for p in kids if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-2000:]
+    assert "killed by signal 9; its trial is retried" in err and "Traceback" not in err
+    study = load(storage)
+    assert trained_count(study) == 3
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))

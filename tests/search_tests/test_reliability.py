@@ -171,7 +171,7 @@ def test_resume_with_another_seed_or_sampler_is_refused(preset, tmp_path, capsys
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"depth": 1_000_000}, "depth must be an integer in [1, 1,024], got 1000000"),
+        ({"depth": 1_000_000}, "depth must be an integer in [1, 65,536], got 1000000"),
         ({"depth": 1000, "d_model": 65536, "n_heads": 512}, "model too large: training at batch"),
     ],
 )
