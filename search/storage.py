@@ -12,13 +12,15 @@ import json
 import os
 import shutil
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy import event
+from optuna.trial import TrialState
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 
 DEFAULT_STORAGE = "sqlite:///studies/studies.db"
@@ -162,6 +164,31 @@ def _read_only_if_needed(url: str, path: str) -> str:
     return f"sqlite:///file:{quote(str(file))}?{flag}&uri=true"
 
 
+class ClaimingRDBStorage(RDBStorage):
+    """RDBStorage whose claim of a WAITING trial is one conditional UPDATE.
+
+    Optuna takes a queued trial (an enqueued baseline, a heartbeat or Ctrl-C retry) by reading
+    its state and then writing RUNNING. `SELECT ... FOR UPDATE` makes that atomic on PostgreSQL,
+    but SQLite ignores it, so two local workers could both take the same trial and one then
+    crashes with "Cannot tell a COMPLETE trial" (optuna/optuna#4621). `UPDATE ... WHERE state =
+    WAITING` is atomic on every database: exactly one worker's update matches.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        from optuna.storages._rdb import models  # Optuna's own table model (see below)
+
+        table = models.TrialModel
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(table)
+                .where(table.trial_id == trial_id, table.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+            )
+        return claimed.rowcount == 1
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 
@@ -194,7 +221,7 @@ def open_storage(
     try:
         with warnings.catch_warnings():  # heartbeat and retry callbacks are "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
+            return ClaimingRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
