@@ -15,6 +15,7 @@ from typing import Any
 
 from spaces.atomic import write_text
 from spaces.attention import ATTENTION, NoParams
+from spaces.layers import LayerAttention, make_params, parse_layer, resize, variant_class
 
 SCHEMA_VERSION = 1
 NORMS = ("pre", "post")
@@ -43,6 +44,8 @@ class ArchConfig:
     # -- attention ---------------------------------------------------------------------------
     attention: str = "full"  # variant name, see spaces.attention.ATTENTION.names()
     attention_params: Any = None  # the variant's Params dataclass (a dict is converted)
+    # hybrid stacks: one entry per layer, None = the attention above (spaces/layers.py)
+    layer_attention: Any = None
     # -- shape ------------------------------------------------------------------------------
     depth: int = 4  # number of Transformer layers
     d_model: int = 128  # residual width
@@ -57,17 +60,8 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         variant = self._variant_class()
-        params = self.attention_params
-        if params is None:
-            params = variant.Params()
-        elif isinstance(params, dict):
-            params = _params_from_dict(variant, params)
-        elif not isinstance(params, variant.Params):
-            raise ValueError(
-                f"attention_params: expected {variant.Params.__name__} for attention "
-                f"{self.attention!r}, got {type(params).__name__}"
-            )
-        object.__setattr__(self, "attention_params", params)
+        object.__setattr__(self, "attention_params", make_params(variant, self.attention_params))
+        object.__setattr__(self, "layer_attention", self._parse_layers())
         self._validate(variant)
 
     # -- derived quantities -----------------------------------------------------------------
@@ -90,14 +84,47 @@ class ArchConfig:
         k = self.unique_blocks or self.depth
         return [i * k // self.depth for i in range(self.depth)]
 
+    def layer_specs(self) -> list[LayerAttention]:
+        """Each layer's attention (the base one where `layer_attention` has None)."""
+        base = LayerAttention(self.attention, self.attention_params)
+        return [base if s is None else s for s in (self.layer_attention or [None] * self.depth)]
+
     def replace(self, **changes: Any) -> ArchConfig:
-        """A copy with some fields changed, validated again."""
+        """A copy with some fields changed, validated again. A hybrid stack whose depth
+        changes keeps its pattern (`spaces.layers.resize`) unless `layer_attention` is given."""
+        if "depth" in changes and "layer_attention" not in changes and self.layer_attention:
+            changes["layer_attention"] = resize(self.layer_attention, self.depth, changes["depth"])
         return dataclasses.replace(self, **changes)
+
+    def _parse_layers(self) -> tuple[LayerAttention | None, ...] | None:
+        value = self.layer_attention
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+            raise ValueError(
+                "layer_attention must be a list with one entry per layer (null = the base "
+                f"attention), got {type(value).__name__}"
+            )
+        layers = [parse_layer(entry, i) for i, entry in enumerate(value)]
+        if _is_int(self.depth) and len(layers) != self.depth:
+            raise ValueError(
+                f"layer_attention has {len(layers)} entries but depth is {self.depth}; give "
+                "one per layer (null = the base attention)"
+            )
+        base = LayerAttention(self.attention, self.attention_params)
+        layers = [None if spec == base else spec for spec in layers]
+        return tuple(layers) if any(spec is not None for spec in layers) else None
 
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["attention_params"] = dataclasses.asdict(self.attention_params)
+        if self.layer_attention is None:
+            del d["layer_attention"]  # plain configs keep their schema-1 JSON exactly
+        else:
+            d["layer_attention"] = [
+                None if s is None else dataclasses.asdict(s) for s in self.layer_attention
+            ]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -156,12 +183,7 @@ class ArchConfig:
 
     # -- validation -------------------------------------------------------------------------
     def _variant_class(self):
-        if self.attention not in ATTENTION:
-            raise ValueError(
-                f"attention: unknown variant {self.attention!r}; allowed: "
-                f"{', '.join(ATTENTION.names())} (e.g. attention='window')"
-            )
-        return ATTENTION.get(self.attention)
+        return variant_class(self.attention)
 
     def _validate(self, variant) -> None:
         _int(self, "vocab_size", 2)
@@ -207,18 +229,37 @@ class ArchConfig:
         if not self.causal and not variant.supports_bidirectional:
             raise ValueError(f"attention: {self.attention!r} supports causal tasks only")
         variant.validate(self.attention_params, self.seq_len, self.causal)
+        if self.layer_attention is not None:
+            self._validate_layers(causal_ok)
 
-
-def _params_from_dict(variant, data: dict[str, Any]):
-    fields = [f.name for f in dataclasses.fields(variant.Params)]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        allowed = ", ".join(fields) if fields else "none (this variant has no parameters)"
-        raise ValueError(
-            f"attention_params: unknown field(s) {unknown} for attention {variant.name!r}; "
-            f"allowed: {allowed}"
-        )
-    return variant.Params(**data)
+    def _validate_layers(self, causal_ok: list[str]) -> None:
+        for i, spec in enumerate(self.layer_attention):
+            if spec is None:
+                continue
+            where, cls = f"layer_attention[{i}]", ATTENTION.get(spec.attention)
+            if self.causal and not cls.supports_causal:
+                raise ValueError(
+                    f"{where}.attention: {spec.attention!r} is bidirectional only and cannot "
+                    f"serve a causal task; allowed for causal tasks: {', '.join(causal_ok)}"
+                )
+            if not self.causal and not cls.supports_bidirectional:
+                raise ValueError(
+                    f"{where}.attention: {spec.attention!r} supports causal tasks only"
+                )
+            try:
+                cls.validate(spec.attention_params, self.seq_len, self.causal)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        specs, owner = self.layer_specs(), {}
+        for layer, block in enumerate(self.layer_to_block()):
+            first = owner.setdefault(block, layer)
+            if specs[layer] != specs[first]:
+                raise ValueError(
+                    f"unique_blocks: layers {first} and {layer} share block {block} (ALBERT "
+                    f"sharing) but use different attention ({specs[first].label()} vs "
+                    f"{specs[layer].label()}); shared layers share their attention module, so "
+                    "give them the same attention or lower the sharing"
+                )
 
 
 def _is_int(value: Any) -> bool:

@@ -235,11 +235,26 @@ def _count(cfg: ArchConfig) -> tuple[int, tuple[tuple[str, int], ...], int]:
     depth-1 model plus (L - 1) times its block, as counted by fvcore for `blocks.0`. Sharing and
     dropout do not change FLOPs. One trace per (variant, shape) serves every depth of a search.
     """
-    total, block, unsupported, params, block_params = _count_canonical(
-        cfg.replace(depth=1, unique_blocks=0, dropout=0.0)
-    )
-    flops = total + (cfg.depth - 1) * block
-    params += ((cfg.unique_blocks or cfg.depth) - 1) * block_params
+    canon = cfg.replace(depth=1, unique_blocks=0, dropout=0.0, layer_attention=None)
+    total, block, unsupported, params, block_params = _count_canonical(canon)
+    if cfg.layer_attention is None:
+        flops = total + (cfg.depth - 1) * block
+        params += ((cfg.unique_blocks or cfg.depth) - 1) * block_params
+        return flops, unsupported, params
+    # A hybrid stack: the trunk outside the blocks, plus each layer's own block, counted by
+    # fvcore on a depth-1 model of that layer's attention (one trace per distinct spec).
+    blocks: dict = {}
+    for spec in dict.fromkeys(cfg.layer_specs()):
+        one = canon.replace(attention=spec.attention, attention_params=spec.attention_params)
+        _, b_flops, b_unsupported, _, b_params = _count_canonical(one)
+        blocks[spec] = (b_flops, b_params)
+        unsupported = tuple(
+            sorted((Counter(dict(unsupported)) | Counter(dict(b_unsupported))).items())
+        )
+    specs = cfg.layer_specs()
+    flops = total - block + sum(blocks[s][0] for s in specs)
+    firsts = dict(zip(reversed(cfg.layer_to_block()), reversed(range(cfg.depth))))
+    params += -block_params + sum(blocks[specs[layer]][1] for layer in firsts.values())
     return flops, unsupported, params
 
 
@@ -276,15 +291,18 @@ def sequences_for_compute(cfg: ArchConfig, compute: float) -> int:
 def estimate_flops(cfg: ArchConfig) -> int:
     """Closed-form forward FLOPs; equals `count_flops` for the layouts our kernels compute."""
     T, d, f = cfg.seq_len, cfg.d_model, cfg.d_ff
-    variant = ATTENTION.get(cfg.attention)
-    n_proj = 3 if variant.shared_qk else 4  # q (k) v o
-    per_layer = (
-        n_proj * T * d * d  # projections
-        + variant.attention_flops(cfg.attention_params, T, cfg.n_heads, cfg.head_dim, cfg.causal)
-        + 2 * T * d * f  # FFN up and down
-        + 2 * LAYER_NORM_FLOPS_PER_ELEMENT * T * d  # two LayerNorms
-    )
-    total = cfg.depth * per_layer
+    total = 0
+    for spec in cfg.layer_specs():  # each layer's own attention (a hybrid stack mixes them)
+        variant = ATTENTION.get(spec.attention)
+        n_proj = 3 if variant.shared_qk else 4  # q (k) v o
+        total += (
+            n_proj * T * d * d  # projections
+            + variant.attention_flops(
+                spec.attention_params, T, cfg.n_heads, cfg.head_dim, cfg.causal
+            )
+            + 2 * T * d * f  # FFN up and down
+            + 2 * LAYER_NORM_FLOPS_PER_ELEMENT * T * d  # two LayerNorms
+        )
     if cfg.norm == "pre":
         total += LAYER_NORM_FLOPS_PER_ELEMENT * T * d  # final LayerNorm
     total += d * cfg.num_classes if cfg.num_classes else T * d * cfg.vocab_size  # head
@@ -294,16 +312,20 @@ def estimate_flops(cfg: ArchConfig) -> int:
 def estimate_params(cfg: ArchConfig) -> int:
     """Closed-form parameter count; equals `count_params` (tested), without building a model."""
     d, f = cfg.d_model, cfg.d_ff
-    variant = ATTENTION.get(cfg.attention)
-    n_proj = 3 if variant.shared_qk else 4
-    block = (
-        n_proj * (d * d + d)
-        + variant.extra_params(cfg.attention_params, d, cfg.n_heads, cfg.seq_len)
-        + (d * f + f)
-        + (f * d + d)  # FFN
-        + 2 * 2 * d  # two LayerNorms
-    )
-    total = (cfg.vocab_size + cfg.seq_len) * d + (cfg.unique_blocks or cfg.depth) * block
+    specs = cfg.layer_specs()
+    firsts = dict(zip(reversed(cfg.layer_to_block()), reversed(range(cfg.depth))))
+    total = (cfg.vocab_size + cfg.seq_len) * d
+    for layer in firsts.values():  # one weight block per unique block, with its attention
+        spec = specs[layer]
+        variant = ATTENTION.get(spec.attention)
+        n_proj = 3 if variant.shared_qk else 4
+        total += (
+            n_proj * (d * d + d)
+            + variant.extra_params(spec.attention_params, d, cfg.n_heads, cfg.seq_len)
+            + (d * f + f)
+            + (f * d + d)  # FFN
+            + 2 * 2 * d  # two LayerNorms
+        )
     total += 2 * d if cfg.norm == "pre" else 0  # final LayerNorm
     total += d * cfg.num_classes + cfg.num_classes  # classifier (the LM head is tied)
     return total

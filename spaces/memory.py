@@ -38,12 +38,15 @@ def weight_bytes(cfg: ArchConfig) -> int:
 
 
 def score_elements(cfg: ArchConfig) -> int:
-    """Attention score entries of one layer for one sequence (all heads)."""
-    variant = ATTENTION.get(cfg.attention)
-    flops = variant.attention_flops(
-        cfg.attention_params, cfg.seq_len, cfg.n_heads, cfg.head_dim, cfg.causal
+    """Attention score entries of one layer for one sequence (all heads; the largest layer of
+    a hybrid stack)."""
+    return max(
+        ATTENTION.get(s.attention).attention_flops(
+            s.attention_params, cfg.seq_len, cfg.n_heads, cfg.head_dim, cfg.causal
+        )
+        // (2 * cfg.head_dim)
+        for s in cfg.layer_specs()
     )
-    return flops // (2 * cfg.head_dim)
 
 
 def training_bytes(cfg: ArchConfig, batch_size: int) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 
 from spaces.attention import ATTENTION
 from spaces.config import ArchConfig
+from spaces.layers import LayerAttention
 
 
 class FeedForward(nn.Module):
@@ -33,10 +34,11 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Attention + FFN with residuals; `pre_norm` picks pre-LN (x + f(LN x)) or post-LN."""
 
-    def __init__(self, cfg: ArchConfig) -> None:
+    def __init__(self, cfg: ArchConfig, spec: LayerAttention | None = None) -> None:
         super().__init__()
-        variant = ATTENTION.get(cfg.attention)
-        self.attn = variant(cfg.d_model, cfg.n_heads, cfg.seq_len, cfg.attention_params)
+        spec = spec or cfg.layer_specs()[0]
+        variant = ATTENTION.get(spec.attention)
+        self.attn = variant(cfg.d_model, cfg.n_heads, cfg.seq_len, spec.attention_params)
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.norm2 = nn.LayerNorm(cfg.d_model)
@@ -62,8 +64,11 @@ class Transformer(nn.Module):
         self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         n_unique = cfg.unique_blocks or cfg.depth
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(n_unique))
         self.layer_to_block = cfg.layer_to_block()
+        specs, first = cfg.layer_specs(), {}
+        for layer, block in enumerate(self.layer_to_block):
+            first.setdefault(block, layer)  # a shared block has one attention (validated)
+        self.blocks = nn.ModuleList(Block(cfg, specs[first[b]]) for b in range(n_unique))
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         if cfg.num_classes:
             self.head = nn.Linear(cfg.d_model, cfg.num_classes)
