@@ -34,7 +34,7 @@ from optuna_dashboard import get_note, save_note
 from dashboards import safe_url
 from search.budget import format_flops
 from search.export import document
-from search.results import feasible_trials, trial_counts
+from search.results import attention_label, feasible_trials, trial_counts
 
 FLOP_CONVENTION = "fvcore: 1 multiply-add = 1 FLOP"
 MARKER = (
@@ -159,7 +159,7 @@ def study_note(
             a = t.user_attrs
             params = f"{a['params']:,}" if isinstance(a.get("params"), int) else "?"
             lines.append(
-                f"{rank}. **trial {t.number}**: {a.get('variant', '?')}, "
+                f"{rank}. **trial {t.number}**: {attention_label(a) or '?'}, "
                 f"{_fmt_flops(a.get('flops'))}, {params} params, "
                 f"{s.get('metric', 'metric')} {t.values[0]:.4f}; config `{artifact_name(t)}`"
             )
@@ -206,7 +206,7 @@ def trial_note(
     storage_set, storage_flag = _storage_lines(study, storage_url)
     return "\n".join(
         [
-            f"### Trial {trial.number}: {a.get('variant', '?')}, "
+            f"### Trial {trial.number}: {attention_label(a) or '?'}, "
             f"{_fmt_flops(a.get('flops'))} ({FLOP_CONVENTION}), {metric} {trial.values[0]:.4f}",
             "",
             f"Among the {top} best configs at the last `annotate` (ranking: study note). "

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from spaces import ATTENTION, ArchConfig
 from spaces.config import LIMITS
+from spaces.layers import resize
 
 Measure = Callable[[ArchConfig], int]
 WIDTH_MULTIPLE = 8  # per-head width is a multiple of this
@@ -106,6 +107,8 @@ def _with(cfg: ArchConfig, base: ArchConfig, depth: int, d_model: int, heads: in
         changes["attention_params"] = dataclasses.replace(cfg.attention_params, **{name: span})
     if ffn is not None:
         changes["ffn_mult"] = ffn
+    if base.layer_attention:  # a hybrid keeps its pattern: the base's ratio and placement
+        changes["layer_attention"] = resize(base.layer_attention, base.depth, depth)
     return cfg.replace(**changes)
 
 

@@ -38,6 +38,7 @@ from spaces.flops import (
     estimate_flops,
     estimate_params,
 )
+from spaces.layers import describe_stack
 from trainers.rungs import Progress, RungResult, RungSchedule, RungTrainer
 from trainers.tasks import Task, get_task
 
@@ -148,6 +149,8 @@ class Objective:
             "params": count_params(cfg) if source == "fvcore" else estimate_params(cfg),
             CONSTRAINT_ATTR: (flops - s.budget) / s.budget,
         }
+        if cfg.layer_attention is not None:
+            attrs["stack"] = describe_stack(cfg)  # a hybrid: "window64 x5 + full x1"
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         # Optuna's constraint API: samplers (TPE, NSGA-II, GP) treat > 0 as infeasible.

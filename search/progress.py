@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.budget import format_flops
-from search.results import is_trained, trained_count
+from search.results import attention_label, is_trained, trained_count
 
 
 def _tokens(n: float) -> str:
@@ -29,7 +29,7 @@ def describe_running(trials: list[optuna.trial.FrozenTrial]) -> str:
             continue
         p = a.get("progress") or {}
         cfg = a.get("config", {})
-        shape = f"{a.get('variant')} {cfg.get('depth')}x{cfg.get('d_model')}"
+        shape = f"{attention_label(a)} {cfg.get('depth')}x{cfg.get('d_model')}"
         shape += f" {format_flops(a.get('flops', 0))}"
         if p:
             shape += f" r{p['rung']} {_tokens(p['tokens'])} tok loss {p['loss']:.3f}"

@@ -110,12 +110,18 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return trials[0]
 
 
+def attention_label(attrs: dict) -> str | None:
+    """A trial's attention for tables: the variant, or a hybrid's stack ("window64 x5 + full
+    x1"); trials store "stack" only for hybrids."""
+    return attrs.get("stack") or attrs.get("variant")
+
+
 def _row(t: optuna.trial.FrozenTrial) -> dict:
     """The columns every table has: the trial, its shape and cost, its speed."""
     a, cfg = t.user_attrs, t.user_attrs.get("config", {})
     return {
         "trial": t.number,
-        "variant": a.get("variant"),
+        "variant": attention_label(a),
         "span": "-" if a.get("span") is None else a.get("span"),
         "depth": cfg.get("depth"),
         "width": cfg.get("d_model"),

@@ -15,6 +15,7 @@ import optuna
 from search.compound import Coefficients
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params
+from spaces.layers import describe_stack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ def write_study(
             "role": role,
             "config": cfg.to_dict(),
             "variant": cfg.attention,
+            **({"stack": describe_stack(cfg)} if cfg.layer_attention else {}),
             "span": cfg.span,
             "d_model": cfg.d_model,
             "flops": count_flops(cfg),

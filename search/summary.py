@@ -11,7 +11,14 @@ import sys
 import optuna
 
 from search.budget import format_flops
-from search.results import OPTIONAL_COUNTS, best_trial, top_table, trained_count, trial_counts
+from search.results import (
+    OPTIONAL_COUNTS,
+    attention_label,
+    best_trial,
+    top_table,
+    trained_count,
+    trial_counts,
+)
 from search.settings import RunSettings
 from search.storage import safe_url
 
@@ -63,7 +70,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     print(table.to_string(index=False))
     a = best.user_attrs
     print(
-        f"\nbest: trial {best.number} ({a.get('variant')}, {a.get('config', {}).get('depth')} "
+        f"\nbest: trial {best.number} ({attention_label(a)}, {a.get('config', {}).get('depth')} "
         f"layers x {a.get('d_model')}, {format_flops(a.get('flops', 0))} = "
         f"{a.get('flops', 0) / settings.budget:.1%} of the budget), val loss "
         f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} {a.get('metric'):.4f} "

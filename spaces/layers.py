@@ -147,11 +147,11 @@ def describe_stack(cfg) -> str:
     layers = cfg.layer_attention
     if not layers:
         return base
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {base: 0}  # the base first, then the others as they appear
     for spec in layers:
         label = base if spec is None else spec.label()
         counts[label] = counts.get(label, 0) + 1
-    return " + ".join(f"{label} x{n}" for label, n in counts.items())
+    return " + ".join(f"{label} x{n}" for label, n in counts.items() if n)
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from typing import Any
 from spaces.attention import ATTENTION
 from spaces.config import ArchConfig
 from spaces.flops import estimate_flops
+from spaces.layers import PLACEMENTS, pattern_layers
 
 # ALBERT-style sharing choices -> number of distinct blocks for a given depth (0: no sharing)
 SHARING = {
@@ -27,6 +28,10 @@ SHARING = {
     "all": lambda depth: 1 if depth > 1 else 0,  # one layer has nothing to share
     "pairs": lambda depth: -(-depth // 2) if depth > 1 else 0,  # consecutive pairs share
 }
+
+
+# the hybrid dimensions and their defaults (no patterns: every layer has the trial's attention)
+HYBRID_DEFAULTS = {"patterns": ("none",), "global_variants": ("full",), "global_layers": (1, 2)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +46,32 @@ class SearchSpace:
     sharing: tuple[str, ...] = ("none", "all")  # ALBERT cross-layer sharing, see SHARING
     # per-variant overrides of the variant's own `search_choices`, e.g. {"window": {"window": [32]}}
     params: dict[str, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
+    # hybrid stacks (spaces/layers.py): "none" = every layer uses the trial's attention; a
+    # placement ("spread", "last", "first_last") swaps k of its layers for a global variant
+    patterns: tuple[str, ...] = ("none",)
+    global_variants: tuple[str, ...] = ("full",)  # the global layers' attention
+    global_layers: tuple[int, ...] = (1, 2)  # k, capped at depth - 1
 
     def __post_init__(self) -> None:
+        for name in HYBRID_DEFAULTS:
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"space.{name} must be a list of values, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+            if not getattr(self, name):
+                raise ValueError(f"space.{name} must list at least one value")
+        for p in self.patterns:
+            if p not in ("none", *PLACEMENTS):
+                raise ValueError(f"space.patterns: {p!r} is not one of {['none', *PLACEMENTS]}")
+        for v in self.global_variants:
+            if v not in ATTENTION:
+                raise ValueError(
+                    f"space.global_variants: unknown variant {v!r}; "
+                    f"allowed: {', '.join(ATTENTION.names())}"
+                )
+        for k in self.global_layers:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ValueError(f"space.global_layers: expected integers >= 1, got {k!r}")
         for name in ("variants", "depth", "n_heads", "head_dim", "ffn_mult", "sharing"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
@@ -71,26 +100,31 @@ class SearchSpace:
 
     # -- what the space holds for a task ----------------------------------------------------
     def variant_choices(self, variant: str, seq_len: int, causal: bool) -> dict[str, list] | None:
-        """Valid choices per parameter at this length (None if the variant cannot fit)."""
+        """Valid choices per parameter at this length (None if the variant cannot fit): the
+        values that appear in at least one valid combination, so a field is not lost to another
+        field's default (window 128 hid every window choice at seq_len 64)."""
         cls = ATTENTION.get(variant)
         choices = {**cls.search_choices, **self.params.get(variant, {})}
-        out: dict[str, list] = {}
-        for field, values in choices.items():
-            good = []
-            for value in values:
-                params = dataclasses.replace(cls.Params(), **{field: value})
-                try:
-                    cls.validate(params, seq_len, causal)
-                except ValueError:
-                    continue
-                good.append(value)
-            if not good:
-                return None
-            out[field] = good
-        return out
+        keys = list(choices)
+        good: dict[str, list] = {k: [] for k in keys}
+        for combo in itertools.product(*(choices[k] for k in keys)):
+            params = dataclasses.replace(cls.Params(), **dict(zip(keys, combo)))
+            try:
+                cls.validate(params, seq_len, causal)
+            except ValueError:
+                continue
+            for key, value in zip(keys, combo):
+                if value not in good[key]:
+                    good[key].append(value)
+        if keys and not good[keys[0]]:
+            return None
+        return {k: [v for v in choices[k] if v in good[k]] for k in keys}
 
-    def valid_variants(self, seq_len: int, causal: bool) -> list[str]:
-        names = list(self.variants) or ATTENTION.names()
+    def valid_variants(
+        self, seq_len: int, causal: bool, names: tuple[str, ...] | None = None
+    ) -> list[str]:
+        field = "variants" if names is None else "global_variants"
+        names = list(self.variants if names is None else names) or ATTENTION.names()
         out = []
         for n in names:
             cls = ATTENTION.get(n)
@@ -100,7 +134,7 @@ class SearchSpace:
                 out.append(n)
         if not out:
             raise ValueError(
-                f"space.variants: none of {names} can serve a "
+                f"space.{field}: none of {names} can serve a "
                 f"{'causal' if causal else 'bidirectional'} task at seq_len={seq_len}"
             )
         return out
@@ -118,12 +152,38 @@ class SearchSpace:
         head_dim = trial.suggest_categorical("head_dim", list(self.head_dim))
         ffn_mult = trial.suggest_categorical("ffn_mult", list(self.ffn_mult))
         sharing = trial.suggest_categorical("sharing", list(self.sharing))
-        return self._build(interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing)
+        layers = self._suggest_pattern(trial, seq_len, causal, depth)
+        return self._build(
+            interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing, layers
+        )
 
-    def _build(self, interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing):
+    def _suggest_pattern(self, trial: Any, seq_len: int, causal: bool, depth: int):
+        """The hybrid pattern's per-layer attention, or None. A pattern family, not 7^depth
+        choices: a placement, the global layers' variant and params, and how many (k). A space
+        without patterns asks the trial nothing, so its studies' parameters stay as before."""
+        if self.patterns == ("none",):
+            return None
+        pattern = trial.suggest_categorical("pattern", list(self.patterns))
+        if pattern == "none":
+            return None
+        variant = trial.suggest_categorical(
+            "global.attention", self.valid_variants(seq_len, causal, self.global_variants)
+        )
+        params = {}
+        for field, values in self.variant_choices(variant, seq_len, causal).items():
+            params[field] = trial.suggest_categorical(f"global.{variant}.{field}", values)
+        k = trial.suggest_categorical("global.layers", list(self.global_layers))
+        spec = {"attention": variant, "attention_params": params}
+        where = set(pattern_layers(depth, pattern, k))
+        return [spec if i in where else None for i in range(depth)]
+
+    def _build(
+        self, interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing, layers=None
+    ):
         # params must be validated jointly: a combination can be invalid although each value is
         # not (e.g. window's global_tokens with causal). Variants keep such fields out of search.
-        unique = SHARING[sharing](depth)
+        # A hybrid stack is never shared: shared layers must share their attention.
+        unique = 0 if layers else SHARING[sharing](depth)
         return ArchConfig(
             vocab_size=interface["vocab_size"],
             seq_len=interface["seq_len"],
@@ -136,6 +196,7 @@ class SearchSpace:
             n_heads=n_heads,
             ffn_mult=float(ffn_mult),
             unique_blocks=unique,
+            layer_attention=layers,
         )
 
     def baselines(self, interface: dict[str, Any], budget: float) -> list[dict[str, Any]]:
@@ -199,7 +260,12 @@ class SearchSpace:
 
     # -- presets and storage ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Fields as lists; the hybrid fields only when they differ from their defaults, so a
+        space without patterns is stored (and compared on resume) exactly as before."""
         d = dataclasses.asdict(self)
+        for name, default in HYBRID_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
