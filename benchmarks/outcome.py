@@ -40,6 +40,7 @@ from search.train import train_config
 from spaces import ArchConfig
 from spaces.baselines import largest_full
 from spaces.flops import count_flops
+from spaces.layers import describe_stack
 
 
 def final_train(cfg: ArchConfig, settings, tokens: int, batch_size: int, threads: int) -> dict:
@@ -64,10 +65,9 @@ def _run(job: tuple) -> dict:
 
 def describe(cfg: ArchConfig) -> str:
     span = "" if cfg.span is None else f"({cfg.span})"
+    attention = f"{cfg.attention}{span}" if cfg.layer_attention is None else describe_stack(cfg)
     share = "" if not cfg.unique_blocks else f" share{cfg.unique_blocks}"
-    return (
-        f"{cfg.attention}{span} {cfg.depth}x{cfg.d_model} h{cfg.n_heads} ffn{cfg.ffn_mult:g}{share}"
-    )
+    return f"{attention} {cfg.depth}x{cfg.d_model} h{cfg.n_heads} ffn{cfg.ffn_mult:g}{share}"
 
 
 def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[dict]:

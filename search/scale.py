@@ -48,6 +48,7 @@ from search.storage import (
 from search.train import count_arg, train_config
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
+from spaces.layers import describe_stack
 from trainers.rungs import RungSchedule, RungTrainer
 
 
@@ -177,6 +178,7 @@ def run_jobs(fn, jobs: list[tuple], workers: int) -> list[dict[str, Any]]:
 
 def shape(cfg: ArchConfig) -> dict[str, Any]:
     return {
+        **({"stack": describe_stack(cfg)} if cfg.layer_attention else {}),
         "depth": cfg.depth,
         "width": cfg.d_model,
         "heads": cfg.n_heads,
@@ -224,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     schedule = study_schedule(study, settings, base.seq_len)
     workers, threads = default_parallelism(args.workers, args.threads, settings.device)
     print(
-        f"base: trial {base_t.number}, {base.attention} depth {base.depth} width {base.d_model} "
-        f"heads {base.n_heads} span {base.span}: {format_flops(base_flops)} ({FLOP_CONVENTION})",
+        f"base: trial {base_t.number}, {describe_stack(base)} depth {base.depth} width "
+        f"{base.d_model} heads {base.n_heads} span {base.span}: {format_flops(base_flops)} "
+        f"({FLOP_CONVENTION})",
         flush=True,
     )
 

@@ -25,6 +25,7 @@ from search.settings import DEFAULT_TASK, RunSettings
 from spaces import ArchConfig
 from spaces.atomic import write_text
 from spaces.flops import FLOP_CONVENTION, count_flops
+from spaces.layers import describe_stack
 from trainers.distill import DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Teacher
 from trainers.final import FinalResult, FinalTrainer
 from trainers.proxy import Recipe
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc).splitlines()[0])
     task = trainer.task
     print(
-        f"training {cfg.attention} depth {cfg.depth} width {cfg.d_model} heads {cfg.n_heads} "
+        f"training {describe_stack(cfg)} depth {cfg.depth} width {cfg.d_model} heads {cfg.n_heads} "
         f"({format_flops(count_flops(cfg))} per sequence, {FLOP_CONVENTION}) on {task.name} for "
         f"{trainer.tokens:,} tokens: {trainer.steps:,} steps of {trainer.batch_size} x "
         f"{task.seq_len}; checkpoints in {trainer.out}",
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.teacher is not None:
         t = trainer.teacher
         print(
-            f"distilling from {t.source}: {t.cfg.attention} depth {t.cfg.depth} width "
+            f"distilling from {t.source}: {describe_stack(t.cfg)} depth {t.cfg.depth} width "
             f"{t.cfg.d_model} ({format_flops(t.flops_per_sequence)} per sequence, forward counted "
             f"in the training compute), kd-weight {t.kd_weight}, temperature {t.temperature}",
             flush=True,
