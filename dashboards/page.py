@@ -58,7 +58,7 @@ def trials_table(pts: list[Point]) -> str:
         why = p.status + (f": {p.reason}" if p.reason and p.status != "ok" else "")
         body.append(
             f'<tr><td class="num">{p.number}</td><td>{esc(p.kind.replace("_", " "))}</td>'
-            f'<td>{esc(p.variant)}</td><td class="num">{esc(flops)}</td>'
+            f'<td>{esc(p.stack or p.variant)}</td><td class="num">{esc(flops)}</td>'
             f'<td class="num">{metric}</td><td>{esc(why[:160])}</td></tr>'
         )
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"

@@ -32,6 +32,7 @@ class Point:
     metric: float | None
     status: str
     reason: str
+    stack: str = ""  # a hybrid's layers, e.g. "window64 x5 + full x1" (variant: its family)
 
 
 def as_float(value: Any) -> float | None:
@@ -39,6 +40,16 @@ def as_float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def family(attrs: dict) -> str:
+    """The colour group: the variant, or base+global variants for a hybrid ("window+full")."""
+    variant = str(attrs.get("variant") or UNKNOWN)
+    layers = (attrs.get("config") or {}).get("layer_attention")
+    if not attrs.get("stack") or not layers:
+        return variant
+    others = dict.fromkeys(spec["attention"] for spec in layers if spec)
+    return "+".join([variant, *others])
 
 
 def points(study: optuna.Study) -> list[Point]:
@@ -61,11 +72,12 @@ def points(study: optuna.Study) -> list[Point]:
             Point(
                 number=t.number,
                 kind=kind,
-                variant=str(a.get("variant") or UNKNOWN),
+                variant=family(a),
                 flops=as_float(a.get("flops")),
                 metric=metric,
                 status=str(a.get("status") or ""),
                 reason=str(a.get("reason") or ""),
+                stack=str(a.get("stack") or ""),
             )
         )
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from dashboards.page import trials_table
+from dashboards.trials import points
 from spaces import ArchConfig
 from spaces.flops import count_flops
 from tests.search_tests.conftest import TINY_PRESET, run_cli, search_args
@@ -33,6 +35,9 @@ def test_a_hybrid_search_shows_exports_and_scales_its_stacks(tmp_path):
         assert t.user_attrs["stack"] == f"window{cfg.span} x1 + full x1"
         assert t.params["pattern"] == "last" and t.params["global.attention"] == "full"
     assert " x1 + full x1" in run.stdout.split("top candidates")[1]
+    pts = [p for p in points(study) if p.kind == "complete"]
+    assert {p.variant for p in pts} == {"window+full"}  # one colour for the family
+    assert done[0].user_attrs["stack"] in trials_table(pts)
 
     out = tmp_path / "best.json"
     run_cli("search.export", "--study", "h", "--storage", storage, "--out", str(out), check=True)
