@@ -5,11 +5,12 @@
 From one finished search over a space with patterns (e.g. studies/hybrid-recall.toml), takes the
 best trained candidate (ranked as the search ranks: rung reached, then validation loss) of each
 family: the best hybrid stack, the best pure model of each variant (e.g. pure window, pure
-full), plus the hand baseline (full attention, head dim 32, FFN 4x, the largest that fits the
-budget). Each is trained for the same final tokens with `search.train`'s trainer, and one table
-prints its FLOPs, the FLOP share of its global layers (whole blocks: attention, projections and
-FFN of the layers that are not the base attention) and its final loss and metric. `--json`
-writes every figure.
+full), plus two hand baselines: full attention and Gemma's 5:1 window:full stack (head dim 32,
+FFN 4x, the largest that fits the budget; the window is the widest the study's space offers).
+Each is trained for the same final tokens with `search.train`'s trainer, and one table prints
+its FLOPs, the FLOP share of its global layers (whole blocks: attention, projections and FFN of
+the layers that are not the base attention) and its final loss and metric. `--json` writes
+every figure.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from search.results import ranked_trials
 from search.settings import settings_from_study
 from search.storage import DEFAULT_STORAGE, open_existing_storage
 from spaces import ArchConfig
-from spaces.baselines import largest_full
+from spaces.baselines import largest_full, largest_hybrid
 from spaces.flops import count_flops, estimate_flops
 
 
@@ -84,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", default="2M", help="final tokens for every model (default 2M)")
     p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads each (default 1)")
+    p.add_argument(
+        "--hand-window", type=int, help="the 5:1 hand stack's window (default: the space's widest)"
+    )
     p.add_argument("--json", metavar="PATH", help="write every figure here")
     return p
 
@@ -106,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"error: study {args.study!r} has no trained candidate", file=sys.stderr)
         return 1
-    hand = largest_full(task.interface(), settings.budget, head_dim=32)
-    rows.append({"kind": "hand full", "rank": None, "trial": None, "config": hand.to_dict()})
+    iface = task.interface()
+    windows = settings.space.variant_choices("window", iface["seq_len"], iface["causal"])
+    hands = {"hand full": largest_full(iface, settings.budget, head_dim=32)}
+    if windows:
+        window = args.hand_window or max(windows["window"])
+        hands["hand 5:1"] = largest_hybrid(iface, settings.budget, window)
+    for kind, cfg in hands.items():
+        rows.append({"kind": kind, "rank": None, "trial": None, "config": cfg.to_dict()})
     for r in rows:
         cfg = ArchConfig.from_dict(r["config"])
         r["flops"], r["global_share"] = count_flops(cfg), global_share(cfg)
@@ -137,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         h = by_kind["hybrid"]
         for other in sorted(k for k in by_kind if k != "hybrid"):
             o = by_kind[other]
+            verdict = "better" if h["loss"] < o["loss"] else "worse"
             print(
-                f"hybrid vs {other}: val loss {h['loss']:.4f} vs {o['loss']:.4f} "
-                f"({o['loss'] - h['loss']:+.4f} in the hybrid's favour), {task.metric} "
+                f"searched hybrid vs {other}: val loss {h['loss']:.4f} vs {o['loss']:.4f} "
+                f"({verdict} by {abs(o['loss'] - h['loss']):.4f}), {task.metric} "
                 f"{h['metric']:.4f} vs {o['metric']:.4f}"
             )
     print(f"total wall time {(time.perf_counter() - started) / 60:.1f} min")

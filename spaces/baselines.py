@@ -11,6 +11,7 @@ from typing import Any
 
 from spaces.config import ArchConfig
 from spaces.flops import estimate_flops
+from spaces.layers import pattern_layers
 
 MAX_DEPTH = 48
 MAX_HEADS = 32
@@ -27,19 +28,46 @@ def largest_full(
     Width is heads x `head_dim` (1..MAX_HEADS heads), depth 1..MAX_DEPTH. ValueError if even
     one layer of one head does not fit.
     """
+    return _largest(interface, budget, head_dim, ffn_mult, "full", {}, lambda depth: None, 1)
+
+
+def largest_hybrid(
+    interface: dict[str, Any],
+    budget: float,
+    window: int,
+    head_dim: int = 32,
+    ffn_mult: float = 4.0,
+    local_per_global: int = 5,
+) -> ArchConfig:
+    """Gemma's local:global stack as a hand baseline: sliding-window layers of `window` with one
+    full-attention layer after every `local_per_global` (spread placement, ending with a global
+    layer, at least one), the largest (at least 2 layers) that fits `budget`."""
+
+    def layers(depth: int) -> list:
+        k = max(1, depth // (local_per_global + 1))
+        where = set(pattern_layers(depth, "spread", k))
+        return [{"attention": "full"} if i in where else None for i in range(depth)]
+
+    params = {"window": window}
+    return _largest(interface, budget, head_dim, ffn_mult, "window", params, layers, 2)
+
+
+def _largest(interface, budget, head_dim, ffn_mult, attention, params, layers, min_depth):
     best: tuple[int, int, ArchConfig] | None = None
     for heads in range(1, MAX_HEADS + 1):
-        for depth in range(1, MAX_DEPTH + 1):
+        for depth in range(min_depth, MAX_DEPTH + 1):
             cfg = ArchConfig(
                 vocab_size=interface["vocab_size"],
                 seq_len=interface["seq_len"],
                 causal=interface["causal"],
                 num_classes=interface.get("num_classes", 0),
-                attention="full",
+                attention=attention,
+                attention_params=params,
                 depth=depth,
                 d_model=heads * head_dim,
                 n_heads=heads,
                 ffn_mult=ffn_mult,
+                layer_attention=layers(depth),
             )
             flops = estimate_flops(cfg)
             if flops > budget:
@@ -49,10 +77,10 @@ def largest_full(
                 best = (flops, -depth, cfg)
     if best is None:
         raise ValueError(
-            f"no full-attention model with head dim {head_dim} fits {budget:,.0f} FLOPs "
+            f"no {attention} model with head dim {head_dim} fits {budget:,.0f} FLOPs "
             f"at seq_len {interface['seq_len']}"
         )
     return best[2]
 
 
-__all__ = ["largest_full"]
+__all__ = ["largest_full", "largest_hybrid"]

@@ -154,3 +154,21 @@ def test_describe_and_memory():
     full_scores = 2 * 64 * 64
     assert score_elements(gemma()) == full_scores  # the largest layer: the full one
     assert LayerAttention("full").label() == "full"
+
+
+def test_the_hand_hybrid_is_the_largest_5_to_1_stack_in_the_budget():
+    from benchmarks.hybrid_outcome import global_share
+    from spaces.baselines import largest_hybrid
+
+    iface = {"seq_len": 256, "causal": True, "vocab_size": 34}
+    cfg = largest_hybrid(iface, 50e6, window=32)
+    assert describe_stack(cfg) == "window32 x9 + full x1" and (cfg.depth, cfg.d_model) == (10, 32)
+    assert estimate_flops(cfg) <= 50e6 < estimate_flops(largest_hybrid(iface, 1e9, 32))
+    deeper = cfg.replace(depth=11, layer_attention=[None] * 10 + [FULL])
+    assert estimate_flops(deeper) > 50e6  # one more layer would not fit
+    # the global layer's share: one full block over the whole model, by the closed form
+    plain = cfg.replace(layer_attention=None)
+    full_block = estimate_flops(plain.replace(attention="full", attention_params={}, depth=2))
+    full_block -= estimate_flops(plain.replace(attention="full", attention_params={}, depth=1))
+    assert global_share(cfg) == full_block / estimate_flops(cfg)
+    assert global_share(plain) == 0.0

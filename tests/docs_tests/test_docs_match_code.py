@@ -1,0 +1,48 @@
+"""The docs' default tables agree with the code (one source per fact: the code; these tests fail
+when docs/tasks.md or README.md drift from `Task.default_seq_len` and `Task.defaults`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from trainers.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILT_IN = ("recall", "listops", "text")
+
+
+def _task_rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in (ROOT / "docs" / "tasks.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0].strip("`") in BUILT_IN and cells[0].startswith("`"):
+            rows.setdefault(cells[0].strip("`"), cells)  # the built-in tasks table
+    return rows
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_tasks_md_table_gives_the_code_default_seq_len(name):
+    cells = _task_rows()[name]
+    assert int(cells[4]) == TASKS.get(name).default_seq_len
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_tasks_md_options_give_the_code_defaults(name):
+    text = (ROOT / "docs" / "tasks.md").read_text()
+    bullet = re.search(rf"^- `{name}`:(.*?)(?=^- |\Z)", text, re.S | re.M)
+    assert bullet, f"docs/tasks.md has no options bullet for {name}"
+    for option, value in TASKS.get(name).defaults.items():
+        assert re.search(rf"`{option}` \({re.escape(str(value))}[;)]", bullet.group(1)), (
+            f"docs/tasks.md: {name} option {option} should read `{option}` ({value}"
+        )
+
+
+def test_readme_seq_len_row_gives_every_task_default():
+    row = next(
+        line for line in (ROOT / "README.md").read_text().splitlines() if "| `--seq-len` |" in line
+    )
+    for name in BUILT_IN:
+        assert f"{name} {TASKS.get(name).default_seq_len}" in row, row
