@@ -21,11 +21,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from dashboards.trials import FLOP_CONVENTION, UNKNOWN, Point, as_float, best_so_far, pareto_front
+from dashboards.trials import UNKNOWN, Point, as_float, best_so_far, pareto_front
 from search.budget import format_flops
 from spaces.atomic import atomic_write
+from spaces.flops import FLOP_UNIT
 
-X_LABEL = f"forward FLOPs per sequence ({FLOP_CONVENTION})"
+X_LABEL = f"forward FLOPs per sequence ({FLOP_UNIT})"
 FIGSIZE = (11.0, 6.2)  # inches; >= 8 x 5
 DPI = 130  # >= 120
 

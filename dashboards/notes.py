@@ -35,8 +35,8 @@ from dashboards import safe_url
 from search.budget import format_flops
 from search.export import document
 from search.results import attention_label, feasible_trials, trial_counts
+from spaces.flops import FLOP_UNIT
 
-FLOP_CONVENTION = "fvcore: 1 multiply-add = 1 FLOP"
 MARKER = (
     "*Written by attnsearch (`dashboards.annotate`); it rewrites everything above this line. "
     "Your own notes go below it and are kept.*"
@@ -128,7 +128,7 @@ def study_note(
     rows = [
         ("task", task),
         ("budget", f"{_fmt_flops(s.get('budget'))} forward per sequence"),
-        ("FLOP convention", f"**{FLOP_CONVENTION}**, forward pass, one sequence"),
+        ("FLOP convention", f"**{FLOP_UNIT}**, forward pass, one sequence"),
         ("metric", f"{s.get('metric', '?')} ({direction}: {better})"),
         _evaluation_row(s),
         ("objectives", str(s.get("objectives", "single"))),
@@ -207,7 +207,7 @@ def trial_note(
     return "\n".join(
         [
             f"### Trial {trial.number}: {attention_label(a) or '?'}, "
-            f"{_fmt_flops(a.get('flops'))} ({FLOP_CONVENTION}), {metric} {trial.values[0]:.4f}",
+            f"{_fmt_flops(a.get('flops'))} ({FLOP_UNIT}), {metric} {trial.values[0]:.4f}",
             "",
             f"Among the {top} best configs at the last `annotate` (ranking: study note). "
             f"Config: the artifact `{artifact_name(trial)}` below, or",

@@ -9,9 +9,10 @@ from typing import Any
 
 import optuna
 
-from dashboards.trials import FLOP_CONVENTION, Point, as_float
+from dashboards.trials import Point, as_float
 from search.budget import format_flops
 from search.results import trial_counts
+from spaces.flops import FLOP_UNIT
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
@@ -75,7 +76,7 @@ def summary_rows(study: optuna.Study, pts: list[Point]) -> list[tuple[str, str]]
     rows = [
         ("task", task),
         ("budget", esc(f"{format_flops(budget)} forward per sequence") if budget else "not set"),
-        ("FLOP convention", f'<span class="conv">{esc(FLOP_CONVENTION)}</span>, forward, one seq.'),
+        ("FLOP convention", f'<span class="conv">{esc(FLOP_UNIT)}</span>, forward, one seq.'),
         ("metric", esc(f"{s.get('metric', '?')} ({s.get('direction', 'maximize')})")),
         (
             "proxy compute",

@@ -45,7 +45,6 @@ from dashboards.page import (
 )
 from dashboards.trials import (
     FEW_IMPORTANCE_TRIALS,
-    FLOP_CONVENTION,
     MIN_IMPORTANCE_TRIALS,
     UNKNOWN,
     Point,
@@ -58,6 +57,7 @@ from dashboards.trials import (
 from search.results import top_table
 from search.storage import DEFAULT_STORAGE
 from spaces.atomic import write_text
+from spaces.flops import FLOP_UNIT
 
 # The report's building blocks live in trials, figures and page; re-exported here for callers
 # and tests that import them from dashboards.report.
@@ -66,7 +66,7 @@ __all__ = [
     "DPI",
     "FEW_IMPORTANCE_TRIALS",
     "FIGSIZE",
-    "FLOP_CONVENTION",
+    "FLOP_UNIT",
     "MIN_IMPORTANCE_TRIALS",
     "UNKNOWN",
     "X_LABEL",
@@ -110,7 +110,7 @@ def write_report(
     storage_flag = f" --storage {safe_url(storage_url)}" if storage_url else ""
     parts = [
         f"<h1>attnsearch report: {esc(name)}</h1>",
-        f"<p>Every FLOP figure is fvcore's convention, <span class=conv>{esc(FLOP_CONVENTION)}"
+        f"<p>Every FLOP figure is fvcore's convention, <span class=conv>{esc(FLOP_UNIT)}"
         "</span> (multiply by 2 for hardware FLOPs), forward pass, one sequence; a training "
         "step costs about 3 forward passes.</p>",
         kv_table(summary_rows(study, pts)),
@@ -157,7 +157,7 @@ def write_report(
             out / "scaling.png",
             (lambda path: plot_scaling(study, rows, path)) if scaled and rows else None,
             f"{metric} vs FLOPs across scaling targets",
-            f"{esc(metric)} vs forward FLOPs ({esc(FLOP_CONVENTION)}) of each trial, one colour "
+            f"{esc(metric)} vs forward FLOPs ({esc(FLOP_UNIT)}) of each trial, one colour "
             "per scaling target (dotted line at the target), stars: the best per target.",
             f"No scaling figure: {esc(why)}.",
         )
@@ -169,7 +169,7 @@ def write_report(
         parts.append('<p class="note">No completed trial within the budget yet.</p>')
     else:
         parts.append(
-            f"<p>Best first; FLOPs: {esc(FLOP_CONVENTION)}, forward, one sequence; "
+            f"<p>Best first; FLOPs: {esc(FLOP_UNIT)}, forward, one sequence; "
             f"metric: {esc(metric)}.</p>" + table.to_html(index=False, escape=True, border=0)
         )
     parts += [

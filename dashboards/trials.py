@@ -15,7 +15,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-FLOP_CONVENTION = "fvcore: 1 multiply-add = 1 FLOP"
 UNKNOWN = "unknown"
 MIN_IMPORTANCE_TRIALS = 3  # completed trials needed before importances are attempted
 FEW_IMPORTANCE_TRIALS = 50  # below this the report says the importances are rough

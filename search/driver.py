@@ -24,6 +24,7 @@ from search.objective import Objective, TrialFailed
 from search.results import REJECTED, is_trained
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, StorageFailed, open_storage, storage_failure
+from spaces.flops import FLOP_UNIT
 from trainers.rungs import RungSchedule
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -38,10 +39,21 @@ class StudyMismatch(ValueError):
     """Resuming a study with settings that change what its results mean."""
 
 
+SEED_STRIDE = 7919  # seed = --seed + SEED_STRIDE x offset (a prime: streams stay apart)
+RESUME_STRIDE = 97  # offset per trial already in the study: a resumed session draws anew
+
+
+def seed_offset(study: optuna.Study, worker: int | None = None) -> int:
+    """The sampler seed offset of the parent (worker None) or of worker `worker`, given the
+    trials the study already holds."""
+    start = 0 if worker is None else 1 + worker
+    return start + RESUME_STRIDE * len(study.get_trials(deepcopy=False))
+
+
 def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler; `offset` varies the seed per worker and per resume, so that processes and
-    later sessions of one study do not replay the same random stream."""
-    seed = settings.seed + 7919 * offset
+    """The sampler; `offset` (`seed_offset`) varies the seed per worker and per resume, so that
+    processes and later sessions of one study do not replay the same random stream."""
+    seed = settings.seed + SEED_STRIDE * offset
     name = settings.sampler
     if name == "tpe":
         return optuna.samplers.TPESampler(
@@ -127,7 +139,7 @@ def open_study(
         directions=directions,
         pruner=make_pruner(settings),
     )
-    study.sampler = make_sampler(settings, offset=97 * len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(settings, offset=seed_offset(study))
     if study_name in existing:
         # the seed (data, init) and sampler shape the results and the export's provenance
         mixed = [
@@ -160,7 +172,7 @@ def open_study(
     study.set_user_attr("identity", identity)
     for key, value in identity.items():
         study.set_user_attr(key, value)
-    study.set_user_attr("flop_convention", "fvcore: 1 multiply-add = 1 FLOP")
+    study.set_user_attr("flop_convention", FLOP_UNIT)
     study.set_user_attr("metric", "val_loss")
     study.set_user_attr("direction", "minimize")
     study.set_user_attr("task_metric", task.metric)
@@ -260,7 +272,7 @@ def load_for_worker(
     """The study with this worker's own sampler seed stream and the rung pruner."""
     storage = open_storage(storage_url, grace_period=grace_period)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    offset = 1 + index + 97 * len(study.get_trials(deepcopy=False))
+    offset = seed_offset(study, index)
     return optuna.load_study(
         study_name=study_name,
         storage=storage,

@@ -67,6 +67,7 @@ from search.storage import (
     set_finished_trial_user_attr,
 )
 from spaces import ArchConfig
+from spaces.flops import FLOP_UNIT
 from trainers.proxy import train
 
 __all__ = [
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
         "long_metrics": [r["long"] for r in usable],
         "chosen": [r["chosen"] for r in usable],
         "failed_trials": [r["trial"] for r in rows if r["long"] is None],
-        "flop_convention": "fvcore: 1 multiply-add = 1 FLOP",
+        "flop_convention": FLOP_UNIT,
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     study.set_user_attr("fidelity", fidelity)

@@ -270,10 +270,6 @@ def default_checkpoint_dir(url: str) -> Path:
     return Path("studies/checkpoints").resolve()
 
 
-def study_names(url: str) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
-
-
 def set_finished_trial_user_attr(storage: RDBStorage, trial_id: int, key: str, value: Any) -> None:
     """Set a user attribute on a trial that has already finished.
 

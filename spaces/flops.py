@@ -33,7 +33,8 @@ from spaces.attention import ATTENTION
 from spaces.config import ArchConfig
 from spaces.model import build_model
 
-FLOP_CONVENTION = "fvcore: 1 multiply-add = 1 FLOP (forward pass, batch 1, one sequence)"
+FLOP_UNIT = "fvcore: 1 multiply-add = 1 FLOP"  # the one statement of the convention
+FLOP_CONVENTION = f"{FLOP_UNIT} (forward pass, batch 1, one sequence)"
 TRAIN_FLOPS_FACTOR = (
     3  # forward + backward ~ 3x forward (backward ~ 2x: grads wrt inputs and weights)
 )
@@ -278,10 +279,6 @@ def training_flops_per_sequence(cfg: ArchConfig) -> int:
     return TRAIN_FLOPS_FACTOR * count_flops(cfg)
 
 
-def training_flops_per_token(cfg: ArchConfig) -> float:
-    return training_flops_per_sequence(cfg) / cfg.seq_len
-
-
 def sequences_for_compute(cfg: ArchConfig, compute: float) -> int:
     """How many training sequences a compute budget (training FLOPs) buys, at least 1."""
     return max(1, int(compute // training_flops_per_sequence(cfg)))
@@ -355,6 +352,7 @@ def flop_breakdown(cfg: ArchConfig) -> dict[str, int]:
 __all__ = [
     "ELEMENTWISE_OPS",
     "FLOP_CONVENTION",
+    "FLOP_UNIT",
     "TRAIN_FLOPS_FACTOR",
     "count_flops",
     "count_params",
@@ -363,6 +361,5 @@ __all__ = [
     "flop_breakdown",
     "sequences_for_compute",
     "training_flops_per_sequence",
-    "training_flops_per_token",
     "unsupported_ops",
 ]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from spaces import ArchConfig, build_model
-from spaces.flops import count_flops, training_flops_per_sequence
+from spaces.flops import training_flops_per_sequence
 from trainers.tasks import Task
 
 STATUSES = ("ok", "diverged", "stopped", "oom")
@@ -101,11 +101,6 @@ def plan(cfg: ArchConfig, compute: float, recipe: Recipe) -> tuple[int, int]:
     if batch is None:
         batch = min(recipe.max_batch_size, max(1, round(compute / (recipe.steps * per_seq))))
     return max(1, round(compute / (batch * per_seq))), batch
-
-
-def plan_steps(cfg: ArchConfig, compute: float, recipe: Recipe) -> int:
-    """Optimizer steps that spend `compute` training FLOPs (at least 1)."""
-    return plan(cfg, compute, recipe)[0]
 
 
 def evaluate(
@@ -225,8 +220,6 @@ __all__ = [
     "Progress",
     "ProxyResult",
     "Recipe",
-    "count_flops",
     "plan",
-    "plan_steps",
     "train",
 ]

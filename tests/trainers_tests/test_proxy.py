@@ -6,7 +6,7 @@ import torch
 
 from spaces.flops import training_flops_per_sequence
 from tests.trainers_tests.conftest import small_config as config
-from trainers.proxy import Recipe, plan, plan_steps, train
+from trainers.proxy import Recipe, plan, train
 
 RECIPE = Recipe(batch_size=8, n_evals=4, eval_batch_size=32)
 
@@ -25,10 +25,8 @@ def test_same_seed_same_result(task):
 def test_equal_compute_gives_smaller_models_more_steps(task):
     small, large = config(task, d_model=16), config(task, d_model=64, depth=2)
     compute = 1e10
-    assert plan_steps(small, compute, RECIPE) > 4 * plan_steps(large, compute, RECIPE)
-    spent = (
-        plan_steps(large, compute, RECIPE) * RECIPE.batch_size * training_flops_per_sequence(large)
-    )
+    assert plan(small, compute, RECIPE)[0] > 4 * plan(large, compute, RECIPE)[0]
+    spent = plan(large, compute, RECIPE)[0] * RECIPE.batch_size * training_flops_per_sequence(large)
     assert abs(spent - compute) <= RECIPE.batch_size * training_flops_per_sequence(large)
 
 
