@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_ARTIFACT_DIR",
     "StorageError",
     "annotate",
+    "annotate_run",
     "default_artifact_dir",
     "open_existing_storage",
     "safe_url",
@@ -34,6 +35,14 @@ def default_artifact_dir(storage_url: str) -> Path:
     if path:
         return Path(path).parent / "artifacts"
     return DEFAULT_ARTIFACT_DIR
+
+
+def annotate_run(study, storage_url: str) -> None:
+    """The `attnsearch.after_run` hook (pyproject.toml): note and best-config artifacts for
+    optuna-dashboard after every search.run."""
+    from dashboards.notes import annotate
+
+    annotate(study, default_artifact_dir(storage_url), storage_url=storage_url)
 
 
 def __getattr__(name: str):

@@ -6,11 +6,10 @@ for a resumed or interrupted study.
 
 from __future__ import annotations
 
-import sys
-
 import optuna
 
 from search.budget import format_flops
+from search.hooks import run_after_run_hooks
 from search.results import (
     OPTIONAL_COUNTS,
     attention_label,
@@ -28,12 +27,7 @@ MAX_FAILED_SHOWN = 5
 def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int) -> int:
     """Print the end-of-run report; the exit status: 0 with a pick, 1 without."""
     shown = safe_url(storage)  # never print a password
-    try:  # note + best configs as artifacts for optuna-dashboard; never fails the run
-        from dashboards import annotate, default_artifact_dir
-
-        annotate(study, default_artifact_dir(storage), storage_url=storage)
-    except Exception as exc:
-        print(f"warning: could not annotate the study for the dashboard: {exc}", file=sys.stderr)
+    run_after_run_hooks(study, storage)  # e.g. dashboards' note and best-config artifacts
     counts = trial_counts(study)
     print(
         f"\nstudy {study.study_name!r} in {shown}: "
