@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from search.interrupts import quiet_optuna_tracebacks, supervise_worker
 from search.objective import Objective, TrialFailed
 from search.results import REJECTED, is_trained
+from search.samplers import PRUNERS, SAMPLERS
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, StorageFailed, open_storage, storage_failure
 from spaces.flops import FLOP_UNIT
@@ -53,42 +54,16 @@ def seed_offset(study: optuna.Study, worker: int | None = None) -> int:
 def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler; `offset` (`seed_offset`) varies the seed per worker and per resume, so that
     processes and later sessions of one study do not replay the same random stream."""
-    seed = settings.seed + SEED_STRIDE * offset
-    name = settings.sampler
-    if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            n_startup_trials=8,
-        )
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}")
+    return SAMPLERS[settings.sampler].make(settings.seed + SEED_STRIDE * offset)
 
 
 def make_pruner(settings: RunSettings) -> optuna.pruners.BasePruner:
     """The rung pruner. Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths
     in first-rung units), so successive halving with min_resource 1 and reduction factor eta
     keeps the best 1/eta of each rung (asynchronously: ASHA, Li et al. 2018)."""
-    name, eta = settings.pruner, settings.eta
     if settings.objectives != "single" or settings.rungs == 1:
         return optuna.pruners.NopPruner()  # multi-objective studies cannot prune
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=eta, min_early_stopping_rate=0
-        )
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=eta ** (settings.rungs - 1), reduction_factor=eta
-        )
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=eta, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()
+    return PRUNERS[settings.pruner].make(settings)
 
 
 def versions() -> dict[str, str]:

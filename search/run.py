@@ -28,13 +28,13 @@ from search.interrupts import raise_interrupt, stop_workers
 from search.objective import Objective, make_task
 from search.plan import DEFAULT_TIMEOUT, PlanError, default_parallelism, make_plan
 from search.progress import StudyProgress
+from search.samplers import PRUNERS, SAMPLERS, describe
 from search.settings import (
     DEFAULT_PROXY_COMPUTE,
     DEFAULT_TASK,
     EVALUATIONS,
     OBJECTIVES,
-    PRUNERS,
-    SAMPLERS,
+    RunSettings,
     build_settings,
     load_preset,
 )
@@ -124,12 +124,11 @@ def parser() -> argparse.ArgumentParser:
         help="worker processes sharing the study (default: one per CPU core, one per GPU "
         "with --device cuda)",
     )
-    a("--sampler", choices=SAMPLERS, help="tpe (default), random, nsga2, gp")
+    a("--sampler", choices=list(SAMPLERS), help=describe(SAMPLERS, RunSettings.sampler))
     a(
         "--pruner",
-        choices=PRUNERS,
-        help="how candidates are cut between rungs: halving (default, successive halving), "
-        "hyperband, median, none (every candidate trains every rung)",
+        choices=list(PRUNERS),
+        help="how candidates are cut between rungs: " + describe(PRUNERS, RunSettings.pruner),
     )
     a(
         "--proxy-compute",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search.budget import parse_flops
+from search.samplers import PRUNERS, SAMPLERS
 from spaces.config import LIMITS
 from spaces.space import SearchSpace
 from trainers.proxy import Recipe
@@ -22,9 +23,6 @@ from trainers.tasks import TASKS
 
 DEFAULT_TASK = "text"  # byte-level LM; without --data, on the interpreter's stdlib sources
 DEFAULT_PROXY_COMPUTE = 30_000_000_000  # training FLOPs per trial for --evaluation compute
-SAMPLERS = ("tpe", "random", "nsga2", "gp")
-# how candidates are cut between rungs: successive halving (default), Hyperband, median, none
-PRUNERS = ("halving", "hyperband", "median", "none")
 OBJECTIVES = ("single", "pareto")
 # equal training tokens per rung for every candidate (default), or equal training FLOPs
 EVALUATIONS = ("tokens", "compute")

@@ -46,3 +46,12 @@ def test_readme_seq_len_row_gives_every_task_default():
     )
     for name in BUILT_IN:
         assert f"{name} {TASKS.get(name).default_seq_len}" in row, row
+
+
+def test_readme_flag_rows_list_every_sampler_and_pruner():
+    from search.samplers import PRUNERS, SAMPLERS
+
+    lines = (ROOT / "README.md").read_text().splitlines()
+    for flag, registry in (("--sampler", SAMPLERS), ("--pruner", PRUNERS)):
+        row = next(line for line in lines if line.startswith(f"| `{flag}` |"))
+        assert [n for n in registry if f"`{n}`" not in row] == [], row

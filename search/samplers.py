@@ -1,0 +1,65 @@
+"""Samplers and pruners by name: one registry each, so adding one is one entry here.
+
+`--sampler` / `--pruner` choices and their help text, preset validation and the driver all read
+these dicts. A sampler factory takes the seed; a pruner factory takes the run settings (eta and
+rungs shape the rung pruners).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    make: Callable[[Any], Any]
+    help: str
+
+
+SAMPLERS: dict[str, Entry] = {
+    "tpe": Entry(
+        lambda seed: optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=8
+        ),
+        "multivariate TPE over the conditional space, constraint-aware",
+    ),
+    "random": Entry(lambda seed: optuna.samplers.RandomSampler(seed=seed), "uniform random"),
+    "nsga2": Entry(
+        lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
+        "NSGA-II (for --objectives pareto)",
+    ),
+    "gp": Entry(lambda seed: optuna.samplers.GPSampler(seed=seed), "Gaussian-process BO"),
+}
+
+# Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths in first-rung units).
+PRUNERS: dict[str, Entry] = {
+    "halving": Entry(
+        lambda s: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=s.eta, min_early_stopping_rate=0
+        ),
+        "successive halving, asynchronous (ASHA): the best 1/eta of each rung continue",
+    ),
+    "hyperband": Entry(
+        lambda s: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=s.eta ** (s.rungs - 1), reduction_factor=s.eta
+        ),
+        "Hyperband brackets of successive halving",
+    ),
+    "median": Entry(
+        lambda s: optuna.pruners.MedianPruner(n_startup_trials=s.eta, n_warmup_steps=0),
+        "stop a trial below the median of its rung",
+    ),
+    "none": Entry(lambda s: optuna.pruners.NopPruner(), "every candidate trains every rung"),
+}
+
+
+def describe(registry: dict[str, Entry], default: str) -> str:
+    """Help text listing every entry: "tpe (default): ..., random: ..."."""
+    return "; ".join(
+        f"{name}{' (default)' if name == default else ''}: {entry.help}"
+        for name, entry in registry.items()
+    )
