@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def import_submodules(package: str, path: list[str], skip: tuple[str, ...] = ("base",)) -> None:
+    """Import every module of a package (its `__name__` and `__path__`) except `skip`, so that
+    the classes they register are in the registry: adding a file is all it takes."""
+    for module in pkgutil.iter_modules(path):
+        if module.name not in skip:
+            importlib.import_module(f"{package}.{module.name}")
 
 
 class Registry(Generic[T]):

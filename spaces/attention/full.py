@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from spaces.attention.base import ATTENTION, Attention
 
 
-@ATTENTION.register("full")
+@ATTENTION.register()  # under its `name`
 class FullAttention(Attention):
     """Softmax over all keys; the reference every other variant approximates."""
 

@@ -55,7 +55,7 @@ def _n_features(params: Any, head_dim: int) -> int:
     return params.n_features if params.feature_map == "favor" else head_dim
 
 
-@ATTENTION.register("linear")
+@ATTENTION.register()  # under its `name`
 class LinearAttention(Attention):
     """Linear attention phi(Q) (phi(K)^T V): O(n) time and memory in the sequence length."""
 

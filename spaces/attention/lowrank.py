@@ -26,7 +26,7 @@ class LowRankParams:
     share_kv: bool = False  # one projection for keys and values (Linformer's "key-value sharing")
 
 
-@ATTENTION.register("lowrank")
+@ATTENTION.register()  # under its `name`
 class LowRankAttention(Attention):
     """Softmax attention over k learned sequence-axis summaries of the keys and values."""
 

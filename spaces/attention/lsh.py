@@ -114,7 +114,7 @@ def _masked_softmax(scores, hidden, is_self, self_score):
     return e / total, (top + total.log()).squeeze(-1)
 
 
-@ATTENTION.register("lsh")
+@ATTENTION.register()  # under its `name`
 class LSHAttention(Attention):
     """Reformer: attend within hash buckets of shared query/key vectors, O(n c) per round."""
 

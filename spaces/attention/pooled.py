@@ -24,7 +24,7 @@ class PooledParams:
     stride: int = 4  # s: positions averaged into one key/value (s = 1 is full attention)
 
 
-@ATTENTION.register("pooled")
+@ATTENTION.register()  # under its `name`
 class PooledAttention(Attention):
     """Softmax attention over keys and values averaged in windows of `stride` positions."""
 

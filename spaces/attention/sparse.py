@@ -67,7 +67,7 @@ def _blocking(params: Any, T: int) -> tuple[int, int, int]:
     return b, nb, min(params.global_blocks, nb)
 
 
-@ATTENTION.register("sparse")
+@ATTENTION.register()  # under its `name`
 class SparseAttention(Attention):
     """Fixed block-sparse pattern: O(n * K * b) instead of O(n^2)."""
 

@@ -38,7 +38,7 @@ def _pieces(x: torch.Tensor, nb: int, n_pieces: int) -> torch.Tensor:
     return torch.cat([x[..., j : j + nb, :, :] for j in range(n_pieces)], dim=-2)
 
 
-@ATTENTION.register("window")
+@ATTENTION.register()  # under its `name`
 class WindowAttention(Attention):
     """Longformer sliding window: O(n * w) instead of O(n^2)."""
 

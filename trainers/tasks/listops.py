@@ -45,7 +45,7 @@ def decode(ids: Sequence[int] | torch.Tensor) -> str:
     return " ".join(VOCAB[int(i)] for i in ids if int(i) != PAD)
 
 
-@TASKS.register("listops")
+@TASKS.register()  # under its `name`
 class ListOpsTask(Task):
     """ListOps: 10-way classification of a bracketed expression, bidirectional."""
 

@@ -31,7 +31,7 @@ import torch
 from trainers.tasks.base import IGNORE_INDEX, TASKS, Batch, Task
 
 
-@TASKS.register("recall")
+@TASKS.register()  # under its `name`
 class RecallTask(Task):
     """MQAR: LM head over 34 tokens by default, accuracy over query positions."""
 

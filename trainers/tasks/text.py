@@ -101,7 +101,7 @@ def corpus_name(data) -> str:
     return "stdlib:python" + ".".join(map(str, sys.version_info[:2])) if not data else "files"
 
 
-@TASKS.register("text")
+@TASKS.register()  # under its `name`
 class TextTask(Task):
     """Byte-level LM: vocab 256, causal, bits per byte on the held-out tail (default corpus:
     the interpreter's standard library)."""
