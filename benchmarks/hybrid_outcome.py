@@ -6,7 +6,8 @@ From one finished search over a space with patterns (e.g. studies/hybrid-recall.
 best trained candidate (ranked as the search ranks: rung reached, then validation loss) of each
 family: the best hybrid stack, the best pure model of each variant (e.g. pure window, pure
 full), plus two hand baselines: full attention and Gemma's 5:1 window:full stack (head dim 32,
-FFN 4x, the largest that fits the budget; the window is the widest the study's space offers).
+FFN 4x, the largest that fits the budget; the window is the widest the study's space offers),
+and an ablation, "no-global": the searched hybrid's shape with every layer the base attention.
 Each is trained for the same final tokens with `search.train`'s trainer, and one table prints
 its FLOPs, the FLOP share of its global layers (whole blocks: attention, projections and FFN of
 the layers that are not the base attention) and its final loss and metric. `--json` writes
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if windows:
         window = args.hand_window or max(windows["window"])
         hands["hand 5:1"] = largest_hybrid(iface, settings.budget, window)
+    searched = next((r for r in rows if r["kind"] == "hybrid"), None)
+    if searched:  # ablation: the same shape with its global layers turned into base layers
+        hands["no-global"] = ArchConfig.from_dict(searched["config"]).replace(layer_attention=None)
     for kind, cfg in hands.items():
         rows.append({"kind": kind, "rank": None, "trial": None, "config": cfg.to_dict()})
     for r in rows:
