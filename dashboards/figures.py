@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 import optuna
@@ -192,7 +192,7 @@ def plot_flops_metric(study: optuna.Study, pts: list[Point], path: Path) -> Path
             zorder=3,
             clip_on=False,
         )
-    xs = [p.flops for p in trained + over] + ([budget] if budget else [])
+    xs = [cast(float, p.flops) for p in trained + over] + ([budget] if budget else [])
     if xs:
         lo, hi = min(xs) / 1.3, max(xs) * 1.3
         ax.set_xlim(lo, hi)

@@ -324,7 +324,9 @@ def annotate(
     store = FileSystemArtifactStore(str(artifact_dir))
     best = [t for t in feasible_trials(study)[: max(0, top)] if "config" in t.user_attrs]
     study_attrs = study._storage.get_study_system_attrs(study._study_id)
-    uploaded, present, ids = [], [], {}
+    uploaded: list[int] = []
+    present: list[int] = []
+    ids: dict[int, str] = {}
     for t in best:
         ids[t.number], new = attach_config(study, t, store, study_attrs)
         (uploaded if new else present).append(t.number)

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -86,10 +86,10 @@ def pareto_front(pts: Iterable[Point], maximize: bool) -> list[Point]:
     """Non-dominated points (lower FLOPs, better metric), by increasing FLOPs."""
     usable = [p for p in pts if p.flops is not None and p.metric is not None]
     sign = -1.0 if maximize else 1.0
-    usable.sort(key=lambda p: (p.flops, sign * p.metric))
+    usable.sort(key=lambda p: (p.flops, sign * cast(float, p.metric)))
     front: list[Point] = []
     for p in usable:
-        if not front or sign * p.metric < sign * front[-1].metric:
+        if not front or sign * cast(float, p.metric) < sign * cast(float, front[-1].metric):
             front.append(p)
     return front
 
@@ -102,7 +102,9 @@ def best_so_far(pts: Iterable[Point], maximize: bool, budget: float | None) -> l
             continue
         if budget is not None and p.flops is not None and p.flops > budget:
             continue
-        if best is None or (p.metric > best.metric if maximize else p.metric < best.metric):
+        if best is None or (
+            p.metric > cast(float, best.metric) if maximize else p.metric < cast(float, best.metric)
+        ):
             best = p
         out.append(dataclasses.replace(best, number=p.number))
     return out

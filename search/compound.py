@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 from spaces import ATTENTION, ArchConfig
 from spaces.config import LIMITS
@@ -98,7 +99,7 @@ def round_span(cfg: ArchConfig, span: float) -> int | None:
 
 
 def _with(cfg: ArchConfig, base: ArchConfig, depth: int, d_model: int, heads: int, span, ffn=None):
-    changes = {"depth": depth, "d_model": d_model, "n_heads": heads}
+    changes: dict[str, Any] = {"depth": depth, "d_model": d_model, "n_heads": heads}
     if base.unique_blocks:  # keep the sharing pattern: about the same layers per block
         shared = round(depth * base.unique_blocks / base.depth)
         changes["unique_blocks"] = min(depth, max(1, shared))
@@ -145,7 +146,7 @@ def scale_config(
     if name is not None:
         span = round_span(base, s)
         if floor is not None and name != "stride":
-            span = max(span, floor.span)
+            span = max(cast(int, span), cast(int, floor.span))
     return _with(base, base, depth, d_model, heads, span)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
+from typing import cast
 
 from search.compound import (
     Coefficients,
@@ -55,7 +57,11 @@ def shares(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
     """Each axis's share of the log-FLOP growth (depth, width, span); zeros if nothing grows."""
     logs = [max(0.0, math.log(r)) for r in ratios]
     total = sum(logs)
-    return tuple(x / total for x in logs) if total > 0 else (0.0, 0.0, 0.0)
+    return (
+        cast("tuple[float, float, float]", tuple(x / total for x in logs))
+        if total > 0
+        else (0.0, 0.0, 0.0)
+    )
 
 
 def family_of(ratios: tuple[float, float, float]) -> str:
@@ -95,11 +101,13 @@ def grid_points(
         if a == b == 1.0:
             continue  # depth or width grows (a span alone cannot carry 2x)
         coeffs = Coefficients(a, b, g)
-        cfg = scale_config(base, coeffs, 1.0)
-        ratio = measure(cfg) / base_flops
-        if _shape(cfg) == _shape(base) or abs(ratio - 2.0) > 2.0 * tolerance:
+        scaled = scale_config(base, coeffs, 1.0)
+        ratio = measure(scaled) / base_flops
+        if _shape(scaled) == _shape(base) or abs(ratio - 2.0) > 2.0 * tolerance:
             continue  # a point whose rounded shape did not change does not count
-        pool.append((coeffs, cfg, ratio, shares(_axis_ratios(base, coeffs, measure, base_flops))))
+        pool.append(
+            (coeffs, scaled, ratio, shares(_axis_ratios(base, coeffs, measure, base_flops)))
+        )
     changed = {
         "depth": lambda c: c.depth != base.depth,
         "width": lambda c: c.d_model != base.d_model,
@@ -128,6 +136,7 @@ def grid_points(
         return None if _shape(cfg) == _shape(base) or _shape(cfg) in seen else cfg
 
     out, seen = [], set()
+    key: Callable[..., tuple]
     for family in wanted:
         if family == "balanced":
             key = lambda p: (round(max(p[3]), 2), abs(p[2] - 2.0), p[0].as_tuple())

@@ -15,6 +15,7 @@ import multiprocessing as mp
 import platform
 import sys
 from collections.abc import Callable
+from typing import Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -103,7 +104,9 @@ def open_study(
     identity["seq_len"] = task.seq_len
     identity["corpus"] = getattr(task, "corpus", None)
     # candidates are ranked by validation loss (continuous; accuracy ties at chance)
-    directions = ["minimize"] if settings.objectives == "single" else ["minimize", "minimize"]
+    directions: list[Literal["minimize", "maximize"]] = (
+        ["minimize"] if settings.objectives == "single" else ["minimize", "minimize"]
+    )
     existing = {
         s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
     }
@@ -308,10 +311,10 @@ def start_workers(
     threads: int,
     grace_period: int = GRACE_PERIOD,
     checkpoint_dir: str | None = None,
-) -> list[mp.Process]:
+) -> list[mp.process.BaseProcess]:
     """Start `workers` processes (spawned, so CUDA and torch threads start clean)."""
     ctx = mp.get_context("spawn")
-    procs = []
+    procs: list[mp.process.BaseProcess] = []
     for index in range(workers):
         p = ctx.Process(
             target=local_worker,

@@ -25,6 +25,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -40,7 +41,7 @@ try:  # ray stays optional: this module imports without it, run_ray() then expla
 
     _RAY_IMPORT_ERROR: ImportError | None = None
 except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
-    ray = tune = None
+    ray = tune = None  # type: ignore[assignment]  # ray is optional: None marks it missing
     _RAY_IMPORT_ERROR = _exc
 
 __all__ = ["MAX_FAILURES", "RayConfigError", "RayUnavailable", "require_ray", "run_ray"]
@@ -253,8 +254,8 @@ def run_ray(
 
 
 def _run_config(name: str, results: Path):
-    RunConfig = getattr(tune, "RunConfig", None)
-    FailureConfig = getattr(tune, "FailureConfig", None)
+    RunConfig: Any = getattr(tune, "RunConfig", None)
+    FailureConfig: Any = getattr(tune, "FailureConfig", None)
     if RunConfig is None or FailureConfig is None:  # ray < 2.41
         from ray.train import FailureConfig, RunConfig
     return RunConfig(

@@ -24,7 +24,7 @@ import multiprocessing as mp
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import pandas as pd
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. the grid: validated against every target before anything trains
     grid_rows: list[dict[str, Any]] = []
+    candidates: list[tuple[Coefficients, str, ArchConfig | None, float | None]]
     if args.coefficients is not None:
         candidates = [(args.coefficients, "given", None, None)]
     else:
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(exc)
     if not reachable:
         nearest = errors[0].nearest
+        assert nearest is not None  # scale_to_targets always names the nearest reachable
         return fail(f"{errors[0]} (nearest reachable: {format_flops(nearest)})")
 
     if args.coefficients is not None:
@@ -263,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             f"(the study's rungs), {workers} at once",
             flush=True,
         )
-        jobs = [(c[2].to_dict(), settings, schedule, threads) for c in reachable]
-        for (c, family, cfg, ratio), res in zip(reachable, run_jobs(_train_rungs, jobs, workers)):
+        jobs = [(cast(ArchConfig, c[2]).to_dict(), settings, schedule, threads) for c in reachable]
+        for (c, family, cfg, ratio), got in zip(reachable, run_jobs(_train_rungs, jobs, workers)):
+            assert cfg is not None and ratio is not None  # grid points carry both
             grid_rows.append(
                 {
                     "family": family,
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     "gamma": c.gamma,
                     "ratio": round(ratio, 3),
                     "config": cfg.to_dict(),
-                    **res,
+                    **got,
                 }
             )
         print_grid(grid_rows)
@@ -293,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             f"training the base and {len(scaled)} scaled configs for {tokens:,} tokens", flush=True
         )
         configs = [base] + [cfg for _, cfg, _ in scaled]
-        jobs = [(c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs]
-        trained = run_jobs(_train_final, jobs, workers)
+        final_jobs = [
+            (c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs
+        ]
+        trained = cast("list[dict[str, Any] | None]", run_jobs(_train_final, final_jobs, workers))
 
     outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
     write_study(storage, study, out_name, outcome, args.tolerance, settings)

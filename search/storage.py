@@ -67,7 +67,7 @@ def storage_failure(exc: BaseException, url: str) -> StorageFailed | None:
         found = found.__cause__ or found.__context__
     if found is None:
         return None
-    root = found
+    root: BaseException = found
     while root.__cause__ is not None:
         root = root.__cause__
     text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
@@ -208,7 +208,7 @@ def open_storage(
         )
     shown = safe_url(url)
     url = _with_available_driver(url)
-    engine_kwargs = {}
+    engine_kwargs: dict[str, Any] = {}
     if is_sqlite(url):
         path = sqlite_path(url)
         if path:

@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.status != "ok":
         print(f"error: training {result.status}: {result.reason}", file=sys.stderr)
         return EXIT_FAILED
+    assert trainer.out is not None  # main always gives the trainer a folder
     print(f"wrote {trainer.out / 'config.json'} and {trainer.out / 'model.safetensors'}")
     return 0
 

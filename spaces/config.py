@@ -250,7 +250,8 @@ class ArchConfig:
                 cls.validate(spec.attention_params, self.seq_len, self.causal)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
-        specs, owner = self.layer_specs(), {}
+        owner: dict[int, int] = {}
+        specs = self.layer_specs()
         for layer, block in enumerate(self.layer_to_block()):
             first = owner.setdefault(block, layer)
             if specs[layer] != specs[first]:

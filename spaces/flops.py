@@ -331,7 +331,7 @@ def estimate_params(cfg: ArchConfig) -> int:
 def flop_breakdown(cfg: ArchConfig) -> dict[str, int]:
     """Counted FLOPs split into attention kernel, projections, FFN, norms and head."""
     _, by_module = _traced(cfg)
-    parts = Counter()
+    parts: Counter[str] = Counter()
     for name, flops in by_module.items():
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "attn":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from spaces.attention import ATTENTION
@@ -121,7 +122,7 @@ class SearchSpace:
         return {k: [v for v in choices[k] if v in good[k]] for k in keys}
 
     def valid_variants(
-        self, seq_len: int, causal: bool, names: tuple[str, ...] | None = None
+        self, seq_len: int, causal: bool, names: Sequence[str] | None = None
     ) -> list[str]:
         field = "variants" if names is None else "global_variants"
         names = list(self.variants if names is None else names) or ATTENTION.names()
@@ -145,7 +146,9 @@ class SearchSpace:
         seq_len, causal = interface["seq_len"], interface["causal"]
         variant = trial.suggest_categorical("attention", self.valid_variants(seq_len, causal))
         params = {}
-        for field, values in self.variant_choices(variant, seq_len, causal).items():
+        choices = self.variant_choices(variant, seq_len, causal)
+        assert choices is not None  # valid_variants keeps only variants that fit
+        for field, values in choices.items():
             params[field] = trial.suggest_categorical(f"{variant}.{field}", values)
         depth = trial.suggest_categorical("depth", list(self.depth))
         n_heads = trial.suggest_categorical("n_heads", list(self.n_heads))
@@ -170,7 +173,9 @@ class SearchSpace:
             "global.attention", self.valid_variants(seq_len, causal, self.global_variants)
         )
         params = {}
-        for field, values in self.variant_choices(variant, seq_len, causal).items():
+        choices = self.variant_choices(variant, seq_len, causal)
+        assert choices is not None  # valid_variants keeps only variants that fit
+        for field, values in choices.items():
             params[field] = trial.suggest_categorical(f"global.{variant}.{field}", values)
         k = trial.suggest_categorical("global.layers", list(self.global_layers))
         spec = {"attention": variant, "attention_params": params}
@@ -242,6 +247,7 @@ class SearchSpace:
         out = []
         for variant in self.valid_variants(seq_len, causal):
             choices = self.variant_choices(variant, seq_len, causal)
+            assert choices is not None  # valid_variants keeps only variants that fit
             keys = list(choices)
             for combo in itertools.product(*(choices[k] for k in keys)):
                 out.append(

@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -193,12 +193,14 @@ class FinalTrainer:
             "history": rows,
             "rng": torch.get_rng_state(),
         }
-        atomic_write(self.state_path(), lambda p: torch.save(state, p))
+        path = self.state_path()
+        assert path is not None  # self.out is set
+        atomic_write(path, lambda p: torch.save(state, p))
 
     def _load(self, model, opt) -> tuple[int, list[Evaluation]]:
         path = self.state_path()
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = torch.load(cast(Path, path), map_location=self.device, weights_only=False)
         except Exception as exc:
             raise ValueError(f"cannot read the checkpoint {path}: {exc}") from exc
         if state.get("identity") != self.identity():
@@ -228,7 +230,8 @@ class FinalTrainer:
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
         opt, peak = make_optimizer(model, self.cfg, self.recipe, self.lr)
-        step, history = 0, []
+        step = 0
+        history: list[Evaluation] = []
         if resume and self.has_checkpoint():
             step, history = self._load(model, opt)
         first = step

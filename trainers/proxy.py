@@ -142,7 +142,8 @@ def train(
     tokens_per_step = batch_size * cfg.seq_len
     flops_per_step = training_flops_per_sequence(cfg) * batch_size
     start = time.perf_counter()
-    train_time, history = 0.0, []
+    train_time = 0.0
+    history: list[Progress] = []
     step, metric, loss_value = 0, None, None
 
     def result(status: str, reason: str = "") -> ProxyResult:

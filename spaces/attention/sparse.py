@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ class SparseAttention(Attention):
 
     def _layout_for(self, nb: int, causal: bool, device: torch.device) -> torch.Tensor:
         if nb == self._nb:
-            return self.layout_causal if causal else self.layout_bidirectional
+            return cast(torch.Tensor, self.layout_causal if causal else self.layout_bidirectional)
         return block_layout(self.params, nb, causal).to(device)
 
     def dense_mask(self, T: int, causal: bool) -> torch.Tensor:

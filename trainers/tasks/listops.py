@@ -18,7 +18,7 @@ bidirectionally into the 10 values; padding (id 0, mask False) fills the end of 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -37,7 +37,8 @@ def _median(values: list[int]) -> int:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) // 2  # == int(np.median(s))
 
 
-_APPLY = [max, min, _median, lambda v: sum(v) % 10]  # in the order of OP0, OP0+1, ...
+# in the order of OP0, OP0+1, ...
+_APPLY: list[Callable[[list[int]], int]] = [max, min, _median, lambda v: sum(v) % 10]
 
 
 def decode(ids: Sequence[int] | torch.Tensor) -> str:
