@@ -13,16 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.storage import StorageError, open_existing_storage, safe_url, sqlite_path
+from search.storage import sqlite_path
 
 __all__ = [
     "DEFAULT_ARTIFACT_DIR",
-    "StorageError",
     "annotate",
     "annotate_run",
     "default_artifact_dir",
-    "open_existing_storage",
-    "safe_url",
 ]
 
 DEFAULT_ARTIFACT_DIR = Path("studies/artifacts")

@@ -31,10 +31,12 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna_dashboard import get_note, save_note
 
-from dashboards import safe_url
 from search.budget import format_flops
 from search.export import document
+from search.optuna_private import storage_of, study_id, trial_id
+from search.optuna_private import storage_url as storage_url_of
 from search.results import attention_label, feasible_trials, trial_counts
+from search.storage import safe_url
 from spaces.flops import FLOP_UNIT
 
 MARKER = (
@@ -61,9 +63,8 @@ def artifact_name(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def _storage_url(study: optuna.Study) -> str | None:
-    storage = study._storage
-    url = getattr(getattr(storage, "_backend", storage), "url", None)
-    return safe_url(url) if isinstance(url, str) else None
+    url = storage_url_of(study)
+    return safe_url(url) if url else None
 
 
 def _evaluation_row(s: dict) -> tuple[str, str]:
@@ -228,7 +229,7 @@ def trial_note(
 def _trial_handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Any:
     """What `optuna_dashboard.save_note` / `get_note` read from a trial (`storage`, `study`,
     `_trial_id`); a finished trial cannot be reopened as `optuna.Trial` without side effects."""
-    return SimpleNamespace(storage=study._storage, study=study, _trial_id=trial._trial_id)
+    return SimpleNamespace(storage=storage_of(study), study=study, _trial_id=trial_id(trial))
 
 
 def _write_note(target: Any, ours: str) -> bool:
@@ -256,7 +257,7 @@ def _trial_artifacts(
     study_attrs: dict[str, Any], trial: optuna.trial.FrozenTrial
 ) -> list[dict[str, Any]]:
     """Artifact metadata the dashboard shows for `trial` (deleted entries are null)."""
-    prefix = TRIAL_ARTIFACT_PREFIX.format(trial_id=trial._trial_id)
+    prefix = TRIAL_ARTIFACT_PREFIX.format(trial_id=trial_id(trial))
     metas = [v for k, v in study_attrs.items() if k.startswith(prefix)]
     metas += [v for k, v in trial.system_attrs.items() if k.startswith(OPTUNA_ARTIFACT_PREFIX)]
     out = []
@@ -297,9 +298,9 @@ def attach_config(
         "mimetype": mimetypes.guess_type(name)[0] or "application/json",
         "encoding": None,
     }
-    study._storage.set_study_system_attr(
-        study._study_id,
-        TRIAL_ARTIFACT_PREFIX.format(trial_id=trial._trial_id) + artifact_id,
+    storage_of(study).set_study_system_attr(
+        study_id(study),
+        TRIAL_ARTIFACT_PREFIX.format(trial_id=trial_id(trial)) + artifact_id,
         json.dumps(meta),
     )
     return artifact_id, True
@@ -323,7 +324,7 @@ def annotate(
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifact_dir))
     best = [t for t in feasible_trials(study)[: max(0, top)] if "config" in t.user_attrs]
-    study_attrs = study._storage.get_study_system_attrs(study._study_id)
+    study_attrs = storage_of(study).get_study_system_attrs(study_id(study))
     uploaded: list[int] = []
     present: list[int] = []
     ids: dict[int, str] = {}

@@ -22,20 +22,14 @@ from pathlib import Path
 
 import optuna
 
-from dashboards import StorageError, open_existing_storage, safe_url
 from dashboards.figures import (
-    DPI,
-    FIGSIZE,
     X_LABEL,
-    compact_flops,
     plot_flops_metric,
     plot_history,
     plot_importances,
     plot_scaling,
-    variant_colors,
 )
 from dashboards.page import (
-    CSS,
     embed_png,
     esc,
     kv_table,
@@ -44,47 +38,16 @@ from dashboards.page import (
     trials_table,
 )
 from dashboards.trials import (
-    FEW_IMPORTANCE_TRIALS,
-    MIN_IMPORTANCE_TRIALS,
-    UNKNOWN,
-    Point,
-    best_so_far,
     importances,
-    pareto_front,
     points,
     scaling_rows,
 )
 from search.results import top_table
-from search.storage import DEFAULT_STORAGE
+from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces.atomic import write_text
 from spaces.flops import FLOP_UNIT
 
-# The report's building blocks live in trials, figures and page; re-exported here for callers
-# and tests that import them from dashboards.report.
-__all__ = [
-    "CSS",
-    "DPI",
-    "FEW_IMPORTANCE_TRIALS",
-    "FIGSIZE",
-    "FLOP_UNIT",
-    "MIN_IMPORTANCE_TRIALS",
-    "UNKNOWN",
-    "X_LABEL",
-    "Point",
-    "best_so_far",
-    "compact_flops",
-    "importances",
-    "main",
-    "pareto_front",
-    "plot_flops_metric",
-    "plot_history",
-    "plot_importances",
-    "plot_scaling",
-    "points",
-    "scaling_rows",
-    "variant_colors",
-    "write_report",
-]
+__all__ = ["main", "write_report"]
 
 
 def _figure_or_note(

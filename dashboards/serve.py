@@ -14,8 +14,8 @@ import socket
 import sys
 from pathlib import Path
 
-from dashboards import StorageError, default_artifact_dir, open_existing_storage, safe_url
-from search.storage import DEFAULT_STORAGE
+from dashboards import default_artifact_dir
+from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

@@ -57,6 +57,7 @@ from search.fidelity_stats import (
     verdict,
 )
 from search.objective import make_task
+from search.optuna_private import trial_id
 from search.results import feasible_trials
 from search.settings import check_task_trusted, settings_from_study
 from search.storage import (
@@ -75,17 +76,11 @@ __all__ = [
     "DEFAULT_RANDOM",
     "DEFAULT_TOP",
     "MIN_TRIALS",
-    "ROUGH_GUIDE",
-    "TRUSTWORTHY",
     "FidelityError",
-    "default_k",
-    "fidelity_stats",
     "main",
     "parser",
     "run",
     "select_trials",
-    "set_finished_trial_user_attr",
-    "verdict",
 ]
 
 MIN_TRIALS = 3  # fewer points give no meaningful rank correlation
@@ -300,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
                 ("long_status", status),
                 ("long_wall_time", wall),
             ):
-                set_finished_trial_user_attr(storage, t._trial_id, key, value)
+                set_finished_trial_user_attr(storage, trial_id(t), key, value)
         rows.append(
             {
                 "trial": t.number,

@@ -70,7 +70,9 @@ _ORIGINAL_HOOK = threading.excepthook
 def quiet_optuna_tracebacks() -> None:
     """Drop the tracebacks Optuna logs or its heartbeat thread prints for a trial ended by
     Ctrl-C or a database failure (idempotent)."""
-    logger = logging.getLogger("optuna.study._optimize")
+    from search.optuna_private import OPTIMIZE_LOGGER
+
+    logger = logging.getLogger(OPTIMIZE_LOGGER)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     threading.excepthook = _thread_hook

@@ -23,6 +23,8 @@ from optuna.trial import TrialState
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 
+from search.optuna_private import rdb_models
+
 DEFAULT_STORAGE = "sqlite:///studies/studies.db"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed and retried
@@ -177,9 +179,7 @@ class ClaimingRDBStorage(RDBStorage):
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         if state != TrialState.RUNNING or values is not None:
             return super().set_trial_state_values(trial_id, state, values)
-        from optuna.storages._rdb import models  # Optuna's own table model (see below)
-
-        table = models.TrialModel
+        table = rdb_models().TrialModel  # Optuna's own table model
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 update(table)
@@ -277,8 +277,7 @@ def set_finished_trial_user_attr(storage: RDBStorage, trial_id: int, key: str, v
     Optuna has no public API to annotate a completed trial, so this writes the row through
     Optuna's own RDB model (the same table and JSON encoding `set_trial_user_attr` uses).
     """
-    from optuna.storages._rdb import models
-
+    models = rdb_models()
     value_json = json.dumps(value)
     session = storage.scoped_session()
     try:

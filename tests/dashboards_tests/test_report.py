@@ -13,7 +13,9 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from dashboards import report
-from dashboards.report import X_LABEL, Point, pareto_front, variant_colors, write_report
+from dashboards.figures import X_LABEL, variant_colors
+from dashboards.report import write_report
+from dashboards.trials import Point, pareto_front
 from spaces import ATTENTION
 
 CONVENTION = "fvcore: 1 multiply-add = 1 FLOP"

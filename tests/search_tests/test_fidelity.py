@@ -13,7 +13,7 @@ from scipy import stats
 from search import fidelity
 from search.budget import parse_flops
 from search.driver import open_study, optimize
-from search.fidelity import default_k, fidelity_stats, verdict
+from search.fidelity_stats import default_k, fidelity_stats, verdict
 from search.objective import Objective, make_task
 from search.results import feasible_trials
 from search.settings import build_settings, load_preset

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from search.interrupts import quiet_optuna_tracebacks
 from search.objective import requeue
+from search.optuna_private import OPTIMIZE_LOGGER
 from search.results import trained_count, trial_counts
 from tests.search_tests.conftest import ROOT, run_cli, search_args
 
@@ -162,7 +163,7 @@ def test_requeue_copies_the_trial_and_keeps_the_original_number():
 def test_optuna_log_of_an_interrupted_trial_is_dropped_and_other_failures_kept(caplog):
     quiet_optuna_tracebacks()
     quiet_optuna_tracebacks()  # idempotent
-    logger = logging.getLogger("optuna.study._optimize")
+    logger = logging.getLogger(OPTIMIZE_LOGGER)
     assert len(logger.filters) == 1
     try:
         raise KeyboardInterrupt

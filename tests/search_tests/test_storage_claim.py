@@ -9,6 +9,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from search.optuna_private import trial_id
 from search.storage import open_storage
 
 
@@ -38,7 +39,7 @@ def test_claiming_a_trial_that_is_not_waiting_fails(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/c.db")
     study = optuna.create_study(study_name="c", storage=storage)
     study.enqueue_trial({"x": 1})
-    waiting = study.get_trials()[0]._trial_id
+    waiting = trial_id(study.get_trials()[0])
     assert storage.set_trial_state_values(waiting, TrialState.RUNNING) is True
     assert storage.set_trial_state_values(waiting, TrialState.RUNNING) is False  # taken
     assert study.get_trials()[0].state == TrialState.RUNNING
