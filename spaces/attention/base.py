@@ -1,9 +1,10 @@
 """The one attention signature every variant shares, and the q/k/v/o projections.
 
-A variant subclasses `Attention`, declares its own parameters as a frozen dataclass
-(`Params`), and implements only `attend(q, k, v, key_mask, causal)`: the kernel that mixes
-values. Projections, head splitting and merging live here, once, as in
-huggingface/transformers' attention backends.
+A variant declares its own parameters as a frozen dataclass, subclasses `Attention` over it
+(`class WindowAttention(Attention[WindowParams])`: the type argument becomes `Params` and types
+`self.params` and the classmethods' `params`), and implements only
+`attend(q, k, v, key_mask, causal)`: the kernel that mixes values. Projections, head
+splitting and merging live here, once, as in huggingface/transformers' attention backends.
 
 Shapes: B batch, T sequence length, C = d_model, H heads, D = C // H head dimension.
 Masks: `key_mask` is (B, T) bool, True for real tokens; padding sits at the end of a row.
@@ -14,7 +15,8 @@ the content of padded ones.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+import typing
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -27,11 +29,16 @@ class NoParams:
     """For variants without parameters of their own."""
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention; subclasses supply the kernel in `attend`."""
+P = TypeVar("P")
+
+
+class Attention(nn.Module, Generic[P]):
+    """Multi-head self-attention over a variant's parameters `P`; subclasses supply the kernel
+    in `attend`."""
 
     name: ClassVar[str]
-    Params: ClassVar[type] = NoParams
+    Params: ClassVar[type[Any]] = NoParams  # set from the type argument: Attention[WindowParams]
+    params: P
     supports_causal: ClassVar[bool] = True
     supports_bidirectional: ClassVar[bool] = True
     shared_qk: ClassVar[bool] = False  # Reformer ties keys to queries: no key projection
@@ -40,7 +47,15 @@ class Attention(nn.Module):
     # Default search choices per parameter; spaces.space filters them by sequence length.
     search_choices: ClassVar[dict[str, list[Any]]] = {}
 
-    def __init__(self, d_model: int, n_heads: int, seq_len: int, params: Any = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if typing.get_origin(base) is Attention:
+                (arg,) = typing.get_args(base)
+                if isinstance(arg, type):
+                    cls.Params = arg
+
+    def __init__(self, d_model: int, n_heads: int, seq_len: int, params: P | None = None) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
@@ -84,12 +99,12 @@ class Attention(nn.Module):
 
     # -- what the config layer asks of a variant ------------------------------------------
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: P, seq_len: int, causal: bool) -> None:
         """Raise ValueError naming the field when `params` cannot work at this length."""
 
     @classmethod
     def attention_flops(
-        cls, params: Any, seq_len: int, n_heads: int, head_dim: int, causal: bool
+        cls, params: P, seq_len: int, n_heads: int, head_dim: int, causal: bool
     ) -> int:
         """Multiply-adds of `attend` for one sequence (fvcore convention: 1 MAC = 1 FLOP).
 
@@ -97,7 +112,7 @@ class Attention(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def extra_params(cls, params: Any, d_model: int, n_heads: int, seq_len: int) -> int:
+    def extra_params(cls, params: P, d_model: int, n_heads: int, seq_len: int) -> int:
         """Learned parameters beyond the q/k/v/o projections (e.g. Linformer's E, F)."""
         return 0
 

@@ -7,16 +7,14 @@ Every query attends to every key through PyTorch's fused
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from spaces.attention.base import ATTENTION, Attention
+from spaces.attention.base import ATTENTION, Attention, NoParams
 
 
 @ATTENTION.register()  # under its `name`
-class FullAttention(Attention):
+class FullAttention(Attention[NoParams]):
     """Softmax over all keys; the reference every other variant approximates."""
 
     name = "full"
@@ -33,6 +31,6 @@ class FullAttention(Attention):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal)
 
     @classmethod
-    def attention_flops(cls, params: Any, seq_len: int, n_heads: int, head_dim: int, causal):
+    def attention_flops(cls, params: NoParams, seq_len: int, n_heads: int, head_dim: int, causal):
         # q @ k^T and p @ v over the whole n x n grid: what the dense kernel computes.
         return 2 * n_heads * seq_len * seq_len * head_dim

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,16 +50,15 @@ def orthogonal_features(m: int, d: int, gen: torch.Generator) -> torch.Tensor:
     return w * torch.randn(m, d, generator=gen).norm(dim=1, keepdim=True)  # (m, d)
 
 
-def _n_features(params: Any, head_dim: int) -> int:
+def _n_features(params: LinearParams, head_dim: int) -> int:
     return params.n_features if params.feature_map == "favor" else head_dim
 
 
 @ATTENTION.register()  # under its `name`
-class LinearAttention(Attention):
+class LinearAttention(Attention[LinearParams]):
     """Linear attention phi(Q) (phi(K)^T V): O(n) time and memory in the sequence length."""
 
     name = "linear"
-    Params = LinearParams
     supports_causal = True
     supports_bidirectional = True
     span_param = None
@@ -71,7 +69,13 @@ class LinearAttention(Attention):
     }
 
     def __init__(
-        self, d_model: int, n_heads: int, seq_len: int, params: Any = None, *, seed: int = 0
+        self,
+        d_model: int,
+        n_heads: int,
+        seq_len: int,
+        params: LinearParams | None = None,
+        *,
+        seed: int = 0,
     ) -> None:
         super().__init__(d_model, n_heads, seq_len, params)
         p, D = self.params, self.head_dim
@@ -128,7 +132,7 @@ class LinearAttention(Attention):
         return out.reshape(B, H, nc * c, D)[:, :, :T]  # (B, H, T, D)
 
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: LinearParams, seq_len: int, causal: bool) -> None:
         if params.feature_map not in FEATURE_MAPS:
             raise ValueError(
                 f"attention.feature_map for {cls.name!r} must be one of {list(FEATURE_MAPS)}, "
@@ -142,7 +146,7 @@ class LinearAttention(Attention):
 
     @classmethod
     def attention_flops(
-        cls, params: Any, seq_len: int, n_heads: int, head_dim: int, causal: bool
+        cls, params: LinearParams, seq_len: int, n_heads: int, head_dim: int, causal: bool
     ) -> int:
         T, D, Fn = seq_len, head_dim, _n_features(params, head_dim)
         features = 2 * T * D * Fn if params.feature_map == "favor" else 0  # x' @ w^T for q and k

@@ -11,7 +11,6 @@ touches no real token is masked out (with E = I and k = n this is exactly full a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +26,17 @@ class LowRankParams:
 
 
 @ATTENTION.register()  # under its `name`
-class LowRankAttention(Attention):
+class LowRankAttention(Attention[LowRankParams]):
     """Softmax attention over k learned sequence-axis summaries of the keys and values."""
 
     name = "lowrank"
-    Params = LowRankParams
     supports_causal = False
     span_param = "rank"
     search_choices = {"rank": [16, 32, 64, 128, 256], "share_kv": [False, True]}
 
-    def __init__(self, d_model: int, n_heads: int, seq_len: int, params: Any = None) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, seq_len: int, params: LowRankParams | None = None
+    ) -> None:
         super().__init__(d_model, n_heads, seq_len, params)
         k = self.params.rank
         std = 1.0 / seq_len**0.5  # E x has the scale of a mean over positions
@@ -59,18 +59,18 @@ class LowRankAttention(Attention):
         return F.scaled_dot_product_attention(q, k_low, v_low, attn_mask=attn_mask)
 
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: LowRankParams, seq_len: int, causal: bool) -> None:
         check_positive_int(cls.name, "rank", params.rank, upper=seq_len)
         if not isinstance(params.share_kv, bool):
             raise ValueError(f"attention.share_kv must be true or false, got {params.share_kv!r}")
 
     @classmethod
-    def attention_flops(cls, params, seq_len, n_heads, head_dim, causal):
+    def attention_flops(cls, params: LowRankParams, seq_len, n_heads, head_dim, causal):
         k = params.rank
         projections = 2 * n_heads * k * seq_len * head_dim  # E @ K and F @ V
         attention = 2 * n_heads * seq_len * k * head_dim  # q @ k_low^T and p @ v_low
         return projections + attention
 
     @classmethod
-    def extra_params(cls, params, d_model, n_heads, seq_len):
+    def extra_params(cls, params: LowRankParams, d_model, n_heads, seq_len):
         return (1 if params.share_kv else 2) * params.rank * seq_len

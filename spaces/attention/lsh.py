@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +48,7 @@ class LSHParams:
     n_hashes: int = 1  # hash rounds; more rounds, fewer keys missed, n_hashes x the cost
 
 
-def _geometry(params: Any, seq_len: int, causal: bool) -> tuple[int, int, int]:
+def _geometry(params: LSHParams, seq_len: int, causal: bool) -> tuple[int, int, int]:
     """(n_chunks, padded length, pieces per window) for a sequence of `seq_len` tokens."""
     c = params.bucket_size
     nc = math.ceil(seq_len / c)
@@ -57,7 +56,7 @@ def _geometry(params: Any, seq_len: int, causal: bool) -> tuple[int, int, int]:
     return nc, nc * c, pieces
 
 
-def _n_buckets(params: Any, seq_len: int) -> int:
+def _n_buckets(params: LSHParams, seq_len: int) -> int:
     nb = max(1, seq_len // params.bucket_size)
     return nb + nb % 2 if nb > 1 else 1
 
@@ -115,11 +114,10 @@ def _masked_softmax(scores, hidden, is_self, self_score):
 
 
 @ATTENTION.register()  # under its `name`
-class LSHAttention(Attention):
+class LSHAttention(Attention[LSHParams]):
     """Reformer: attend within hash buckets of shared query/key vectors, O(n c) per round."""
 
     name = "lsh"
-    Params = LSHParams
     supports_causal = True
     supports_bidirectional = True
     shared_qk = True
@@ -127,7 +125,13 @@ class LSHAttention(Attention):
     search_choices = {"bucket_size": [32, 64, 128, 256], "n_hashes": [1, 2, 4]}
 
     def __init__(
-        self, d_model: int, n_heads: int, seq_len: int, params: Any = None, *, seed: int = 0
+        self,
+        d_model: int,
+        n_heads: int,
+        seq_len: int,
+        params: LSHParams | None = None,
+        *,
+        seed: int = 0,
     ) -> None:
         super().__init__(d_model, n_heads, seq_len, params)
         self.n_buckets = _n_buckets(self.params, seq_len)
@@ -205,7 +209,7 @@ class LSHAttention(Attention):
         return torch.einsum("bhrtd,bhrt->bhtd", out[:, :, :, :T], weights)  # (B, H, T, D)
 
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: LSHParams, seq_len: int, causal: bool) -> None:
         try:
             check_positive_int(cls.name, "bucket_size", params.bucket_size, upper=seq_len)
         except ValueError as exc:
@@ -224,7 +228,7 @@ class LSHAttention(Attention):
 
     @classmethod
     def attention_flops(
-        cls, params: Any, seq_len: int, n_heads: int, head_dim: int, causal: bool
+        cls, params: LSHParams, seq_len: int, n_heads: int, head_dim: int, causal: bool
     ) -> int:
         T, D, R, c = seq_len, head_dim, params.n_hashes, params.bucket_size
         _, Tp, P = _geometry(params, T, causal)

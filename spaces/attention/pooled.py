@@ -11,7 +11,6 @@ a pooled key, and a window made only of padding is masked out.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +24,10 @@ class PooledParams:
 
 
 @ATTENTION.register()  # under its `name`
-class PooledAttention(Attention):
+class PooledAttention(Attention[PooledParams]):
     """Softmax attention over keys and values averaged in windows of `stride` positions."""
 
     name = "pooled"
-    Params = PooledParams
     supports_causal = False
     span_param = "stride"  # note: a larger stride sees *less* detail
     search_choices = {"stride": [2, 4, 8, 16]}
@@ -52,10 +50,10 @@ class PooledAttention(Attention):
         return F.scaled_dot_product_attention(q, k_pool, v_pool, attn_mask=attn_mask)
 
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: PooledParams, seq_len: int, causal: bool) -> None:
         check_positive_int(cls.name, "stride", params.stride, upper=seq_len)
 
     @classmethod
-    def attention_flops(cls, params, seq_len, n_heads, head_dim, causal):
+    def attention_flops(cls, params: PooledParams, seq_len, n_heads, head_dim, causal):
         nb = -(-seq_len // params.stride)
         return 2 * n_heads * seq_len * nb * head_dim  # q @ k_pool^T and p @ v_pool

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ class SparseParams:
     seed: int = 0  # seeds the random-block draw, so the layout is the same on every run
 
 
-def block_layout(params: Any, nb: int, causal: bool) -> torch.Tensor:
+def block_layout(params: SparseParams, nb: int, causal: bool) -> torch.Tensor:
     """(nb - G, K) long: key blocks seen by each non-global query block; nb marks padding."""
     G = min(params.global_blocks, nb)
     i = torch.arange(nb)[:, None]  # (nb, 1) query block
@@ -60,7 +60,7 @@ def block_layout(params: Any, nb: int, causal: bool) -> torch.Tensor:
     return order.masked_fill(order >= nb, nb)  # (nb - G, K)
 
 
-def _blocking(params: Any, T: int) -> tuple[int, int, int]:
+def _blocking(params: SparseParams, T: int) -> tuple[int, int, int]:
     """Block size b (never above T), block count nb, global query blocks G."""
     b = min(params.block, T)
     nb = math.ceil(T / b)
@@ -68,11 +68,10 @@ def _blocking(params: Any, T: int) -> tuple[int, int, int]:
 
 
 @ATTENTION.register()  # under its `name`
-class SparseAttention(Attention):
+class SparseAttention(Attention[SparseParams]):
     """Fixed block-sparse pattern: O(n * K * b) instead of O(n^2)."""
 
     name = "sparse"
-    Params = SparseParams
     supports_causal = True
     supports_bidirectional = True
     span_param = "block"
@@ -83,7 +82,9 @@ class SparseAttention(Attention):
         "random_blocks": [0, 1, 2, 3],
     }
 
-    def __init__(self, d_model: int, n_heads: int, seq_len: int, params: Any = None) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, seq_len: int, params: SparseParams | None = None
+    ) -> None:
         super().__init__(d_model, n_heads, seq_len, params)
         _, self._nb, _ = _blocking(self.params, seq_len)
         # The random draw happens here, once; buffers follow the module across devices.
@@ -159,7 +160,7 @@ class SparseAttention(Attention):
         return torch.cat(parts, dim=2)[:, :, :T]  # (B, H, T, D)
 
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: SparseParams, seq_len: int, causal: bool) -> None:
         try:
             check_positive_int(cls.name, "block", params.block, upper=seq_len)
         except ValueError as exc:
@@ -176,7 +177,7 @@ class SparseAttention(Attention):
 
     @classmethod
     def attention_flops(
-        cls, params: Any, seq_len: int, n_heads: int, head_dim: int, causal: bool
+        cls, params: SparseParams, seq_len: int, n_heads: int, head_dim: int, causal: bool
     ) -> int:
         b, nb, G = _blocking(params, seq_len)
         nq, K = block_layout(params, nb, causal).shape

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +38,10 @@ def _pieces(x: torch.Tensor, nb: int, n_pieces: int) -> torch.Tensor:
 
 
 @ATTENTION.register()  # under its `name`
-class WindowAttention(Attention):
+class WindowAttention(Attention[WindowParams]):
     """Longformer sliding window: O(n * w) instead of O(n^2)."""
 
     name = "window"
-    Params = WindowParams
     supports_causal = True
     supports_bidirectional = True
     span_param = "window"
@@ -105,7 +103,7 @@ class WindowAttention(Attention):
         return torch.cat([gout, out[:, :, g:]], dim=2)  # (B, H, T, D)
 
     @classmethod
-    def validate(cls, params: Any, seq_len: int, causal: bool) -> None:
+    def validate(cls, params: WindowParams, seq_len: int, causal: bool) -> None:
         try:
             check_positive_int(cls.name, "window", params.window, upper=seq_len)
         except ValueError as exc:
@@ -127,7 +125,7 @@ class WindowAttention(Attention):
 
     @classmethod
     def attention_flops(
-        cls, params: Any, seq_len: int, n_heads: int, head_dim: int, causal: bool
+        cls, params: WindowParams, seq_len: int, n_heads: int, head_dim: int, causal: bool
     ) -> int:
         w = min(params.window, seq_len)
         nb = math.ceil(seq_len / w)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import pytest
 import torch
 
-from spaces import ATTENTION
+from spaces import ATTENTION, Attention
 from tests.spaces_tests.helpers import causal_variants, small_params
 
 VARIANTS = ATTENTION.names()
@@ -101,6 +104,10 @@ def test_declares_its_contract(variant):
     assert cls.__doc__ and cls.__module__.startswith("spaces.attention.")
     module_doc = __import__(cls.__module__, fromlist=["_"]).__doc__
     assert "arXiv" in module_doc, f"{variant}: cite the paper in the module docstring"
+    (base,) = [b for b in cls.__orig_bases__ if typing.get_origin(b) is Attention]
+    assert typing.get_args(base) == (cls.Params,)  # Attention[XParams] sets Params, once
+    assert dataclasses.is_dataclass(cls.Params) and cls.Params.__dataclass_params__.frozen
+    assert isinstance(cls(16, 2, 64).params, cls.Params)
     fields = {f for f in cls.Params.__dataclass_fields__}
     assert cls.span_param is None or cls.span_param in fields
     assert set(cls.search_choices) <= fields
