@@ -27,11 +27,10 @@ import optuna
 
 from benchmarks.outcome import _run, describe
 from search.budget import format_flops, parse_flops
-from search.driver import stored_schedule
 from search.objective import make_task
 from search.results import ranked_trials
-from search.settings import settings_from_study
 from search.storage import DEFAULT_STORAGE, open_existing_storage
+from search.study import settings_from_study, stored_schedule
 from spaces import ArchConfig
 from spaces.baselines import largest_full, largest_hybrid
 from spaces.flops import count_flops, estimate_flops

@@ -27,8 +27,9 @@ every method trains with the same proxy compute, recipe and seed, so the numbers
 directly. The table gives the median over seeds and the spread (min-max).
 
 Searches run in this process through the public pieces (`search.settings.build_settings`,
-`search.driver.open_study` / `optimize`, `search.objective.Objective`) on a temporary SQLite
-database (or `--storage URL`, to keep the studies, e.g. for `python -m search.fidelity`).
+`search.study.open_study`, `search.driver.optimize`, `search.objective.Objective`) on a
+temporary SQLite database (or `--storage URL`, to keep the studies, e.g. for
+`python -m search.fidelity`).
 
 Cost and expected time. Full mode: budget 100 MFLOPs, proxy compute 30 GFLOPs, 20 trials,
 3 seeds, both tasks: 2 tasks x 3 seeds x (2 x 20 + 1) = 246 proxy runs at most, but trials
@@ -57,10 +58,11 @@ from typing import Any
 import optuna
 
 from search.budget import flops_arg, format_flops
-from search.driver import open_study, optimize
+from search.driver import optimize
 from search.objective import Objective, make_task
 from search.results import feasible_trials
 from search.settings import build_settings
+from search.study import open_study
 from spaces import ArchConfig
 from spaces.flops import count_flops
 from trainers.proxy import train

@@ -1,1 +1,35 @@
-"""How we search: CLI entry points, budget parsing, drivers, storage, scaling, export."""
+"""How we search. Every module, by role:
+
+Commands (parse, call library code, print; each is `python -m search.<name>`):
+    run          the search: `python -m search.run --budget 2GFLOPs`
+    export       a study's best configs to JSON/YAML for any pipeline
+    train        final training of an exported or scaled config
+    scale        compound scaling of the search's pick to larger budgets
+    fidelity     does the proxy's ranking survive longer training?
+
+Running a search:
+    settings     what defines a run: defaults, a preset, the flags (RunSettings)
+    samplers     samplers and pruners by name, and their seeds
+    plan         rung lengths, workers and expected time, from the budget and the clock
+    study        opening a study (create or resume) and reading back what it was made with
+    objective    one trial: suggest, price, reject or reuse, train rung by rung, record
+    driver       the optimize loop until the study holds --trials trained candidates
+    workers      local worker processes: start, watch, report
+    ray_backend  the same worker loop placed on a Ray cluster
+    interrupts   Ctrl-C, a terminated parent, orphaned workers
+    progress     the progress bar
+    summary      the end of a run: counts, top table, the pick
+    hooks        entry points other packages plug in after a run (dashboards' note)
+
+Study database and results:
+    storage         URLs, opening and checking databases, atomic trial claims
+    optuna_private  every use of Optuna's private API, pinned by a test
+    results         counts, ranking and the top table, read from a study
+    budget          parsing and formatting FLOP figures
+
+Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functions):
+    compound        EfficientNet compound scaling: coefficients, fitting a target
+    compound_grid   the grid of coefficients worth training (EfficientNet step 1)
+    scaled_study    the study `search.scale` writes
+    fidelity_stats  rank agreement between proxy and long runs
+"""

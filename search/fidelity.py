@@ -59,7 +59,6 @@ from search.fidelity_stats import (
 from search.objective import make_task
 from search.optuna_private import trial_id
 from search.results import feasible_trials
-from search.settings import check_task_trusted, settings_from_study
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
@@ -67,6 +66,7 @@ from search.storage import (
     safe_url,
     set_finished_trial_user_attr,
 )
+from search.study import check_task_trusted, settings_from_study
 from spaces import ArchConfig
 from spaces.flops import FLOP_UNIT
 from trainers.proxy import train

@@ -1,7 +1,7 @@
 """The Ray backend: `python -m search.run --backend ray [--address auto] [--cpus-per-trial K]`.
 
 Ray only decides *where* the search runs. It places the very same worker loop as the local
-backend (`search.driver.run_worker`: ask the SQL study, price, reject or reuse, train rung by
+backend (`search.workers.run_worker`: ask the SQL study, price, reject or reuse, train rung by
 rung, let the study's pruner cut, tell) on this machine's cores or a cluster's nodes, as Ray Tune
 trials, one per worker slot. So multi-fidelity, pruning, duplicates, `--trials` counting and
 recovery mean exactly what they mean under the local backend (see docs/ray.md):
@@ -29,11 +29,11 @@ from typing import Any
 
 import optuna
 
-from search.driver import run_worker
 from search.progress import StudyProgress
 from search.results import trained_count
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, is_sqlite, open_storage
+from search.workers import run_worker
 
 try:  # ray stays optional: this module imports without it, run_ray() then explains
     import ray

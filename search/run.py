@@ -10,24 +10,15 @@ import argparse
 import dataclasses
 import signal
 import sys
-import time
 import warnings
 
 import optuna
 
 from search.budget import flops_arg, format_flops
-from search.driver import (
-    SpaceExhausted,
-    StudyMismatch,
-    open_study,
-    optimize,
-    start_workers,
-    stored_schedule,
-)
-from search.interrupts import raise_interrupt, stop_workers
-from search.objective import Objective, make_task
-from search.plan import DEFAULT_TIMEOUT, PlanError, default_parallelism, make_plan
-from search.progress import StudyProgress
+from search.driver import SpaceExhausted
+from search.interrupts import raise_interrupt
+from search.objective import make_task
+from search.plan import DEFAULT_TIMEOUT, PlanError, SearchPlan, default_parallelism, make_plan
 from search.samplers import PRUNERS, SAMPLERS, describe
 from search.settings import (
     DEFAULT_PROXY_COMPUTE,
@@ -45,8 +36,12 @@ from search.storage import (
     default_checkpoint_dir,
     is_sqlite,
 )
+from search.study import StudyMismatch, open_study, stored_schedule
 from search.summary import summarize
+from search.workers import WorkerFailed, run_local
+from spaces import ArchConfig
 from spaces.flops import estimate_flops
+from trainers.tasks import Task
 
 EPILOG = """examples:
   python -m search.run --budget 2GFLOPs
@@ -189,6 +184,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# the flags that become RunSettings fields (a preset may set the same fields)
+SETTINGS_FLAGS = (
+    "budget",
+    "task",
+    "data",
+    "seq_len",
+    "sampler",
+    "pruner",
+    "proxy_compute",
+    "evaluation",
+    "rung_tokens",
+    "eta",
+    "rungs",
+    "seed",
+    "device",
+    "objectives",
+)
+
+
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -199,143 +213,163 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        preset = load_preset(args.preset) if args.preset else {}
-        flags = {
-            "budget": args.budget,
-            "task": args.task,
-            "data": args.data,
-            "seq_len": args.seq_len,
-            "sampler": args.sampler,
-            "pruner": args.pruner,
-            "proxy_compute": args.proxy_compute,
-            "evaluation": args.evaluation,
-            "rung_tokens": args.rung_tokens,
-            "eta": args.eta,
-            "rungs": args.rungs,
-            "seed": args.seed,
-            "device": args.device,
-            "objectives": args.objectives,
-        }
-        settings = build_settings(preset, flags)
-        if args.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {args.trials}")
-        for name in ("workers", "threads", "top"):
-            value = getattr(args, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} must be >= 1, got {value}")
-        if args.timeout < 0:
-            raise ValueError(f"--timeout must be >= 0 seconds (0 = no limit), got {args.timeout}")
-        task = make_task(settings)
-    except ValueError as exc:
+        settings, task = read_settings(args)
+        cheapest_cfg = cheapest_config(settings, task)
+        workers, threads = parallelism(args, settings)
+        plan, study = plan_and_open(args, settings, task, cheapest_cfg, workers, threads)
+    except (StudyMismatch, PlanError, ValueError, ImportError) as exc:
         return fail(str(exc))
+    if not args.no_baselines:
+        seed_baselines(study, settings, task)
+    print(plan.describe(settings.budget), flush=True)
+    return search(args, settings, study, plan, workers, threads)
+
+
+def read_settings(args: argparse.Namespace) -> tuple[RunSettings, Task]:
+    """The run's settings (preset, then flags) and its task; ValueError names a bad flag."""
+    preset = load_preset(args.preset) if args.preset else {}
+    flags = {name: getattr(args, name) for name in SETTINGS_FLAGS}
+    settings = build_settings(preset, flags)
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    for name in ("workers", "threads", "top"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if args.timeout < 0:
+        raise ValueError(f"--timeout must be >= 0 seconds (0 = no limit), got {args.timeout}")
+    task = make_task(settings)
     if settings.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            return fail(
+            raise ValueError(
                 "--device cuda was given but torch sees no CUDA device "
                 "(install a CUDA build of torch, see README)"
             )
-    interface = task.interface()
-    try:
-        corners = settings.space.corners(interface)
-    except ValueError as exc:
-        return fail(str(exc))
-    cheapest_cfg = min(corners, key=estimate_flops)
+    return settings, task
+
+
+def cheapest_config(settings: RunSettings, task: Task) -> ArchConfig:
+    """The space's cheapest config; ValueError when even it is over the budget."""
+    cheapest_cfg = min(settings.space.corners(task.interface()), key=estimate_flops)
     cheapest = estimate_flops(cheapest_cfg)
     if settings.budget < cheapest:
-        return fail(
+        raise ValueError(
             f"budget {format_flops(settings.budget)} is below the cheapest config of the space "
             f"({format_flops(cheapest)} for task {settings.task!r} at seq_len {task.seq_len}); "
             f"the smallest feasible budget is --budget {cheapest} ({format_flops(cheapest)}), "
             "or narrow the space with a preset"
         )
-    study_name = (
-        args.study
-        or f"{settings.task.replace(':', '.')}-{format_flops(settings.budget)}".replace(" ", "")
-    )
+    return cheapest_cfg
+
+
+def parallelism(args: argparse.Namespace, settings: RunSettings) -> tuple[int, int]:
+    """(workers, torch threads per worker); checks Ray is there before anything is created."""
     workers, threads = default_parallelism(args.workers, args.threads, settings.device)
     if args.backend == "ray":
         workers = args.workers or workers
         threads = args.cpus_per_trial
     if workers > 1 and is_sqlite(args.storage) and ":memory:" in args.storage:
-        return fail(
+        raise ValueError(
             "several workers need a database file or server, not sqlite in memory; "
             "use the default sqlite file, a postgresql:// URL, or --workers 1"
         )
     if args.backend == "ray":
         from search.ray_backend import require_ray
 
-        try:
-            require_ray()  # before the study is created: without Ray, change nothing
-        except ImportError as exc:
-            return fail(str(exc))
-    timeout = args.timeout or None
-    try:
-        plan = make_plan(
-            task,
-            settings.budget,
-            settings.recipe,
-            trials=args.trials,
-            timeout=timeout,
-            workers=workers,
-            threads=threads,
-            device=settings.device,
-            eta=settings.eta,
-            rungs=settings.rungs,
-            first_rung_tokens=settings.rung_tokens,
-            fallback=cheapest_cfg,
-        )
-        study = open_study(
-            settings, study_name, args.storage, task, args.grace_period, plan.schedule
-        )
-    except (StudyMismatch, PlanError, ValueError) as exc:
-        return fail(str(exc))
+        require_ray()  # ImportError before the study is created: without Ray, change nothing
+    return workers, threads
+
+
+def study_name(args: argparse.Namespace, settings: RunSettings) -> str:
+    default = f"{settings.task.replace(':', '.')}-{format_flops(settings.budget)}"
+    return args.study or default.replace(" ", "")
+
+
+def plan_and_open(
+    args: argparse.Namespace,
+    settings: RunSettings,
+    task: Task,
+    cheapest_cfg: ArchConfig,
+    workers: int,
+    threads: int,
+) -> tuple[SearchPlan, optuna.Study]:
+    """The plan (rung lengths from the clock) and the study, created or resumed; a resumed
+    study keeps the rungs it was created with."""
+    name = study_name(args, settings)
+    plan = make_plan(
+        task,
+        settings.budget,
+        settings.recipe,
+        trials=args.trials,
+        timeout=args.timeout or None,
+        workers=workers,
+        threads=threads,
+        device=settings.device,
+        eta=settings.eta,
+        rungs=settings.rungs,
+        first_rung_tokens=settings.rung_tokens,
+        fallback=cheapest_cfg,
+    )
+    study = open_study(settings, name, args.storage, task, args.grace_period, plan.schedule)
     schedule = stored_schedule(study)
-    if schedule is not None and schedule != plan.schedule:
-        plan = dataclasses.replace(plan, schedule=schedule)  # a resumed study keeps its rungs
-        print("resuming: the study keeps the rung lengths it was created with")
-    elif schedule is None:  # a study created before the rung evaluator
-        return fail(
-            f"study {study_name!r} was made by an older version without rung schedules; "
+    if schedule is None:  # a study created before the rung evaluator
+        raise ValueError(
+            f"study {name!r} was made by an older version without rung schedules; "
             "pass a new --study name"
         )
-    if not args.no_baselines and not study.get_trials(deepcopy=False):
-        seeds = settings.space.baselines(interface, settings.budget)
-        for params in seeds:
-            study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
-        if seeds:
-            shapes = ", ".join(
-                f"{p['depth']} layers x {p['n_heads'] * p['head_dim']} (head dim {p['head_dim']})"
-                for p in seeds
-            )
-            print(f"starting from the hand baselines: full attention, {shapes}")
-    print(plan.describe(settings.budget), flush=True)
+    if schedule != plan.schedule:
+        plan = dataclasses.replace(plan, schedule=schedule)
+        print("resuming: the study keeps the rung lengths it was created with")
+    return plan, study
+
+
+def seed_baselines(study: optuna.Study, settings: RunSettings, task: Task) -> None:
+    """A new study starts from the hand baselines (full attention, the largest that fits)."""
+    if study.get_trials(deepcopy=False):
+        return
+    seeds = settings.space.baselines(task.interface(), settings.budget)
+    for params in seeds:
+        study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
+    if seeds:
+        shapes = ", ".join(
+            f"{p['depth']} layers x {p['n_heads'] * p['head_dim']} (head dim {p['head_dim']})"
+            for p in seeds
+        )
+        print(f"starting from the hand baselines: full attention, {shapes}")
+
+
+def search(
+    args: argparse.Namespace,
+    settings: RunSettings,
+    study: optuna.Study,
+    plan: SearchPlan,
+    workers: int,
+    threads: int,
+) -> int:
+    """Run the workers (here, or on Ray), then print the summary; the exit status."""
     checkpoint_dir = str(args.checkpoint_dir or default_checkpoint_dir(args.storage))
+    timeout = args.timeout or None
     try:
         if args.backend == "ray":
-            from search.ray_backend import RayConfigError, run_ray
+            from search.ray_backend import RayConfigError
 
             try:
-                run_ray(
-                    settings,
-                    study_name,
-                    args.storage,
-                    args.trials,
-                    timeout,
-                    args.address,
-                    args.cpus_per_trial,
-                    workers=args.workers,
-                    grace_period=args.grace_period,
-                    quiet=args.quiet,
-                    results_dir=args.ray_results,
-                    checkpoint_dir=checkpoint_dir,
-                )
+                run_on_ray(args, settings, study.study_name, timeout, checkpoint_dir)
             except (ImportError, RayConfigError) as exc:
                 return fail(str(exc))
         else:
             run_local(
-                settings, study, study_name, args, plan, workers, threads, timeout, checkpoint_dir
+                settings,
+                study,
+                study.study_name,
+                args,
+                plan,
+                workers,
+                threads,
+                timeout,
+                checkpoint_dir,
             )
     except SpaceExhausted as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -359,67 +393,23 @@ def main(argv: list[str] | None = None) -> int:
     return summarize(study, settings, args.storage, args.top)
 
 
-def run_local(
-    settings, study, study_name, args, plan, workers, threads, timeout, checkpoint_dir
-) -> None:
-    """Workers on this machine: in this process for one worker, else spawned processes."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with StudyProgress(study, args.trials, args.quiet):
-        if workers == 1:
-            import torch
+def run_on_ray(args, settings, name, timeout, checkpoint_dir) -> None:
+    from search.ray_backend import run_ray
 
-            torch.set_num_threads(threads)
-            objective = Objective(
-                settings, plan.schedule, threads=threads, checkpoint_dir=checkpoint_dir
-            )
-            optimize(study, objective, args.trials, timeout, storage_url=args.storage)
-            return
-        procs = start_workers(
-            settings,
-            study_name,
-            args.storage,
-            args.trials,
-            timeout,
-            workers,
-            threads,
-            args.grace_period,
-            checkpoint_dir,
-        )
-        try:
-            while any(p.is_alive() for p in procs):
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            stop_workers(procs)  # each returns its running trial to the queue
-            raise
-        finally:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-            for p in procs:
-                p.join()
-        report_workers([p.exitcode for p in procs])
-
-
-def report_workers(codes: list[int | None]) -> None:
-    """After the workers ended: a database failure (exit 2, already printed by the worker) ends
-    the run with exit 2; a worker killed by a signal is a warning (another worker or the next run
-    retries its trial); any other failure ends the run with exit 1 after the summary."""
-    for index, code in enumerate(codes):
-        if code is not None and code < 0:
-            print(
-                f"warning: worker {index} was killed by signal {-code}; its trial is retried "
-                "once its heartbeat is stale (by another worker, or by the next run)",
-                file=sys.stderr,
-            )
-    if 2 in codes:  # the worker printed the database's error in one line
-        raise StorageFailed("")
-    failed = [c for c in codes if c is not None and c > 0]
-    if failed:
-        raise WorkerFailed(f"a worker process exited with status {failed[0]} (its error is above)")
-
-
-class WorkerFailed(RuntimeError):
-    """A local worker process ended with an unexpected error."""
+    run_ray(
+        settings,
+        name,
+        args.storage,
+        args.trials,
+        timeout,
+        args.address,
+        args.cpus_per_trial,
+        workers=args.workers,
+        grace_period=args.grace_period,
+        quiet=args.quiet,
+        results_dir=args.ray_results,
+        checkpoint_dir=checkpoint_dir,
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+
+if TYPE_CHECKING:
+    from search.settings import RunSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,3 +66,31 @@ def describe(registry: dict[str, Entry], default: str) -> str:
         f"{name}{' (default)' if name == default else ''}: {entry.help}"
         for name, entry in registry.items()
     )
+
+
+SEED_STRIDE = 7919  # seed = --seed + SEED_STRIDE x offset (a prime: streams stay apart)
+
+
+RESUME_STRIDE = 97  # offset per trial already in the study: a resumed session draws anew
+
+
+def seed_offset(study: optuna.Study, worker: int | None = None) -> int:
+    """The sampler seed offset of the parent (worker None) or of worker `worker`, given the
+    trials the study already holds."""
+    start = 0 if worker is None else 1 + worker
+    return start + RESUME_STRIDE * len(study.get_trials(deepcopy=False))
+
+
+def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler; `offset` (`seed_offset`) varies the seed per worker and per resume, so that
+    processes and later sessions of one study do not replay the same random stream."""
+    return SAMPLERS[settings.sampler].make(settings.seed + SEED_STRIDE * offset)
+
+
+def make_pruner(settings: RunSettings) -> optuna.pruners.BasePruner:
+    """The rung pruner. Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths
+    in first-rung units), so successive halving with min_resource 1 and reduction factor eta
+    keeps the best 1/eta of each rung (asynchronously: ASHA, Li et al. 2018)."""
+    if settings.objectives != "single" or settings.rungs == 1:
+        return optuna.pruners.NopPruner()  # multi-objective studies cannot prune
+    return PRUNERS[settings.pruner].make(settings)

@@ -33,18 +33,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.budget import flops_list_arg, format_flops
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import RATIO_TOLERANCE, grid
-from search.driver import stored_schedule
 from search.objective import make_task
 from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
 from search.scaled_study import ScaleOutcome, write_study
-from search.settings import RunSettings, UntrustedTask, check_task_trusted, settings_from_study
+from search.settings import RunSettings
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
     open_existing_storage,
     safe_url,
 )
+from search.study import UntrustedTask, check_task_trusted, settings_from_study, stored_schedule
 from search.train import count_arg, train_config
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops

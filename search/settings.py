@@ -19,7 +19,6 @@ from search.samplers import PRUNERS, SAMPLERS
 from spaces.config import LIMITS
 from spaces.space import SearchSpace
 from trainers.proxy import Recipe
-from trainers.tasks import TASKS
 
 DEFAULT_TASK = "text"  # byte-level LM; without --data, on the interpreter's stdlib sources
 DEFAULT_PROXY_COMPUTE = 30_000_000_000  # training FLOPs per trial for --evaluation compute
@@ -143,51 +142,3 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
     if settings.rung_tokens is not None and settings.rung_tokens < 1:
         raise ValueError(f"--rung-tokens must be >= 1, got {settings.rung_tokens} (e.g. 65536)")
     return settings
-
-
-class UntrustedTask(ValueError):
-    """A study names a task by import path, and the user did not allow importing it."""
-
-
-def check_task_trusted(study: Any, allow_task: str | None = None) -> None:
-    """Raise UntrustedTask when the study's task is an import path the user did not allow."""
-    task = study.user_attrs.get("identity", {}).get("task")
-    if task is not None and task not in TASKS and task != allow_task:
-        raise UntrustedTask(
-            f"study {study.study_name!r} was made with the task import path {task!r}; a command "
-            f"that reads a database does not import code named in it. If you trust that "
-            f"module, pass --allow-task {task}"
-        )
-
-
-def settings_from_study(
-    study: Any, device: str | None = None, allow_task: str | None = None
-) -> RunSettings:
-    """The settings a study was created with (from its stored identity), e.g. to retrain its
-    configs the same way; `device` overrides where they run.
-
-    A database is data, not code: a task stored as an import path (``pkg.module:Class``) is only
-    imported when the user names the same path in `allow_task` (``--allow-task``); built-in
-    tasks load as they are."""
-    check_task_trusted(study, allow_task)
-    ident = study.user_attrs["identity"]
-    recipe = dict(ident["recipe"])
-    if "betas" in recipe:
-        recipe["betas"] = tuple(recipe["betas"])
-    known = {f.name for f in dataclasses.fields(Recipe)}
-    extra = {
-        k: ident[k] for k in ("evaluation", "eta", "rungs") if k in ident
-    }  # studies made before the rung evaluator lack these
-    return RunSettings(
-        budget=ident["budget"],
-        task=ident["task"],
-        task_options=ident["task_options"],
-        data=ident["data"],
-        seq_len=ident["seq_len"],
-        proxy_compute=ident["proxy_compute"],
-        space=SearchSpace.from_dict(ident["space"]),
-        recipe=Recipe(**{k: v for k, v in recipe.items() if k in known}),
-        seed=study.user_attrs.get("seed", 0),
-        device=device or "cpu",
-        **extra,
-    )

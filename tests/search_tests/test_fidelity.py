@@ -12,11 +12,12 @@ from scipy import stats
 
 from search import fidelity
 from search.budget import parse_flops
-from search.driver import open_study, optimize
+from search.driver import optimize
 from search.fidelity_stats import default_k, fidelity_stats, verdict
 from search.objective import Objective, make_task
 from search.results import feasible_trials
 from search.settings import build_settings, load_preset
+from search.study import open_study
 from tests.search_tests.conftest import TINY_BUDGET, TINY_PRESET, run_cli
 from trainers.rungs import RungSchedule
 

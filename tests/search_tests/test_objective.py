@@ -8,17 +8,12 @@ import pytest
 from optuna.trial import TrialState
 
 from search.budget import parse_flops
-from search.driver import (
-    SpaceExhausted,
-    make_pruner,
-    make_sampler,
-    open_study,
-    optimize,
-    stored_schedule,
-)
+from search.driver import SpaceExhausted, optimize
 from search.objective import Objective, make_task, rung_step
 from search.results import ranked_trials, trained_count
+from search.samplers import make_pruner, make_sampler
 from search.settings import build_settings, load_preset
+from search.study import open_study, stored_schedule
 from tests.search_tests.conftest import TINY_BUDGET
 from trainers.rungs import RungSchedule
 

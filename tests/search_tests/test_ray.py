@@ -23,7 +23,7 @@ def load(storage: str, name: str) -> optuna.Study:
 
 
 def test_ray_trials_run_the_local_worker_loop(monkeypatch, tiny_preset):
-    """Both backends follow one path: a Ray trial is `search.driver.run_worker`, nothing else."""
+    """Both backends follow one path: a Ray trial is `search.workers.run_worker`, nothing else."""
     ray_backend = pytest.importorskip("search.ray_backend")
     if ray_backend.tune is None:
         pytest.skip("ray is not installed")

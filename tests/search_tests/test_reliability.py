@@ -155,9 +155,9 @@ def test_settings_accept_numbers_and_strings_alike():
 def test_resume_with_another_seed_or_sampler_is_refused(preset, tmp_path, capsys, flags, message):
     import optuna
 
-    from search.driver import open_study
     from search.objective import make_task
     from search.settings import load_preset
+    from search.study import open_study
 
     path = preset()
     settings = build_settings(load_preset(path), {"budget": TINY_BUDGET})
@@ -197,9 +197,9 @@ def test_search_run_seq_len_beyond_the_limit_is_refused(preset, tmp_path, capsys
 def test_a_task_import_path_stored_in_the_database_is_not_imported(
     module, preset, tmp_path, capsys, monkeypatch
 ):
-    from search.driver import open_study
     from search.objective import make_task
     from search.settings import load_preset
+    from search.study import open_study
 
     marker = tmp_path / "imported"
     (tmp_path / "evil_task_mod.py").write_text(
