@@ -23,8 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from search.budget import format_flops
-from search.train import count_arg
+from search.budget import count_arg, format_flops
 from search.train import main as train_main
 from spaces import ArchConfig
 from spaces.flops import count_flops

@@ -33,9 +33,9 @@ from scipy.stats import kendalltau
 from search.budget import format_flops
 from search.objective import make_task
 from search.results import ranked_trials
+from search.retrain import train_config
 from search.storage import DEFAULT_STORAGE, open_storage
 from search.study import settings_from_study, stored_schedule
-from search.train import train_config
 from spaces import ArchConfig
 from spaces.baselines import largest_full
 from spaces.flops import count_flops

@@ -28,11 +28,10 @@ import optuna
 
 from benchmarks.outcome import describe
 from search import scale
-from search.budget import format_flops
+from search.budget import count_arg, format_flops
 from search.compound import Coefficients, scale_to_targets
 from search.storage import DEFAULT_STORAGE, open_storage
 from search.study import settings_from_study
-from search.train import count_arg
 from spaces import ArchConfig
 from spaces.flops import count_flops, estimate_flops
 

@@ -19,9 +19,8 @@ import sys
 import time
 
 from benchmarks.outcome import describe
-from search.budget import format_flops
+from search.budget import count_arg, format_flops
 from search.compound import Coefficients, scale_to_targets
-from search.train import count_arg
 from spaces import ArchConfig
 from spaces.flops import count_flops, count_params, estimate_flops
 from trainers.final import FinalTrainer

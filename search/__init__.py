@@ -25,11 +25,12 @@ Study database and results:
     storage         URLs, opening and checking databases, atomic trial claims
     optuna_private  every use of Optuna's private API, pinned by a test
     results         counts, ranking and the top table, read from a study
-    budget          parsing and formatting FLOP figures
+    budget          parsing and formatting FLOP figures and token counts
 
 Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functions):
     compound        EfficientNet compound scaling: coefficients, fitting a target
     compound_grid   the grid of coefficients worth training (EfficientNet step 1)
     scaled_study    the study `search.scale` writes
     fidelity_stats  rank agreement between proxy and long runs
+    retrain         training a study's configs again as it judged them (scale, benchmarks)
 """

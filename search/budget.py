@@ -20,6 +20,7 @@ __all__ = [
     "MAX_FLOPS",
     "SI_PREFIXES",
     "BudgetError",
+    "count_arg",
     "flops_arg",
     "flops_list_arg",
     "format_flops",
@@ -216,3 +217,20 @@ def flops_list_arg(text: str) -> list[int]:
         return parse_flops_list(text)
     except (TypeError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+_COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
+
+
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def count_arg(text: str) -> int:
+    """A positive count such as 5M, 500k, 2.5e6 (k, M, G, T are powers of 1000)."""
+    m = _COUNT_RE.match(text)
+    value = float(m.group(1)) * _SUFFIX[m.group(2).lower()] if m else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid count {text!r}: expected a positive number, e.g. 5M, 500k or 2.5e6"
+        )
+    return round(value)

@@ -20,22 +20,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing as mp
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, cast
 
 import optuna
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.budget import flops_list_arg, format_flops
+from search.budget import count_arg, flops_list_arg, format_flops
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import RATIO_TOLERANCE, grid
-from search.objective import make_task
 from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
+from search.retrain import run_jobs, study_schedule, train_final_job, train_rungs_job
 from search.scaled_study import ScaleOutcome, write_study
 from search.settings import RunSettings
 from search.storage import (
@@ -44,12 +42,11 @@ from search.storage import (
     open_existing_storage,
     safe_url,
 )
-from search.study import UntrustedTask, check_task_trusted, settings_from_study, stored_schedule
-from search.train import count_arg, train_config
+from search.study import check_task_trusted, settings_from_study
 from spaces import ArchConfig
 from spaces.flops import FLOP_CONVENTION, count_flops, count_params, estimate_flops
 from spaces.layers import describe_stack
-from trainers.rungs import RungSchedule, RungTrainer
+from trainers.rungs import RungSchedule
 
 
 def parse_coefficients(text: str) -> Coefficients:
@@ -128,54 +125,6 @@ def pick_base(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTri
     return ranked[0] if ranked else best_trial(study)
 
 
-def study_schedule(study: optuna.Study, settings: RunSettings, seq_len: int) -> RungSchedule:
-    """The schedule the study judged its candidates by (a default one for older studies)."""
-    schedule = stored_schedule(study)
-    if schedule is not None:
-        return schedule
-    batch = max(1, round(settings.recipe.batch_tokens / seq_len))
-    return RungSchedule(first_steps=16, batch_size=batch, seq_len=seq_len)
-
-
-def _train_rungs(job: tuple) -> dict[str, Any]:
-    """Worker: one config through every rung of the schedule (no pruning)."""
-    cfg_dict, settings, schedule, threads = job
-    warnings.filterwarnings("ignore")
-    cfg = ArchConfig.from_dict(cfg_dict)
-    trainer = RungTrainer(
-        cfg,
-        make_task(settings),
-        schedule,
-        recipe=settings.recipe,
-        seed=settings.seed,
-        device=settings.device,
-        threads=threads,
-    )
-    out = trainer.run()
-    last = out.last
-    return {
-        "status": out.status,
-        "reason": out.reason,
-        "loss": last.loss if last and out.status == "ok" else None,
-        "metric": last.metric if last and out.status == "ok" else None,
-        "tokens": last.tokens if last else 0,
-        "tokens_per_s": out.tokens_per_s,
-    }
-
-
-def _train_final(job: tuple) -> dict[str, Any]:
-    """Worker: one config trained for `tokens` by `search.train`'s trainer."""
-    warnings.filterwarnings("ignore")
-    return train_config(*job)
-
-
-def run_jobs(fn, jobs: list[tuple], workers: int) -> list[dict[str, Any]]:
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(job) for job in jobs]
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(fn, jobs))
-
-
 def shape(cfg: ArchConfig) -> dict[str, Any]:
     return {
         **({"stack": describe_stack(cfg)} if cfg.layer_attention else {}),
@@ -194,47 +143,80 @@ def result_text(r: dict[str, Any]) -> str:
     return f"{r['status']}: {r['reason']}"
 
 
+class ScaleFailed(Exception):
+    """Every grid point failed to train: exit 1 (the reasons are printed above)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage, study, base_t, out_name = open_base(args)
+        base = ArchConfig.from_dict(base_t.user_attrs["config"])
+        base_flops = count_flops(base)
+        if min(args.targets) <= base_flops:
+            raise ValueError(f"every target must exceed the base's {format_flops(base_flops)}")
+        settings = settings_from_study(study, args.device, args.allow_task)
+        print(
+            f"base: trial {base_t.number}, {describe_stack(base)} depth {base.depth} width "
+            f"{base.d_model} heads {base.n_heads} span {base.span}: {format_flops(base_flops)} "
+            f"({FLOP_CONVENTION})",
+            flush=True,
+        )
+        reachable = reachable_candidates(args, base)  # validated before anything trains
+        schedule = study_schedule(study, settings, base.seq_len)
+        workers, threads = default_parallelism(args.workers, args.threads, settings.device)
+        coeffs, source, grid_rows = choose_coefficients(
+            args, reachable, settings, schedule, workers, threads
+        )
+    except ScaleFailed as exc:
+        return fail(str(exc), 1)
+    except (ValueError, LookupError) as exc:
+        return fail(str(exc))
+    scaled = scale_to_targets(base, coeffs, args.targets, estimate_flops)
+    trained: list[dict[str, Any] | None] = [None] * (len(scaled) + 1)
+    if args.train:  # the base and every scaled config, equal tokens
+        tokens = args.tokens or schedule.tokens(schedule.top)
+        print(
+            f"training the base and {len(scaled)} scaled configs for {tokens:,} tokens", flush=True
+        )
+        configs = [base] + [cfg for _, cfg, _ in scaled]
+        jobs = [(c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs]
+        trained = cast("list[dict[str, Any] | None]", run_jobs(train_final_job, jobs, workers))
+    outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
+    write_study(storage, study, out_name, outcome, args.tolerance, settings)
+    print_outcome(args, outcome, out_name)
+    return 0
+
+
+def open_base(args: argparse.Namespace):
+    """(storage, study, base trial, name of the scaled study); ValueError says what is wrong."""
     where = safe_url(args.storage)
     try:
         storage = open_existing_storage(args.storage)
         study = optuna.load_study(study_name=args.study, storage=storage)
-    except StorageError as exc:
-        return fail(str(exc))
+    except StorageError:
+        raise
     except KeyError:
-        return fail(f"no study {args.study!r} in {where}")
+        raise ValueError(f"no study {args.study!r} in {where}") from None
     except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
-        return fail(f"cannot open {where}: {safe_url(str(exc).splitlines()[0])}")
-    try:
-        check_task_trusted(study, args.allow_task)
-        base_t = pick_base(study, args.trial)
-    except (LookupError, UntrustedTask) as exc:
-        return fail(str(exc))
+        raise ValueError(f"cannot open {where}: {safe_url(str(exc).splitlines()[0])}") from None
+    check_task_trusted(study, args.allow_task)
+    base_t = pick_base(study, args.trial)
     out_name = args.out_study or f"{args.study}-scaled"
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if out_name in existing and not args.overwrite:
-        return fail(f"study {out_name!r} exists; pass --overwrite or --out-study NAME")
+        raise ValueError(f"study {out_name!r} exists; pass --overwrite or --out-study NAME")
+    return storage, study, base_t, out_name
 
-    base = ArchConfig.from_dict(base_t.user_attrs["config"])
-    base_flops = count_flops(base)
-    if min(args.targets) <= base_flops:
-        return fail(f"every target must exceed the base's {format_flops(base_flops)}")
-    settings = settings_from_study(study, args.device, args.allow_task)
-    schedule = study_schedule(study, settings, base.seq_len)
-    workers, threads = default_parallelism(args.workers, args.threads, settings.device)
-    print(
-        f"base: trial {base_t.number}, {describe_stack(base)} depth {base.depth} width "
-        f"{base.d_model} heads {base.n_heads} span {base.span}: {format_flops(base_flops)} "
-        f"({FLOP_CONVENTION})",
-        flush=True,
-    )
 
-    # 1. the grid: validated against every target before anything trains
-    grid_rows: list[dict[str, Any]] = []
-    candidates: list[tuple[Coefficients, str, ArchConfig | None, float | None]]
+Candidate = tuple[Coefficients, str, ArchConfig | None, float | None]
+
+
+def reachable_candidates(args: argparse.Namespace, base: ArchConfig) -> list[Candidate]:
+    """The coefficients to try (given, or the grid's points) that reach every target."""
+    candidates: list[Candidate]
     if args.coefficients is not None:
         candidates = [(args.coefficients, "given", None, None)]
     else:
@@ -243,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grid: bands around 2x widened {widen:g}x (a coarse lattice near this base)")
         candidates = [(p.coeffs, p.family, p.config, p.ratio) for p in points]
         if not candidates:
-            return fail("no grid point measures 2x the base; raise --tolerance (e.g. 0.4)")
+            raise ValueError("no grid point measures 2x the base; raise --tolerance (e.g. 0.4)")
     reachable, errors = [], []
     for cand in candidates:
         try:
@@ -254,57 +236,57 @@ def main(argv: list[str] | None = None) -> int:
     if not reachable:
         nearest = errors[0].nearest
         assert nearest is not None  # scale_to_targets always names the nearest reachable
-        return fail(f"{errors[0]} (nearest reachable: {format_flops(nearest)})")
+        raise ValueError(f"{errors[0]} (nearest reachable: {format_flops(nearest)})")
+    return reachable
 
+
+def choose_coefficients(
+    args: argparse.Namespace,
+    reachable: list[Candidate],
+    settings: RunSettings,
+    schedule: RungSchedule,
+    workers: int,
+    threads: int,
+) -> tuple[Coefficients, str, list[dict[str, Any]]]:
+    """(coefficients, where they came from, the grid rows trained): the given ones, or the grid
+    point with the lowest validation loss after the study's rungs."""
     if args.coefficients is not None:
-        coeffs, source = args.coefficients, "given"
-    else:
-        tokens = schedule.tokens(schedule.top)
-        print(
-            f"grid: training {len(reachable)} points at phi = 1 for {tokens:,} tokens each "
-            f"(the study's rungs), {workers} at once",
-            flush=True,
+        return args.coefficients, "given", []
+    tokens = schedule.tokens(schedule.top)
+    print(
+        f"grid: training {len(reachable)} points at phi = 1 for {tokens:,} tokens each "
+        f"(the study's rungs), {workers} at once",
+        flush=True,
+    )
+    jobs = [(cast(ArchConfig, c[2]).to_dict(), settings, schedule, threads) for c in reachable]
+    grid_rows = []
+    for (c, family, cfg, ratio), got in zip(reachable, run_jobs(train_rungs_job, jobs, workers)):
+        assert cfg is not None and ratio is not None  # grid points carry both
+        grid_rows.append(
+            {
+                "family": family,
+                "alpha": c.alpha,
+                "beta": c.beta,
+                "gamma": c.gamma,
+                "ratio": round(ratio, 3),
+                "config": cfg.to_dict(),
+                **got,
+            }
         )
-        jobs = [(cast(ArchConfig, c[2]).to_dict(), settings, schedule, threads) for c in reachable]
-        for (c, family, cfg, ratio), got in zip(reachable, run_jobs(_train_rungs, jobs, workers)):
-            assert cfg is not None and ratio is not None  # grid points carry both
-            grid_rows.append(
-                {
-                    "family": family,
-                    "alpha": c.alpha,
-                    "beta": c.beta,
-                    "gamma": c.gamma,
-                    "ratio": round(ratio, 3),
-                    "config": cfg.to_dict(),
-                    **got,
-                }
-            )
-        print_grid(grid_rows)
-        scored = [g for g in grid_rows if g["loss"] is not None]
-        if not scored:
-            return fail("every grid point failed to train (reasons above)", 1)
-        top = min(scored, key=lambda g: g["loss"])
-        coeffs, source = Coefficients(top["alpha"], top["beta"], top["gamma"]), top["family"]
+    print_grid(grid_rows)
+    scored = [g for g in grid_rows if g["loss"] is not None]
+    if not scored:
+        raise ScaleFailed("every grid point failed to train (reasons above)")
+    top = min(scored, key=lambda g: g["loss"])
+    return Coefficients(top["alpha"], top["beta"], top["gamma"]), top["family"], grid_rows
 
-    scaled = scale_to_targets(base, coeffs, args.targets, estimate_flops)
 
-    # 3. optional training of the base and every scaled config, equal tokens
-    trained: list[dict[str, Any] | None] = [None] * (len(scaled) + 1)
-    if args.train:
-        tokens = args.tokens or schedule.tokens(schedule.top)
-        print(
-            f"training the base and {len(scaled)} scaled configs for {tokens:,} tokens", flush=True
-        )
-        configs = [base] + [cfg for _, cfg, _ in scaled]
-        final_jobs = [
-            (c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs
-        ]
-        trained = cast("list[dict[str, Any] | None]", run_jobs(_train_final, final_jobs, workers))
-
-    outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
-    write_study(storage, study, out_name, outcome, args.tolerance, settings)
+def print_outcome(args: argparse.Namespace, outcome: ScaleOutcome, out_name: str) -> None:
     rows = []
-    for (target, cfg, phi), res in zip([(base_flops, base, 0.0), *scaled], trained):
+    base_flops = count_flops(outcome.base)
+    for (target, cfg, phi), res in zip(
+        [(base_flops, outcome.base, 0.0), *outcome.scaled], outcome.trained
+    ):
         row = {"target": format_flops(target), "phi": round(phi, 2), **shape(cfg)}
         row["x target"] = round(count_flops(cfg) / target, 3)
         row["params"] = f"{count_params(cfg):,}"
@@ -314,20 +296,20 @@ def main(argv: list[str] | None = None) -> int:
             row["result"] = result_text(res)
         rows.append(row)
     rows[0]["target"] = "base"
+    c = outcome.coeffs
     print(
-        f"\ncoefficients ({source}): alpha={coeffs.alpha} beta={coeffs.beta} "
-        f"gamma={coeffs.gamma}; stored on study {args.study!r}"
+        f"\ncoefficients ({outcome.source}): alpha={c.alpha} beta={c.beta} "
+        f"gamma={c.gamma}; stored on study {args.study!r}"
     )
     print(f"scaled study {out_name!r} (FLOPs: fvcore, 1 multiply-add = 1 FLOP):")
     print(pd.DataFrame(rows).to_string(index=False))
-    for res in trained:
+    for res in outcome.trained:
         if res is not None and res["status"] != "ok":
             print(f"warning: a config {res['status']}: {res['reason']}", file=sys.stderr)
     print(
         f"\nexport one:  python -m search.export --study {out_name} --trial N --out x.json "
-        f"--storage {where}"
+        f"--storage {safe_url(args.storage)}"
     )
-    return 0
 
 
 def print_grid(rows: list[dict[str, Any]]) -> None:

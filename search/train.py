@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from search.budget import format_flops
+from search.budget import count_arg, format_flops
 from search.plan import default_parallelism
-from search.settings import DEFAULT_TASK, RunSettings
+from search.settings import DEFAULT_TASK
 from spaces import ArchConfig
 from spaces.atomic import write_text
 from spaces.flops import FLOP_CONVENTION, count_flops
@@ -32,8 +31,6 @@ from trainers.proxy import Recipe
 from trainers.tasks import get_task
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-_COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 EPILOG = """examples:
   python -m search.export --study text-2.00GFLOPs --out best.json
@@ -42,17 +39,6 @@ EPILOG = """examples:
   python -m search.train cfg.json --task recall --option num_pairs=8 --tokens 2M --device cuda
 load the result:  cfg = ArchConfig.from_file("runs/best/config.json"); model = build_model(cfg)
                   model.load_state_dict(safetensors.torch.load_file("runs/best/model.safetensors"))"""
-
-
-def count_arg(text: str) -> int:
-    """A positive count such as 5M, 500k, 2.5e6 (k, M, G, T are powers of 1000)."""
-    m = _COUNT_RE.match(text)
-    value = float(m.group(1)) * _SUFFIX[m.group(2).lower()] if m else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid count {text!r}: expected a positive number, e.g. 5M, 500k or 2.5e6"
-        )
-    return round(value)
 
 
 def option_arg(text: str) -> tuple[str, Any]:
@@ -201,35 +187,6 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
             f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER"
         )
     return trainer, cfg
-
-
-def train_config(
-    cfg_dict: dict, settings: RunSettings, tokens: int, batch_size: int, threads: int
-) -> dict[str, Any]:
-    """Train one config as a study's settings describe (task, recipe, seed, device); the result
-    as plain data (status, reason, loss, metric, tokens, tokens_per_s, wall_time)."""
-    from search.objective import make_task
-
-    res = FinalTrainer(
-        ArchConfig.from_dict(cfg_dict),
-        make_task(settings),
-        tokens,
-        batch_size=batch_size,
-        recipe=settings.recipe,
-        seed=settings.seed,
-        device=settings.device,
-        threads=threads,
-    ).run()
-    ok = res.status == "ok"
-    return {
-        "status": res.status,
-        "reason": res.reason,
-        "loss": res.loss if ok else None,
-        "metric": res.metric if ok else None,
-        "tokens": res.tokens,
-        "tokens_per_s": res.tokens_per_s,
-        "wall_time": res.wall_time,
-    }
 
 
 def write_result(trainer: FinalTrainer, result: FinalResult) -> None:

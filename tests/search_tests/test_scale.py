@@ -7,7 +7,8 @@ import json
 import optuna
 import pytest
 
-from search.scale import _train_final, result_text
+from search.retrain import train_final_job
+from search.scale import result_text
 from search.settings import RunSettings
 from spaces import ArchConfig
 from tests.search_tests.conftest import TINY_BUDGET, TINY_PRESET, run_cli, search_args
@@ -141,6 +142,6 @@ def test_divergence_reason_reaches_the_table(tmp_path):
         recipe=Recipe(base_lr=1e30, val_tokens=256),
     )
     cfg = ArchConfig(vocab_size=34, seq_len=32, causal=True, depth=1, d_model=16, n_heads=1)
-    res = _train_final((cfg.to_dict(), settings, 2048, 8, 1))
+    res = train_final_job((cfg.to_dict(), settings, 2048, 8, 1))
     assert res["status"] == "diverged" and res["loss"] is None
     assert result_text(res).startswith("diverged: non-finite") and "(lr 4e+30)" in res["reason"]

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from search.train import count_arg, main
+from search.budget import count_arg
+from search.train import main
 from spaces import ArchConfig
 from tests.search_tests.conftest import ROOT
 from trainers.tasks import get_task

@@ -1,0 +1,99 @@
+"""Training a study's configs again, the way the study judged its candidates.
+
+`train_rungs_job` runs one config through every rung of the study's schedule (no pruning),
+`train_final_job` / `train_config` train one for final tokens with `search.train`'s trainer, and
+`run_jobs` runs many at once in spawned processes. Used by `search.scale` (the grid and the
+scaled configs) and the outcome benchmarks; results are plain data (status, reason, loss,
+metric, tokens, tokens_per_s).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import optuna
+
+from search.objective import make_task
+from search.settings import RunSettings
+from search.study import stored_schedule
+from spaces import ArchConfig
+from trainers.final import FinalTrainer
+from trainers.rungs import RungSchedule, RungTrainer
+
+
+def train_config(
+    cfg_dict: dict, settings: RunSettings, tokens: int, batch_size: int, threads: int
+) -> dict[str, Any]:
+    """Train one config as a study's settings describe (task, recipe, seed, device); the result
+    as plain data (status, reason, loss, metric, tokens, tokens_per_s, wall_time)."""
+    res = FinalTrainer(
+        ArchConfig.from_dict(cfg_dict),
+        make_task(settings),
+        tokens,
+        batch_size=batch_size,
+        recipe=settings.recipe,
+        seed=settings.seed,
+        device=settings.device,
+        threads=threads,
+    ).run()
+    ok = res.status == "ok"
+    return {
+        "status": res.status,
+        "reason": res.reason,
+        "loss": res.loss if ok else None,
+        "metric": res.metric if ok else None,
+        "tokens": res.tokens,
+        "tokens_per_s": res.tokens_per_s,
+        "wall_time": res.wall_time,
+    }
+
+
+def study_schedule(study: optuna.Study, settings: RunSettings, seq_len: int) -> RungSchedule:
+    """The schedule the study judged its candidates by (a default one for older studies)."""
+    schedule = stored_schedule(study)
+    if schedule is not None:
+        return schedule
+    batch = max(1, round(settings.recipe.batch_tokens / seq_len))
+    return RungSchedule(first_steps=16, batch_size=batch, seq_len=seq_len)
+
+
+def train_rungs_job(job: tuple) -> dict[str, Any]:
+    """Worker: one config through every rung of the schedule (no pruning)."""
+    cfg_dict, settings, schedule, threads = job
+    warnings.filterwarnings("ignore")
+    cfg = ArchConfig.from_dict(cfg_dict)
+    trainer = RungTrainer(
+        cfg,
+        make_task(settings),
+        schedule,
+        recipe=settings.recipe,
+        seed=settings.seed,
+        device=settings.device,
+        threads=threads,
+    )
+    out = trainer.run()
+    last = out.last
+    return {
+        "status": out.status,
+        "reason": out.reason,
+        "loss": last.loss if last and out.status == "ok" else None,
+        "metric": last.metric if last and out.status == "ok" else None,
+        "tokens": last.tokens if last else 0,
+        "tokens_per_s": out.tokens_per_s,
+    }
+
+
+def train_final_job(job: tuple) -> dict[str, Any]:
+    """Worker: one config trained for `tokens` by `search.train`'s trainer."""
+    warnings.filterwarnings("ignore")
+    return train_config(*job)
+
+
+def run_jobs(fn, jobs: list[tuple], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(fn, jobs))
