@@ -214,32 +214,10 @@ def _load(storage: optuna.storages.RDBStorage, name: str, url: str) -> optuna.St
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        storage = open_existing_storage(args.storage)
-    except StorageError as exc:
-        raise FidelityError(str(exc)) from None
-    study = _load(storage, args.study, args.storage)
-    check_task_trusted(study, args.allow_task)  # before any trained-trial checks
-    if "identity" not in study.user_attrs:
-        raise FidelityError(
-            f"study {args.study!r} was not made by search.run (no 'identity' attribute), so "
-            "its proxy settings are unknown"
-        )
-    if args.top + args.random < MIN_TRIALS:
-        raise FidelityError(
-            f"--top {args.top} --random {args.random} retrains fewer than {MIN_TRIALS} trials; "
-            "rank correlations need at least 3, e.g. --top 5 --random 5"
-        )
-    trials = feasible_trials(study)
-    if len(trials) < MIN_TRIALS:
-        raise FidelityError(
-            f"study {args.study!r} has {len(trials)} completed trial(s) within its budget; "
-            f"at least {MIN_TRIALS} are needed (run more: python -m search.run ... --trials N)"
-        )
+    storage, study, trials = open_checked(args)
     chosen = select_trials(trials, args.top, args.random, args.seed)
     if len(chosen) < MIN_TRIALS:
         raise FidelityError(f"only {len(chosen)} trials selected; raise --top or --random")
-    direction = study.user_attrs.get("direction", "maximize")
     metric_name = study.user_attrs.get("metric", "metric")
     settings = settings_from_study(study, args.device, args.allow_task)
     if settings.device.startswith("cuda"):
@@ -260,59 +238,7 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = []
     for t, role in chosen:
-        a = t.user_attrs
-        reuse = (
-            not args.retrain
-            and a.get("long_factor") == args.factor
-            and a.get("long_compute") == long_compute
-            and "long_status" in a
-        )
-        if reuse:
-            long_metric, status, wall = a.get("long_metric"), a["long_status"], None
-        else:
-            cfg = ArchConfig.from_dict(a["config"])
-            r = train(
-                cfg,
-                task,
-                long_compute,
-                recipe=settings.recipe,
-                seed=settings.seed,
-                device=settings.device,
-                threads=args.threads,
-            )
-            status, wall = r.status, r.wall_time
-            if r.status not in ("ok", "stopped") and r.reason:
-                status = f"{r.status}: {r.reason}"  # the reason is printed, not only stored
-            # studies ranked by validation loss (the rung evaluator) compare losses
-            long_value = r.loss if metric_name == "val_loss" else r.metric
-            long_metric = long_value if r.status == "ok" and long_value is not None else None
-            if long_metric is not None and not math.isfinite(long_metric):
-                long_metric, status = None, "diverged"
-            for key, value in (
-                ("long_metric", long_metric),
-                ("long_factor", args.factor),
-                ("long_compute", long_compute),
-                ("long_status", status),
-                ("long_wall_time", wall),
-            ):
-                set_finished_trial_user_attr(storage, trial_id(t), key, value)
-        rows.append(
-            {
-                "trial": t.number,
-                "chosen": role,
-                "variant": a.get("variant"),
-                "proxy": t.values[0],
-                "long": long_metric,
-                "status": status,
-            }
-        )
-        shown = "failed" if long_metric is None else f"{long_metric:.4f}"
-        took = "stored" if reuse else f"{wall:.1f}s"
-        print(
-            f"  trial {t.number:>4} ({role:>6}, {a.get('variant')}): proxy {t.values[0]:.4f}"
-            f" -> long {shown} [{status}, {took}]",
-            flush=True,
-        )
+        rows.append(long_run(t, role, args, storage, settings, task, long_compute, metric_name))
     usable = [r for r in rows if r["long"] is not None]
     if len(usable) < MIN_TRIALS:
         print(
@@ -321,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    direction = study.user_attrs.get("direction", "maximize")
     k = default_k(args.top, len(usable))
     result = fidelity_stats([r["proxy"] for r in usable], [r["long"] for r in usable], direction, k)
     text = verdict(result["kendall_tau"])
@@ -344,35 +271,120 @@ def run(args: argparse.Namespace) -> int:
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     study.set_user_attr("fidelity", fidelity)
+    print_report(args, fidelity, direction, k, len(usable))
+    return 0
 
+
+def open_checked(args: argparse.Namespace):
+    """(storage, study, its feasible trials); FidelityError when it cannot be measured."""
+    try:
+        storage = open_existing_storage(args.storage)
+    except StorageError as exc:
+        raise FidelityError(str(exc)) from None
+    study = _load(storage, args.study, args.storage)
+    check_task_trusted(study, args.allow_task)  # before any trained-trial checks
+    if "identity" not in study.user_attrs:
+        raise FidelityError(
+            f"study {args.study!r} was not made by search.run (no 'identity' attribute), so "
+            "its proxy settings are unknown"
+        )
+    if args.top + args.random < MIN_TRIALS:
+        raise FidelityError(
+            f"--top {args.top} --random {args.random} retrains fewer than {MIN_TRIALS} trials; "
+            "rank correlations need at least 3, e.g. --top 5 --random 5"
+        )
+    trials = feasible_trials(study)
+    if len(trials) < MIN_TRIALS:
+        raise FidelityError(
+            f"study {args.study!r} has {len(trials)} completed trial(s) within its budget; "
+            f"at least {MIN_TRIALS} are needed (run more: python -m search.run ... --trials N)"
+        )
+    return storage, study, trials
+
+
+def long_run(t, role, args, storage, settings, task, long_compute, metric_name) -> dict:
+    """One trial's long-run metric: stored from an earlier run with the same factor, else
+    trained now and stored on the trial; prints one line."""
+    a = t.user_attrs
+    reuse = (
+        not args.retrain
+        and a.get("long_factor") == args.factor
+        and a.get("long_compute") == long_compute
+        and "long_status" in a
+    )
+    if reuse:
+        long_metric, status, wall = a.get("long_metric"), a["long_status"], None
+    else:
+        r = train(
+            ArchConfig.from_dict(a["config"]),
+            task,
+            long_compute,
+            recipe=settings.recipe,
+            seed=settings.seed,
+            device=settings.device,
+            threads=args.threads,
+        )
+        status, wall = r.status, r.wall_time
+        if r.status not in ("ok", "stopped") and r.reason:
+            status = f"{r.status}: {r.reason}"  # the reason is printed, not only stored
+        # studies ranked by validation loss (the rung evaluator) compare losses
+        long_value = r.loss if metric_name == "val_loss" else r.metric
+        long_metric = long_value if r.status == "ok" and long_value is not None else None
+        if long_metric is not None and not math.isfinite(long_metric):
+            long_metric, status = None, "diverged"
+        for key, value in (
+            ("long_metric", long_metric),
+            ("long_factor", args.factor),
+            ("long_compute", long_compute),
+            ("long_status", status),
+            ("long_wall_time", wall),
+        ):
+            set_finished_trial_user_attr(storage, trial_id(t), key, value)
+    shown = "failed" if long_metric is None else f"{long_metric:.4f}"
+    took = "stored" if reuse else f"{wall:.1f}s"
+    print(
+        f"  trial {t.number:>4} ({role:>6}, {a.get('variant')}): proxy {t.values[0]:.4f}"
+        f" -> long {shown} [{status}, {took}]",
+        flush=True,
+    )
+    return {
+        "trial": t.number,
+        "chosen": role,
+        "variant": a.get("variant"),
+        "proxy": t.values[0],
+        "long": long_metric,
+        "status": status,
+    }
+
+
+def print_report(args: argparse.Namespace, f: dict, direction: str, k: int, n: int) -> None:
     def num(x: float | None) -> str:
         return "undefined" if x is None else f"{x:.3f}"
 
     print(
-        f"\nproxy ({format_flops(settings.proxy_compute)}) vs long run "
-        f"({format_flops(long_compute)}) over {len(usable)} trials, metric {metric_name} "
+        f"\nproxy ({format_flops(f['proxy_compute'])}) vs long run "
+        f"({format_flops(f['long_compute'])}) over {n} trials, metric {f['metric']} "
         f"({direction}):"
     )
-    print(f"  Kendall tau    {num(result['kendall_tau'])}  (p {num(result['kendall_p'])})")
-    print(f"  Spearman rho   {num(result['spearman_rho'])}  (p {num(result['spearman_p'])})")
+    print(f"  Kendall tau    {num(f['kendall_tau'])}  (p {num(f['kendall_p'])})")
+    print(f"  Spearman rho   {num(f['spearman_rho'])}  (p {num(f['spearman_p'])})")
     print(
-        f"  top-{k} overlap  {result['top_k_overlap']:.2f}  (k = min(--top, n // 2); "
-        f"the proxy's pick ranks {result['proxy_pick_long_rank']} of {len(usable)} "
+        f"  top-{k} overlap  {f['top_k_overlap']:.2f}  (k = min(--top, n // 2); "
+        f"the proxy's pick ranks {f['proxy_pick_long_rank']} of {n} "
         "after the long run)"
     )
-    print(f"verdict: {text}")
-    if len(usable) < 8:
-        print(f"note: {len(usable)} trials give a noisy tau; retrain more with --random")
-    if result["kendall_tau"] is not None and result["kendall_tau"] < TRUSTWORTHY:
+    print(f"verdict: {f['verdict']}")
+    if n < 8:
+        print(f"note: {n} trials give a noisy tau; retrain more with --random")
+    if f["kendall_tau"] is not None and f["kendall_tau"] < TRUSTWORTHY:
         print(
             f"hint: e.g. python -m search.run ... --proxy-compute "
-            f"{format_flops(long_compute).replace(' ', '')} --study <new name>"
+            f"{format_flops(f['long_compute']).replace(' ', '')} --study <new name>"
         )
     print(
         "stored: trial attrs long_metric/long_factor, study attr 'fidelity' in "
         f"{safe_url(args.storage)}"
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,7 +91,23 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
     merged = {**preset, **{k: v for k, v in flags.items() if v is not None}}
     if "budget" not in merged:
         raise ValueError("--budget is required (e.g. --budget 2GFLOPs), or set budget in a preset")
-    for key in ("budget", "proxy_compute"):  # presets and flags pass the same checks
+    _check_types(merged)  # presets and flags pass the same checks
+    if isinstance(merged.get("space"), dict):
+        merged["space"] = SearchSpace.from_dict(merged["space"])
+    if isinstance(merged.get("recipe"), dict):
+        fields = {f.name for f in dataclasses.fields(Recipe)}
+        bad = sorted(set(merged["recipe"]) - fields)
+        if bad:
+            raise ValueError(f"recipe: unknown key(s) {bad}; allowed: {', '.join(sorted(fields))}")
+        merged["recipe"] = Recipe(**merged["recipe"])
+    settings = RunSettings(**merged)
+    _check_values(settings)
+    return settings
+
+
+def _check_types(merged: dict[str, Any]) -> None:
+    """FLOP counts parsed (in place), integers and strings checked, the device's form."""
+    for key in ("budget", "proxy_compute"):
         value = merged.get(key)
         if isinstance(value, str):
             merged[key] = parse_flops(value)
@@ -114,15 +130,10 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
             raise ValueError(f"{key} must be a string, got {value!r}")
     if merged.get("device") is not None and not DEVICE_RE.match(merged["device"]):
         raise ValueError(f"--device {merged['device']!r} is not cpu, cuda or cuda:N")
-    if isinstance(merged.get("space"), dict):
-        merged["space"] = SearchSpace.from_dict(merged["space"])
-    if isinstance(merged.get("recipe"), dict):
-        fields = {f.name for f in dataclasses.fields(Recipe)}
-        bad = sorted(set(merged["recipe"]) - fields)
-        if bad:
-            raise ValueError(f"recipe: unknown key(s) {bad}; allowed: {', '.join(sorted(fields))}")
-        merged["recipe"] = Recipe(**merged["recipe"])
-    settings = RunSettings(**merged)
+
+
+def _check_values(settings: RunSettings) -> None:
+    """Names from their registries and ranges, each error naming the flag."""
     for name, allowed in (
         ("sampler", SAMPLERS),
         ("pruner", PRUNERS),
@@ -141,4 +152,3 @@ def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings
         raise ValueError(f"--rungs must be in 1..6, got {settings.rungs} (e.g. --rungs 3)")
     if settings.rung_tokens is not None and settings.rung_tokens < 1:
         raise ValueError(f"--rung-tokens must be >= 1, got {settings.rung_tokens} (e.g. 65536)")
-    return settings

@@ -223,6 +223,25 @@ def main(argv: list[str] | None = None) -> int:
         trainer, cfg = build(args)
     except (ValueError, OSError) as exc:
         return fail(str(exc).splitlines()[0])
+    announce(trainer, cfg)
+    try:
+        result = run_with_progress(trainer, args.resume, args.quiet)
+    except ValueError as exc:
+        return fail(str(exc).splitlines()[0])
+    print(describe(result, trainer.task.metric))
+    write_result(trainer, result)
+    if result.status == "interrupted":
+        print(f"checkpoint kept in {trainer.out}; continue with the same command and --resume")
+        return EXIT_INTERRUPTED
+    if result.status != "ok":
+        print(f"error: training {result.status}: {result.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    assert trainer.out is not None  # main always gives the trainer a folder
+    print(f"wrote {trainer.out / 'config.json'} and {trainer.out / 'model.safetensors'}")
+    return 0
+
+
+def announce(trainer: FinalTrainer, cfg: ArchConfig) -> None:
     task = trainer.task
     print(
         f"training {describe_stack(cfg)} depth {cfg.depth} width {cfg.d_model} heads {cfg.n_heads} "
@@ -239,15 +258,20 @@ def main(argv: list[str] | None = None) -> int:
             f"in the training compute), kd-weight {t.kd_weight}, temperature {t.temperature}",
             flush=True,
         )
+
+
+def run_with_progress(trainer: FinalTrainer, resume: bool, quiet: bool) -> FinalResult:
+    """Train with a progress bar (tokens, loss, tokens/s) and evaluation lines; the first Ctrl-C
+    finishes the step, checkpoints and returns an "interrupted" result, a second one aborts."""
     stop = {"requested": False}
 
-    def on_sigint(signum, frame):  # finish the step, checkpoint, exit; a second Ctrl-C aborts
+    def on_sigint(signum, frame):
         stop["requested"] = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     bar = None
-    if not args.quiet:
+    if not quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=trainer.tokens, unit="tok", unit_scale=True, dynamic_ncols=True)
@@ -260,34 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     def on_eval(e) -> None:
         line = (
             f"step {e.step:,}: {e.tokens:,} tokens, val loss {e.loss:.4f}, "
-            f"{task.metric} {e.metric:.4f}"
+            f"{trainer.task.metric} {e.metric:.4f}"
         )
         (bar.write if bar is not None else print)(line)
 
     try:
-        result = trainer.run(
-            resume=args.resume,
+        return trainer.run(
+            resume=resume,
             on_progress=on_progress,
             on_eval=on_eval,
             should_stop=lambda: stop["requested"],
         )
-    except ValueError as exc:
-        return fail(str(exc).splitlines()[0])
     finally:
         signal.signal(signal.SIGINT, previous)
         if bar is not None:
             bar.close()
-    print(describe(result, task.metric))
-    write_result(trainer, result)
-    if result.status == "interrupted":
-        print(f"checkpoint kept in {trainer.out}; continue with the same command and --resume")
-        return EXIT_INTERRUPTED
-    if result.status != "ok":
-        print(f"error: training {result.status}: {result.reason}", file=sys.stderr)
-        return EXIT_FAILED
-    assert trainer.out is not None  # main always gives the trainer a folder
-    print(f"wrote {trainer.out / 'config.json'} and {trainer.out / 'model.safetensors'}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,6 +35,20 @@ SHARING = {
 HYBRID_DEFAULTS = {"patterns": ("none",), "global_variants": ("full",), "global_layers": (1, 2)}
 
 
+def _one_of(field: str, values: Sequence[Any], allowed: list) -> None:
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"{field}: {v!r} is not one of {allowed}")
+
+
+def _known_variants(field: str, names: Sequence[str]) -> None:
+    for v in names:
+        if v not in ATTENTION:
+            raise ValueError(
+                f"{field}: unknown variant {v!r}; allowed: {', '.join(ATTENTION.names())}"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     """Candidate values for each dimension of the architecture."""
@@ -54,41 +68,16 @@ class SearchSpace:
     global_layers: tuple[int, ...] = (1, 2)  # k, capped at depth - 1
 
     def __post_init__(self) -> None:
-        for name in HYBRID_DEFAULTS:
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                raise ValueError(f"space.{name} must be a list of values, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-            if not getattr(self, name):
-                raise ValueError(f"space.{name} must list at least one value")
-        for p in self.patterns:
-            if p not in ("none", *PLACEMENTS):
-                raise ValueError(f"space.patterns: {p!r} is not one of {['none', *PLACEMENTS]}")
-        for v in self.global_variants:
-            if v not in ATTENTION:
-                raise ValueError(
-                    f"space.global_variants: unknown variant {v!r}; "
-                    f"allowed: {', '.join(ATTENTION.names())}"
-                )
+        for name in (*HYBRID_DEFAULTS, "variants", "depth", "n_heads", "head_dim", "ffn_mult"):
+            self._listed(name, allow_empty=name == "variants")
+        self._listed("sharing", allow_empty=False)
+        _one_of("space.patterns", self.patterns, ["none", *PLACEMENTS])
+        _one_of("space.sharing", self.sharing, sorted(SHARING))
+        _known_variants("space.global_variants", self.global_variants)
+        _known_variants("space.variants", self.variants)
         for k in self.global_layers:
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise ValueError(f"space.global_layers: expected integers >= 1, got {k!r}")
-        for name in ("variants", "depth", "n_heads", "head_dim", "ffn_mult", "sharing"):
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                raise ValueError(f"space.{name} must be a list of values, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-            if name != "variants" and not getattr(self, name):
-                raise ValueError(f"space.{name} must list at least one value")
-        for v in self.variants:
-            if v not in ATTENTION:
-                raise ValueError(
-                    f"space.variants: unknown variant {v!r}; "
-                    f"allowed: {', '.join(ATTENTION.names())}"
-                )
-        for s in self.sharing:
-            if s not in SHARING:
-                raise ValueError(f"space.sharing: {s!r} is not one of {sorted(SHARING)}")
         for variant, fields in self.params.items():
             if variant not in ATTENTION:
                 raise ValueError(f"space.params: unknown variant {variant!r}")
@@ -98,6 +87,15 @@ class SearchSpace:
                     raise ValueError(
                         f"space.params.{variant}: unknown field {field!r}; allowed: {allowed}"
                     )
+
+    def _listed(self, name: str, allow_empty: bool) -> None:
+        """Store field `name` as a tuple; ValueError unless it is a (non-empty) list."""
+        value = getattr(self, name)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValueError(f"space.{name} must be a list of values, got {value!r}")
+        object.__setattr__(self, name, tuple(value))
+        if not allow_empty and not getattr(self, name):
+            raise ValueError(f"space.{name} must list at least one value")
 
     # -- what the space holds for a task ----------------------------------------------------
     def variant_choices(self, variant: str, seq_len: int, causal: bool) -> dict[str, list] | None:

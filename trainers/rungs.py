@@ -134,6 +134,16 @@ def warmup_steps(schedule: RungSchedule, recipe: Recipe) -> int:
     return max(1, round(recipe.wsd_warmup_frac * schedule.first_steps))
 
 
+@dataclasses.dataclass
+class _Cursor:
+    """Where a run stands: optimizer step, tokens processed, seconds of training."""
+
+    start: float
+    step: int = 0
+    processed: int = 0
+    train_time: float = 0.0
+
+
 class RungTrainer:
     """Train one config rung by rung; see the module docstring for the recipe."""
 
@@ -222,64 +232,30 @@ class RungTrainer:
     ) -> RungOutcome:
         """Train through the rungs. `on_rung` sees every rung's result and returns True to stop
         after it (pruned; ignored after the top rung)."""
-        sched, recipe = self.schedule, self.recipe
         outcome = RungOutcome(status="ok", rungs=[])
-        start, train_time = time.perf_counter(), 0.0
-        step = processed = 0
+        at = _Cursor(start=time.perf_counter())
         try:
             model, opt, peak = self._fresh()
             loaded = self._load(model, opt)
             if loaded is not None:
-                step, processed, outcome.rungs = loaded
+                at.step, at.processed, outcome.rungs = loaded
                 outcome.resumed_from = outcome.rungs[-1].rung if outcome.rungs else None
                 for r in outcome.rungs:  # replay the decisions the caller already made
                     if on_rung is not None and on_rung(r):
                         outcome.status, outcome.reason = "stopped", f"stopped after rung {r.rung}"
-                        return self._finish(outcome, processed, train_time)
-            warmup = warmup_steps(sched, recipe)
-            for rung in range(len(outcome.rungs), sched.rungs):
-                end, decay = sched.steps(rung), decay_steps(sched, rung, recipe)
-                stable_end = end - decay
-                last_loss = float("nan")
-                t0 = time.perf_counter()
-                while step < stable_end:  # stable phase (continues the previous rung's)
-                    last_loss = self._step(model, opt, step, peak * lr_factor(step, warmup))
-                    step, processed = step + 1, processed + sched.batch_tokens
-                    if on_progress is not None and step % 8 == 0:
-                        on_progress(Progress(rung, step * sched.batch_tokens, last_loss))
-                final = rung == sched.top
-                kept = None
-                if not final:  # decay on a branch: keep the stable state to continue from
-                    kept = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-                base = peak * lr_factor(stable_end, warmup)
-                for i in range(decay):
-                    lr = base * (1 - (i + 1) / decay)
-                    last_loss = self._step(model, opt, stable_end + i, lr)
-                    processed += sched.batch_tokens
-                train_time += time.perf_counter() - t0
-                loss_nats, metric = self._validate(model)
-                result = RungResult(
-                    rung=rung,
-                    tokens=sched.tokens(rung),
-                    tokens_processed=processed,
-                    loss=loss_nats,
-                    metric=metric,
-                    wall_time=time.perf_counter() - start,
-                    tokens_per_s=processed / train_time if train_time else 0.0,
-                )
+                        return self._finish(outcome, at)
+            for rung in range(len(outcome.rungs), self.schedule.rungs):
+                result = self._rung(model, opt, peak, rung, at, on_progress)
                 outcome.rungs.append(result)
-                if kept is not None:
-                    model.load_state_dict(kept[0])
-                    opt.load_state_dict(kept[1])
-                    step = stable_end
-                    self._save(model, opt, step, processed, outcome.rungs)
+                if rung != self.schedule.top:
+                    self._save(model, opt, at.step, at.processed, outcome.rungs)
                 if on_progress is not None:
-                    on_progress(Progress(rung, sched.tokens(rung), loss_nats))
+                    on_progress(Progress(rung, self.schedule.tokens(rung), result.loss))
                 stop = on_rung is not None and on_rung(result)  # called on every rung
-                if stop and not final:
+                if stop and rung != self.schedule.top:
                     outcome.status, outcome.reason = "stopped", f"stopped after rung {rung}"
-                    return self._finish(outcome, processed, train_time)
-            return self._finish(outcome, processed, train_time)
+                    return self._finish(outcome, at)
+            return self._finish(outcome, at)
         except Diverged as exc:
             outcome.status, outcome.reason = "diverged", str(exc)
         except ModelTooLarge as exc:  # refused before allocation
@@ -287,8 +263,45 @@ class RungTrainer:
         except (RuntimeError, MemoryError) as exc:
             if not is_oom(exc):
                 raise
-            outcome.status, outcome.reason = "oom", oom_reason(step, exc)
-        return self._finish(outcome, processed, train_time)
+            outcome.status, outcome.reason = "oom", oom_reason(at.step, exc)
+        return self._finish(outcome, at)
+
+    def _rung(self, model, opt, peak: float, rung: int, at: _Cursor, on_progress) -> RungResult:
+        """Train rung `rung`: the stable phase (continuing the previous rung's), then a short
+        decay on a branch that is evaluated; below the top rung the model and optimizer return
+        to the stable state, so the next rung continues from it."""
+        sched, recipe = self.schedule, self.recipe
+        warmup = warmup_steps(sched, recipe)
+        end, decay = sched.steps(rung), decay_steps(sched, rung, recipe)
+        stable_end = end - decay
+        t0 = time.perf_counter()
+        while at.step < stable_end:
+            loss = self._step(model, opt, at.step, peak * lr_factor(at.step, warmup))
+            at.step, at.processed = at.step + 1, at.processed + sched.batch_tokens
+            if on_progress is not None and at.step % 8 == 0:
+                on_progress(Progress(rung, at.step * sched.batch_tokens, loss))
+        kept = None
+        if rung != sched.top:  # decay on a branch: keep the stable state to continue from
+            kept = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+        base = peak * lr_factor(stable_end, warmup)
+        for i in range(decay):
+            self._step(model, opt, stable_end + i, base * (1 - (i + 1) / decay))
+            at.processed += sched.batch_tokens
+        at.train_time += time.perf_counter() - t0
+        loss_nats, metric = self._validate(model)
+        if kept is not None:
+            model.load_state_dict(kept[0])
+            opt.load_state_dict(kept[1])
+            at.step = stable_end
+        return RungResult(
+            rung=rung,
+            tokens=sched.tokens(rung),
+            tokens_processed=at.processed,
+            loss=loss_nats,
+            metric=metric,
+            wall_time=time.perf_counter() - at.start,
+            tokens_per_s=at.processed / at.train_time if at.train_time else 0.0,
+        )
 
     def _validate(self, model) -> tuple[float, float]:
         metric, loss = evaluate(
@@ -298,7 +311,8 @@ class RungTrainer:
             raise Diverged("non-finite validation loss")
         return loss, metric
 
-    def _finish(self, outcome: RungOutcome, processed: int, train_time: float) -> RungOutcome:
+    def _finish(self, outcome: RungOutcome, at: _Cursor) -> RungOutcome:
+        processed, train_time = at.processed, at.train_time
         outcome.tokens_processed = processed
         outcome.train_time = train_time
         if train_time:
