@@ -20,7 +20,7 @@ from search.interrupts import quiet_optuna_tracebacks
 from search.objective import requeue
 from search.optuna_private import OPTIMIZE_LOGGER
 from search.results import trained_count, trial_counts
-from tests.search_tests.conftest import ROOT, run_cli, search_args
+from tests.search_tests.conftest import ROOT, guard, run_cli, search_args
 
 
 def load(storage: str) -> optuna.Study:
@@ -93,7 +93,7 @@ def test_ctrl_c_returns_the_trial_prints_the_summary_and_the_rerun_resumes(
     proc = start(args)
     wait_for_a_checkpointed_trial(storage, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=guard(120))
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     assert "interrupted: finished trials are kept" in err
@@ -188,7 +188,7 @@ def test_one_of_two_workers_killed_the_other_finishes_the_study(tmp_path, tiny_p
     kids = children(proc.pid)
     workers = [p for p in kids if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
     os.kill(workers[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=400)
+    _, err = proc.communicate(timeout=guard(400))
     assert proc.returncode == 0, err[-2000:]
     assert "killed by signal 9; its trial is retried" in err and "Traceback" not in err
     study = load(storage)

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from search.results import trained_count
-from tests.search_tests.conftest import ROOT, run_cli, search_args
+from tests.search_tests.conftest import ROOT, guard, run_cli, search_args
 from tests.search_tests.test_run import assert_sound
 
 
@@ -62,7 +62,7 @@ def test_ray_backend_without_ray_exits_2_with_install_command(tmp_path, tiny_pre
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=guard(120)
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "pip install -e '.[ray]'" in proc.stderr

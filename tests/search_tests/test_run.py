@@ -173,6 +173,7 @@ def test_kill_9_during_a_promoted_rung_then_rerun_completes(tmp_path, tiny_prese
     assert not list((tmp_path / "checkpoints").rglob("trial-*.pt"))
 
 
+@pytest.mark.slow  # a search, two exports and the example script: ~16 s alone
 def test_export_round_trip_and_example_script(tmp_path, tiny_preset):
     storage = f"sqlite:///{tmp_path}/e.db"
     run_cli("search.run", *search_args(tiny_preset, storage, "exp", 4), check=True)

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from search.optuna_private import trial_id
 from search.storage import open_storage
+from tests.search_tests.conftest import guard
 
 
 def _work(url: str) -> None:
@@ -28,7 +29,7 @@ def test_two_workers_run_every_queued_trial_exactly_once(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(guard(120))
     assert [p.exitcode for p in procs] == [0, 0]  # before the fix: often [0, 1]
     trials = study.get_trials()
     assert sorted(t.params["x"] for t in trials) == list(range(40))

@@ -14,7 +14,7 @@ import pytest
 from search.budget import count_arg
 from search.train import main
 from spaces import ArchConfig
-from tests.search_tests.conftest import ROOT
+from tests.search_tests.conftest import ROOT, guard
 from trainers.tasks import get_task
 
 
@@ -150,7 +150,7 @@ def test_ctrl_c_keeps_a_valid_checkpoint_and_resume_finishes(export, tmp_path):
     while not (out / "history.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=guard(120))
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
     step = json.loads((out / "history.json").read_text())[-1]["step"]
