@@ -20,12 +20,7 @@ correlation means agreement whether the task maximizes or minimizes; "top" follo
 direction. The random trials are there because the best trials alone span a narrow range of
 metrics, where a few noisy swaps pull tau down.
 
-Verdict (`verdict(tau)`, thresholds `TRUSTWORTHY` and `ROUGH_GUIDE`):
-
-    tau >= 0.6          trustworthy: the proxy ranks candidates as a longer run would
-    0.3 <= tau < 0.6    rough guide: the top few are worth a longer look; consider more
-                        proxy compute
-    tau < 0.3           not trustworthy: raise --proxy-compute before believing the search
+Verdict: `search.fidelity_stats.verdict(tau)` (thresholds `TRUSTWORTHY`, `ROUGH_GUIDE` there).
 
 Stored results: on each retrained trial the user attributes `long_metric` (None when the long
 run failed), `long_factor`, `long_compute`, `long_status`, `long_wall_time`; on the study the
@@ -86,12 +81,12 @@ __all__ = [
 MIN_TRIALS = 3  # fewer points give no meaningful rank correlation
 DEFAULT_TOP, DEFAULT_RANDOM, DEFAULT_FACTOR = 5, 5, 4.0
 
-EPILOG = """examples:
+EPILOG = f"""examples:
   python -m search.fidelity --study recall-2.00GFLOPs
   python -m search.fidelity --study recall-2.00GFLOPs --top 5 --random 10 --factor 8 --threads 2
 verdict (Kendall tau between proxy and long-run metric over the retrained trials):
-  tau >= 0.6 trustworthy; 0.3 <= tau < 0.6 rough guide (consider more proxy compute);
-  tau < 0.3 not trustworthy (raise --proxy-compute).
+  tau >= {TRUSTWORTHY} trustworthy; {ROUGH_GUIDE} <= tau < {TRUSTWORTHY} rough guide (consider
+  more proxy compute); tau < {ROUGH_GUIDE} not trustworthy (raise --proxy-compute).
 FLOPs: fvcore convention, one multiply-add = one FLOP."""
 
 

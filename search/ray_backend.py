@@ -32,7 +32,7 @@ import optuna
 from search.progress import StudyProgress
 from search.results import trained_count
 from search.settings import RunSettings
-from search.storage import GRACE_PERIOD, is_sqlite, open_storage
+from search.storage import GRACE_PERIOD, is_sqlite, open_storage, sqlite_path
 from search.workers import run_worker
 
 try:  # ray stays optional: this module imports without it, run_ray() then explains
@@ -74,21 +74,19 @@ def require_ray() -> None:
 
 def default_results_dir(storage_url: str) -> Path:
     """Next to a SQLite study file (studies/ray_results by default), else studies/ray_results."""
-    if is_sqlite(storage_url):
-        path = storage_url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            return Path(path).resolve().parent / RESULTS_DIR_NAME
+    path = sqlite_path(storage_url)
+    if path:
+        return Path(path).resolve().parent / RESULTS_DIR_NAME
     return Path("studies").resolve() / RESULTS_DIR_NAME
 
 
 def _absolute_sqlite(url: str) -> str:
     """Ray workers may start in another directory: make a relative SQLite path absolute."""
-    if not is_sqlite(url):
+    path = sqlite_path(url)
+    if not path or path.startswith("/"):
         return url
-    prefix, _, path = url.partition(":///")
-    if not path or path == ":memory:" or path.startswith("/"):
-        return url
-    return f"{prefix}:///{Path(path).resolve()}"
+    prefix, _, rest = url.partition(":///")
+    return f"{prefix}:///{Path(path).resolve()}{rest[len(path) :]}"  # keeps any ?query
 
 
 def _check_reachable(address: str) -> None:
