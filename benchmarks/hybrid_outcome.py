@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 import warnings
 
 import optuna
 
-from benchmarks.outcome import _run, describe
+from benchmarks.outcome import describe, open_study, train_rows
 from search.budget import format_flops, parse_flops
-from search.objective import make_task
 from search.results import ranked_trials
-from search.storage import DEFAULT_STORAGE, open_existing_storage
-from search.study import settings_from_study, stored_schedule
+from search.storage import DEFAULT_STORAGE
 from spaces import ArchConfig
 from spaces.baselines import largest_full, largest_hybrid
 from spaces.flops import count_flops, estimate_flops
@@ -97,15 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         tokens = int(parse_flops(args.tokens))
-        study = optuna.load_study(
-            study_name=args.study, storage=open_existing_storage(args.storage)
-        )
+        study, schedule, settings, task = open_study(args.study, args.storage)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    schedule = stored_schedule(study)
-    settings = settings_from_study(study)
-    task = make_task(settings)
     rows = best_per_family(study)
     if not rows:
         print(f"error: study {args.study!r} has no trained candidate", file=sys.stderr)
@@ -130,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{schedule.batch_size}), {args.jobs} at once x {args.threads} thread(s)",
         flush=True,
     )
-    jobs = [(r, settings, tokens, schedule.batch_size, args.threads) for r in rows]
     started = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        results = list(pool.imap(_run, jobs))
+    results = train_rows(rows, settings, tokens, schedule.batch_size, args)
     print(
         f"\n{'family':10s} {'config':44s} {'FLOPs':>11s} {'budget':>7s} {'global':>7s} "
         f"{'search':>6s} {'val loss':>9s} {task.metric:>10s} {'wall s':>7s}"

@@ -34,7 +34,7 @@ from search.budget import format_flops
 from search.objective import make_task
 from search.results import ranked_trials
 from search.retrain import train_config
-from search.storage import DEFAULT_STORAGE, open_storage
+from search.storage import DEFAULT_STORAGE, open_existing_storage
 from search.study import settings_from_study, stored_schedule
 from spaces import ArchConfig
 from spaces.baselines import largest_full
@@ -60,6 +60,33 @@ def _run(job: tuple) -> dict:
     warnings.filterwarnings("ignore")
     cfg = ArchConfig.from_dict(row["config"])
     return {**row, **final_train(cfg, settings, tokens, batch_size, threads)}
+
+
+def open_study(name: str, storage: str):
+    """(study, its rung schedule, settings, task) of a finished search.run study; ValueError
+    with a one-line message otherwise."""
+    try:
+        study = optuna.load_study(study_name=name, storage=open_existing_storage(storage))
+    except KeyError:
+        raise ValueError(f"no study {name!r} in the database") from None
+    schedule = stored_schedule(study)
+    if schedule is None:
+        raise ValueError(f"study {name!r} has no rung schedule")
+    settings = settings_from_study(study)
+    return study, schedule, settings, make_task(settings)
+
+
+def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) -> list[dict]:
+    """Each row's config trained for `tokens` (`args.jobs` processes x `args.threads`
+    threads); `done(result)` sees each as it finishes."""
+    jobs = [(r, settings, tokens, batch_size, args.threads) for r in rows]
+    results = []
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        for res in pool.imap(_run, jobs):
+            results.append(res)
+            if done is not None:
+                done(res)
+    return results
 
 
 def describe(cfg: ArchConfig) -> str:
@@ -134,16 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage))
-    except KeyError:
-        print(f"error: no study {args.study!r} in the database", file=sys.stderr)
+        study, schedule, settings, task = open_study(args.study, args.storage)
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    schedule = stored_schedule(study)
-    if schedule is None:
-        print(f"error: study {args.study!r} has no rung schedule", file=sys.stderr)
-        return 2
-    settings = settings_from_study(study)
-    task = make_task(settings)
     budget = settings.budget
     tokens = args.tokens or round(args.factor * schedule.tokens(schedule.top))
     rows = candidates(study, args.top, args.random, args.seed)
@@ -160,17 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.jobs} at once x {args.threads} thread(s)",
         flush=True,
     )
-    jobs = [(r, settings, tokens, schedule.batch_size, args.threads) for r in rows]
     started = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        results = []
-        for res in pool.imap(_run, jobs):
-            results.append(res)
-            print(
-                f"  done {describe(ArchConfig.from_dict(res['config']))}: loss "
-                f"{res['loss']:.4f} {task.metric} {res['metric']:.4f} ({res['wall_s']:.0f} s)",
-                flush=True,
-            )
+
+    def done(res: dict) -> None:
+        print(
+            f"  done {describe(ArchConfig.from_dict(res['config']))}: loss "
+            f"{res['loss']:.4f} {task.metric} {res['metric']:.4f} ({res['wall_s']:.0f} s)",
+            flush=True,
+        )
+
+    results = train_rows(rows, settings, tokens, schedule.batch_size, args, done)
     report(results, task, budget, tokens, time.perf_counter() - started, args)
     return 0
 

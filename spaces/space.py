@@ -142,12 +142,7 @@ class SearchSpace:
     def suggest(self, trial: Any, interface: dict[str, Any]) -> ArchConfig:
         """One config from the trial's choices; every combination is valid by construction."""
         seq_len, causal = interface["seq_len"], interface["causal"]
-        variant = trial.suggest_categorical("attention", self.valid_variants(seq_len, causal))
-        params = {}
-        choices = self.variant_choices(variant, seq_len, causal)
-        assert choices is not None  # valid_variants keeps only variants that fit
-        for field, values in choices.items():
-            params[field] = trial.suggest_categorical(f"{variant}.{field}", values)
+        variant, params = self._suggest_attention(trial, "", None, seq_len, causal)
         depth = trial.suggest_categorical("depth", list(self.depth))
         n_heads = trial.suggest_categorical("n_heads", list(self.n_heads))
         head_dim = trial.suggest_categorical("head_dim", list(self.head_dim))
@@ -158,6 +153,22 @@ class SearchSpace:
             interface, variant, params, depth, n_heads, head_dim, ffn_mult, sharing, layers
         )
 
+    def _suggest_attention(
+        self, trial: Any, prefix: str, names: Sequence[str] | None, seq_len: int, causal: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """A variant (parameter `<prefix>attention`) and its params (`<prefix><variant>.<f>`);
+        names None: the space's variants."""
+        variant = trial.suggest_categorical(
+            f"{prefix}attention", self.valid_variants(seq_len, causal, names)
+        )
+        choices = self.variant_choices(variant, seq_len, causal)
+        assert choices is not None  # valid_variants keeps only variants that fit
+        params = {
+            field: trial.suggest_categorical(f"{prefix}{variant}.{field}", values)
+            for field, values in choices.items()
+        }
+        return variant, params
+
     def _suggest_pattern(self, trial: Any, seq_len: int, causal: bool, depth: int):
         """The hybrid pattern's per-layer attention, or None. A pattern family, not 7^depth
         choices: a placement, the global layers' variant and params, and how many (k). A space
@@ -167,14 +178,9 @@ class SearchSpace:
         pattern = trial.suggest_categorical("pattern", list(self.patterns))
         if pattern == "none":
             return None
-        variant = trial.suggest_categorical(
-            "global.attention", self.valid_variants(seq_len, causal, self.global_variants)
+        variant, params = self._suggest_attention(
+            trial, "global.", self.global_variants, seq_len, causal
         )
-        params = {}
-        choices = self.variant_choices(variant, seq_len, causal)
-        assert choices is not None  # valid_variants keeps only variants that fit
-        for field, values in choices.items():
-            params[field] = trial.suggest_categorical(f"global.{variant}.{field}", values)
         k = trial.suggest_categorical("global.layers", list(self.global_layers))
         spec = {"attention": variant, "attention_params": params}
         where = set(pattern_layers(depth, pattern, k))
