@@ -70,7 +70,7 @@ def test_over_budget_and_duplicates_do_not_count_toward_trials(tmp_path, tiny_pr
     for t in trials:
         if t.user_attrs.get("status") == "over_budget":
             assert t.state == TrialState.PRUNED and t.user_attrs["flops"] > settings.budget
-            assert (t.datetime_complete - t.datetime_start).total_seconds() < 1.0
+            assert not t.intermediate_values and "tokens" not in t.user_attrs  # never trained
 
 
 def test_rungs_are_reported_at_eta_powers_and_the_pruner_cuts_there(tmp_path, tiny_preset):

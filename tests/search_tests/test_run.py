@@ -53,7 +53,7 @@ def assert_sound(study: optuna.Study) -> None:
         if t.user_attrs.get("status") == "over_budget":
             assert t.state == TrialState.PRUNED and t.user_attrs["flops"] > budget
             assert "over budget" in t.user_attrs["reason"]
-            assert (t.datetime_complete - t.datetime_start).total_seconds() < 1.0
+            assert not t.intermediate_values and "tokens" not in t.user_attrs  # never trained
 
 
 def test_run_resume_and_refusals(tmp_path, tiny_preset):
