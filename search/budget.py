@@ -86,16 +86,22 @@ def _fail_list(text: object, reason: str) -> BudgetError:
 
 def _reason(text: str) -> tuple[int | None, str]:
     """Parse ``text``; return ``(flops, "")`` on success or ``(None, reason)`` on failure."""
+    parts, reason = _split(text)
+    if parts is None:
+        return None, reason
+    return _to_flops(*parts)
+
+
+def _split(text: str) -> tuple[tuple[str, str] | None, str]:
+    """``((number, unit), "")`` for a well-formed budget, else ``(None, reason)``."""
     stripped = text.strip()
     if not stripped:
         return None, "empty budget"
-
     number = _NUMBER_RE.match(stripped)
     if number is None:
         if _NON_FINITE_RE.match(stripped):
             return None, "not a finite number"
         return None, "missing number (it must start with a digit or '.')"
-
     rest = stripped[number.end() :].lstrip()
     unit_match = _UNIT_RE.match(rest)
     unit = unit_match.group() if unit_match else ""
@@ -106,30 +112,31 @@ def _reason(text: str) -> tuple[int | None, str]:
         if _NUMBER_RE.match(trailing.lstrip()):
             return None, f"more than one number (unexpected trailing text {trailing!r})"
         return None, f"unexpected trailing text {trailing!r}"
+    return (number.group(), unit), ""
 
+
+def _to_flops(number: str, unit: str) -> tuple[int | None, str]:
+    """The exact integer FLOPs of ``number`` x the unit's power of ten, or ``(None, reason)``."""
     try:
-        value = decimal.Decimal(number.group())
+        value = decimal.Decimal(number)
     except decimal.InvalidOperation:
         # Only reachable with absurd exponents such as 1e99999999999999999999.
-        exponent = number.group().lower().partition("e")[2]
+        exponent = number.lower().partition("e")[2]
         if exponent.startswith("-"):
             return None, "rounds to 0 FLOPs"
         return None, _TOO_LARGE
-
     if value.is_zero():
         return None, "must be positive, got zero"
     if value.is_signed():
         return None, "must be positive, got a negative number"
-
     power = _UNITS[unit.lower()]
     magnitude = value.adjusted() + power  # floor(log10(value * 10**power))
     if magnitude > _MAX_MAGNITUDE:  # value >= 10 * MAX_FLOPS
         return None, _TOO_LARGE
     if magnitude < -1:
         return None, "rounds to 0 FLOPs"
-
     # Enough precision that scaling and rounding to an integer are exact.
-    context = decimal.Context(prec=len(number.group()) + 2 * _MAX_MAGNITUDE)
+    context = decimal.Context(prec=len(number) + 2 * _MAX_MAGNITUDE)
     scaled = value.scaleb(power, context=context)
     flops = int(scaled.to_integral_value(rounding=decimal.ROUND_HALF_UP, context=context))
     if flops > MAX_FLOPS:

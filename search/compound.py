@@ -165,29 +165,7 @@ def fit_to_target(
 ) -> tuple[ArchConfig, float]:
     """(config, phi) whose measured FLOPs land in [0.90, 1.00] x target (or [low, target]);
     ScalingError if no config near the coefficients' path does."""
-    start = scale_config(base, coeffs, 0.0, floor)
-    if measure(start) > target:
-        raise ScalingError(
-            f"target {target:,.0f} FLOPs is below the base ({measure(start):,} FLOPs)",
-            nearest=measure(start),
-        )
-    lo, hi = 0.0, 1.0
-    while measure(scale_config(base, coeffs, hi, floor)) <= target:
-        lo, hi = hi, 2 * hi
-        if hi > MAX_PHI:
-            top = measure(scale_config(base, coeffs, lo, floor))
-            raise ScalingError(
-                f"coefficients {coeffs.as_tuple()} stop growing at {top:,} FLOPs (a span "
-                f"reaches the sequence length, or a size hits spaces.config.LIMITS), below "
-                f"the target {target:,.0f}; the nearest reachable is {top:,} FLOPs",
-                nearest=top,
-            )
-    for _ in range(40):  # bisection: the largest rounded config not above the target
-        mid = (lo + hi) / 2
-        if measure(scale_config(base, coeffs, mid, floor)) <= target:
-            lo = mid
-        else:
-            hi = mid
+    lo, hi = _bracket(base, coeffs, target, measure, floor)
     best = scale_config(base, coeffs, lo, floor)
     low = TARGET_WINDOW[0] * target if low is None else low
     if measure(best) >= low:
@@ -216,6 +194,41 @@ def fit_to_target(
     )
 
 
+def _bracket(
+    base: ArchConfig,
+    coeffs: Coefficients,
+    target: float,
+    measure: Measure,
+    floor: ArchConfig | None,
+) -> tuple[float, float]:
+    """(lo, hi): phi values whose rounded configs measure <= target and > target, found by
+    measurement (doubling, then 40 bisection steps), not by assuming how FLOPs grow."""
+    start = scale_config(base, coeffs, 0.0, floor)
+    if measure(start) > target:
+        raise ScalingError(
+            f"target {target:,.0f} FLOPs is below the base ({measure(start):,} FLOPs)",
+            nearest=measure(start),
+        )
+    lo, hi = 0.0, 1.0
+    while measure(scale_config(base, coeffs, hi, floor)) <= target:
+        lo, hi = hi, 2 * hi
+        if hi > MAX_PHI:
+            top = measure(scale_config(base, coeffs, lo, floor))
+            raise ScalingError(
+                f"coefficients {coeffs.as_tuple()} stop growing at {top:,} FLOPs (a span "
+                f"reaches the sequence length, or a size hits spaces.config.LIMITS), below "
+                f"the target {target:,.0f}; the nearest reachable is {top:,} FLOPs",
+                nearest=top,
+            )
+    for _ in range(40):  # bisection: the largest rounded config not above the target
+        mid = (lo + hi) / 2
+        if measure(scale_config(base, coeffs, mid, floor)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
 def _distance(cfg: ArchConfig, ideal: tuple[float, float, float], base: ArchConfig) -> float:
     """How far a shape is from the coefficients' ideal one (sum of |log ratio| per axis; a
     changed FFN ratio counts double, so it is the last resort)."""
@@ -232,22 +245,51 @@ def _neighbours(cfg, base, floor, ffn_steps, window, measure):
     (0.5x-1.5x, the finest knob a model without a span has); for each, the depths that land
     in `window` (FLOPs grow linearly with depth, so two counts give them), and the depths just
     outside it. Never below the floor or the base, never deeper than 4x `cfg` (+4)."""
-    cls = ATTENTION.get(cfg.attention)
-    spans: list = [cfg.span]
-    if cls.span_param is not None:
-        unit = 1 if cls.span_param == "stride" else SPAN_MULTIPLE
-        near = {round_span(cfg, cfg.span + k * unit) for k in (-2, -1, 1, 2, 4)}
-        if floor is not None and cls.span_param != "stride":
-            near = {s for s in near if s >= floor.span}
-        spans += sorted(near - {cfg.span})
     min_depth = max(base.depth, floor.depth if floor else 1)
     max_depth = 4 * cfg.depth + 4
     min_width = max(floor.d_model if floor else 0, min(base.d_model, cfg.d_model))
     ffns = [base.ffn_mult * k for k in ffn_steps]
+    low, high = window
+    spans = _spans(cfg, floor)
+    for heads, width in _head_shapes(cfg, min_width):
+        for span, ffn in itertools.product(spans, ffns):
+            try:
+                one = _with(cfg, base, min_depth, width, heads, span, ffn)
+                two = _with(cfg, base, min_depth + 1, width, heads, span, ffn)
+            except ValueError:
+                continue
+            f1, per_layer = measure(one), measure(two) - measure(one)
+            if per_layer <= 0:
+                continue
+            first = min_depth + max(0, math.ceil((low - f1) / per_layer))
+            last = min_depth + max(0, math.floor((high - f1) / per_layer))
+            for depth in range(max(min_depth, first - 1), min(max_depth, last + 1) + 1):
+                try:
+                    yield _with(cfg, base, depth, width, heads, span, ffn)
+                except ValueError:
+                    continue
+
+
+def _spans(cfg: ArchConfig, floor: ArchConfig | None) -> list:
+    """`cfg`'s span, then a few rounded spans around it (never below the floor's)."""
+    cls = ATTENTION.get(cfg.attention)
+    spans: list = [cfg.span]
+    if cls.span_param is not None and cfg.span is not None:
+        unit = 1 if cls.span_param == "stride" else SPAN_MULTIPLE
+        near = {round_span(cfg, cfg.span + k * unit) for k in (-2, -1, 1, 2, 4)}
+        least = floor.span if floor is not None else None
+        if least is not None and cls.span_param != "stride":
+            near = {s for s in near if s is not None and s >= least}
+        spans += sorted(near - {cfg.span})
+    return spans
+
+
+def _head_shapes(cfg: ArchConfig, min_width: int):
+    """(heads, width) around `cfg`: heads +-1 and every head dim in range (multiples of 8,
+    32-128; 8-64 for very narrow models), widths in [min_width, 1.5 x width + 128]."""
     dims = range(MIN_HEAD_DIM, MAX_HEAD_DIM + 1, WIDTH_MULTIPLE)
     if cfg.d_model < 2 * MIN_HEAD_DIM:
         dims = range(WIDTH_MULTIPLE, 2 * MIN_HEAD_DIM + 1, WIDTH_MULTIPLE)
-    low, high = window
     for heads in sorted({max(1, cfg.n_heads - 1), cfg.n_heads, cfg.n_heads + 1}):
         for per_head in dims:
             width = heads * per_head
@@ -255,22 +297,7 @@ def _neighbours(cfg, base, floor, ffn_steps, window, measure):
                 continue
             if width >= MIN_HEAD_DIM and heads > 1 and per_head < MIN_HEAD_DIM:
                 continue
-            for span, ffn in itertools.product(spans, ffns):
-                try:
-                    one = _with(cfg, base, min_depth, width, heads, span, ffn)
-                    two = _with(cfg, base, min_depth + 1, width, heads, span, ffn)
-                except ValueError:
-                    continue
-                f1, per_layer = measure(one), measure(two) - measure(one)
-                if per_layer <= 0:
-                    continue
-                first = min_depth + max(0, math.ceil((low - f1) / per_layer))
-                last = min_depth + max(0, math.floor((high - f1) / per_layer))
-                for depth in range(max(min_depth, first - 1), min(max_depth, last + 1) + 1):
-                    try:
-                        yield _with(cfg, base, depth, width, heads, span, ffn)
-                    except ValueError:
-                        continue
+            yield heads, width
 
 
 def scale_to_targets(

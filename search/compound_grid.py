@@ -73,6 +73,40 @@ def family_of(ratios: tuple[float, float, float]) -> str:
     return FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
 
 
+def _pool(base: ArchConfig, measure: Measure, tolerance: float, lattice) -> list[tuple]:
+    """(coeffs, config at phi = 1, its FLOP ratio to the base, axis shares) for each lattice
+    point whose rounded config changes shape and measures 2x the base within `tolerance`."""
+    base_flops = measure(base)
+    pool = []
+    for a, b, g in lattice:
+        if a == b == 1.0:
+            continue  # depth or width grows (a span alone cannot carry 2x)
+        coeffs = Coefficients(a, b, g)
+        scaled = scale_config(base, coeffs, 1.0)
+        ratio = measure(scaled) / base_flops
+        if _shape(scaled) == _shape(base) or abs(ratio - 2.0) > 2.0 * tolerance:
+            continue  # a point whose rounded shape did not change does not count
+        pool.append(
+            (coeffs, scaled, ratio, shares(_axis_ratios(base, coeffs, measure, base_flops)))
+        )
+    return pool
+
+
+def _grown(cfg: ArchConfig, base: ArchConfig) -> list[str]:
+    """The axes along which `cfg` grew from `base` (a span grows its view; a stride shrinks)."""
+    stride = ATTENTION.get(base.attention).span_param == "stride"
+    out = []
+    if cfg.depth != base.depth:
+        out.append("depth")
+    if cfg.d_model != base.d_model:
+        out.append("width")
+    if cfg.span is None or base.span is None:
+        return out
+    if (cfg.span < base.span) if stride else (cfg.span > base.span):
+        out.append("span")
+    return out
+
+
 def grid_points(
     base: ArchConfig,
     measure: Measure,
@@ -96,28 +130,7 @@ def grid_points(
     has_span = span_name is not None
     if not has_span:
         gammas = (1.0,)
-    pool = []
-    for a, b, g in itertools.product(alphas, betas, gammas):
-        if a == b == 1.0:
-            continue  # depth or width grows (a span alone cannot carry 2x)
-        coeffs = Coefficients(a, b, g)
-        scaled = scale_config(base, coeffs, 1.0)
-        ratio = measure(scaled) / base_flops
-        if _shape(scaled) == _shape(base) or abs(ratio - 2.0) > 2.0 * tolerance:
-            continue  # a point whose rounded shape did not change does not count
-        pool.append(
-            (coeffs, scaled, ratio, shares(_axis_ratios(base, coeffs, measure, base_flops)))
-        )
-    changed = {
-        "depth": lambda c: c.depth != base.depth,
-        "width": lambda c: c.d_model != base.d_model,
-        "span": lambda c: (
-            c.span is not None
-            and (  # grew its view (a stride shrinks)
-                c.span > base.span if span_name != "stride" else c.span < base.span
-            )
-        ),
-    }
+    pool = _pool(base, measure, tolerance, itertools.product(alphas, betas, gammas))
     wanted = (
         ["depth", "width", "span", "balanced"]
         if has_span
@@ -147,7 +160,7 @@ def grid_points(
             fits = pool
         for coeffs, _, _, _ in sorted(fits, key=key):
             cfg = fitted(coeffs)
-            grown = [f for f in ("depth", "width", "span") if cfg and changed[f](cfg)]
+            grown = _grown(cfg, base) if cfg else []
             if cfg is not None and (family in grown or (family == "balanced" and len(grown) > 1)):
                 seen.add(_shape(cfg))
                 out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))

@@ -39,7 +39,7 @@ from spaces.flops import (
     estimate_params,
 )
 from spaces.layers import describe_stack
-from trainers.rungs import Progress, RungResult, RungSchedule, RungTrainer
+from trainers.rungs import Progress, RungOutcome, RungResult, RungSchedule, RungTrainer
 from trainers.tasks import Task, get_task
 
 CONSTRAINT_ATTR = "constraint"  # (flops - budget) / budget: <= 0 is feasible
@@ -219,10 +219,7 @@ class Objective:
         trial.set_user_attr("status", "training")
         schedule = self.schedule_for(flops)
         single = s.objectives == "single"
-        checkpoint = None
-        if self.checkpoint_dir is not None:
-            name = f"trial-{checkpoint_key(trial)}.pt"
-            checkpoint = self.checkpoint_dir / _safe(trial.study.study_name) / name
+        checkpoint = self._checkpoint_path(trial)
         rungs: list[dict] = []
 
         def on_rung(r: RungResult) -> bool:
@@ -256,23 +253,7 @@ class Objective:
         )
         outcome = trainer.run(on_rung, progress)
         last = outcome.last
-        attrs = {
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "rung": None if last is None else last.rung,
-            "tokens": None if last is None else last.tokens,
-            "tokens_processed": outcome.tokens_processed,
-            "loss": None if last is None else last.loss,
-            "metric": None if last is None else last.metric,
-            "tokens_per_s": outcome.tokens_per_s,
-            "flops_per_s": outcome.flops_per_s,
-            "wall_time": None if last is None else last.wall_time,
-            "resumed_from": outcome.resumed_from,
-        }
-        for key, value in attrs.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            trial.set_user_attr(key, value)
+        _record(trial, outcome)
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)  # finished, whatever the outcome
         if outcome.status == "stopped":
@@ -281,6 +262,35 @@ class Objective:
             # diverged / out of memory: the trial FAILs (a NaN value never completes a trial)
             raise TrialFailed(f"{outcome.status}: {outcome.reason}")
         return last.loss if single else (last.loss, float(flops))
+
+    def _checkpoint_path(self, trial: optuna.Trial) -> Path | None:
+        """Where this trial's rung checkpoint lives (a retry finds its original's)."""
+        if self.checkpoint_dir is None:
+            return None
+        name = f"trial-{checkpoint_key(trial)}.pt"
+        return self.checkpoint_dir / _safe(trial.study.study_name) / name
+
+
+def _record(trial: optuna.Trial, outcome: RungOutcome) -> None:
+    """The outcome's figures as trial attributes (non-finite floats stored as None)."""
+    last = outcome.last
+    attrs = {
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "rung": None if last is None else last.rung,
+        "tokens": None if last is None else last.tokens,
+        "tokens_processed": outcome.tokens_processed,
+        "loss": None if last is None else last.loss,
+        "metric": None if last is None else last.metric,
+        "tokens_per_s": outcome.tokens_per_s,
+        "flops_per_s": outcome.flops_per_s,
+        "wall_time": None if last is None else last.wall_time,
+        "resumed_from": outcome.resumed_from,
+    }
+    for key, value in attrs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        trial.set_user_attr(key, value)
 
 
 def _safe(name: str) -> str:

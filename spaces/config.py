@@ -196,6 +196,11 @@ class ArchConfig:
             raise ValueError(
                 f"num_classes must be <= {LIMITS['num_classes']:,}, got {self.num_classes:,}"
             )
+        self._validate_shape()
+        self._validate_attention(variant)
+
+    def _validate_shape(self) -> None:
+        """Depth, width, heads, FFN, norm, sharing and dropout."""
         _int(self, "depth", 1)
         _int(self, "d_model", 1)
         _int(self, "n_heads", 1)
@@ -220,6 +225,9 @@ class ArchConfig:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    def _validate_attention(self, variant) -> None:
+        """The attention serves this task (causal or not) with these params, in every layer."""
         causal_ok = [n for n in ATTENTION.names() if ATTENTION.get(n).supports_causal]
         if self.causal and not variant.supports_causal:
             raise ValueError(
