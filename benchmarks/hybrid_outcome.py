@@ -89,6 +89,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def compare(by_kind: dict[str, dict], metric: str) -> None:
+    """One line per other model: the searched hybrid better or worse, by how much."""
+    h = by_kind.get("hybrid")
+    if h is None:
+        return
+    for other in sorted(k for k in by_kind if k != "hybrid"):
+        o = by_kind[other]
+        verdict = "better" if h["loss"] < o["loss"] else "worse"
+        print(
+            f"searched hybrid vs {other}: val loss {h['loss']:.4f} vs {o['loss']:.4f} "
+            f"({verdict} by {abs(o['loss'] - h['loss']):.4f}), {metric} "
+            f"{h['metric']:.4f} vs {o['metric']:.4f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -135,17 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['global_share']:7.1%} {r['rank'] or '-':>6} {r['loss']:9.4f} "
             f"{r['metric']:10.4f} {r['wall_s']:7.0f}"
         )
-    by_kind = {r["kind"]: r for r in results}
-    if "hybrid" in by_kind:
-        h = by_kind["hybrid"]
-        for other in sorted(k for k in by_kind if k != "hybrid"):
-            o = by_kind[other]
-            verdict = "better" if h["loss"] < o["loss"] else "worse"
-            print(
-                f"searched hybrid vs {other}: val loss {h['loss']:.4f} vs {o['loss']:.4f} "
-                f"({verdict} by {abs(o['loss'] - h['loss']):.4f}), {task.metric} "
-                f"{h['metric']:.4f} vs {o['metric']:.4f}"
-            )
+    compare({r["kind"]: r for r in results}, task.metric)
     print(f"total wall time {(time.perf_counter() - started) / 60:.1f} min")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

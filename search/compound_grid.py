@@ -67,8 +67,11 @@ def shares(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
 def family_of(ratios: tuple[float, float, float]) -> str:
     """depth, width or span when that axis carries >= LEAD_SHARE of the log-FLOP growth."""
     share = shares(ratios)
-    if max(share) == 0:
-        return "none"
+    return "none" if max(share) == 0 else family_of_share(share)
+
+
+def family_of_share(share: tuple[float, float, float]) -> str:
+    """The axis with >= LEAD_SHARE of the growth, else balanced."""
     lead = max(range(3), key=lambda i: share[i])
     return FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
 
@@ -168,14 +171,10 @@ def grid_points(
     # a coarse lattice (a shallow or narrow base) may leave a family empty: fill up to four
     # with the remaining distinct points closest to 2x, named by the axis that leads them
     for coeffs, _, _, share in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
-        if len(out) >= len(wanted):
-            break
-        cfg = fitted(coeffs)
+        cfg = fitted(coeffs) if len(out) < len(wanted) else None
         if cfg is not None:
             seen.add(_shape(cfg))
-            lead = max(range(3), key=lambda i: share[i])
-            family = FAMILIES[lead] if share[lead] >= LEAD_SHARE else "balanced"
-            out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
+            out.append(GridPoint(family_of_share(share), coeffs, cfg, measure(cfg) / base_flops))
     return out
 
 

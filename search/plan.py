@@ -182,12 +182,7 @@ def make_plan(
         return _Cost(task, budget, recipe, batch, speed(batch), workers, eta, rungs)
 
     def first_steps(c: _Cost) -> int:
-        if first_rung_tokens is not None:
-            return max(1, math.ceil(first_rung_tokens / c.batch_tokens))
-        if timeout:
-            per_candidate = timeout * UTILISATION * workers / trials - c.val_s
-            return math.floor(per_candidate / (c.factor * c.batch_tokens * c.s_per_token))
-        return NO_CLOCK_FIRST_STEPS
+        return _first_steps(c, first_rung_tokens, timeout, trials)
 
     # size the first rung at the largest batch, then shrink the batch so that the rung has
     # FIRST_RUNG_STEPS steps, and size it again at the measured speed of that batch
@@ -201,19 +196,7 @@ def make_plan(
     c = cost(batch)
     first, candidates = first_steps(c), trials
     if first < MIN_FIRST_STEPS and first_rung_tokens is None:
-        first = MIN_FIRST_STEPS
-        per = c.seconds(first, 1) * workers
-        candidates = min(trials, int(timeout * UTILISATION * workers // per)) if timeout else trials
-        bracket = min(trials, eta ** (rungs - 1))
-        if candidates < bracket:
-            need = c.seconds(first, bracket) / UTILISATION
-            raise PlanError(
-                f"no plan fits --timeout {timeout:g}s: even {bracket} candidates (one halving "
-                f"bracket) on the shortest useful rungs ({_tokens(first * c.batch_tokens)} "
-                f"tokens first) need about {_duration(need)} at the measured "
-                f"{c.flops_per_s / 1e9:.1f} GFLOP/s per worker. Fixes: --timeout "
-                f"{math.ceil(need)}, a smaller --budget, or --device cuda"
-            )
+        first, candidates = MIN_FIRST_STEPS, _fewer_candidates(c, trials, timeout, workers)
     schedule = RungSchedule(
         first_steps=first, batch_size=batch, seq_len=seq_len, eta=eta, rungs=rungs
     )
@@ -228,6 +211,36 @@ def make_plan(
         reference=reference,
         timeout=timeout,
     )
+
+
+def _first_steps(c: _Cost, given_tokens: int | None, timeout: float | None, trials: int) -> int:
+    """First-rung steps: from --rung-tokens, else from the clock (each of `trials` candidates
+    gets its share of the workers' time), else NO_CLOCK_FIRST_STEPS."""
+    if given_tokens is not None:
+        return max(1, math.ceil(given_tokens / c.batch_tokens))
+    if timeout:
+        per_candidate = timeout * UTILISATION * c.workers / trials - c.val_s
+        return math.floor(per_candidate / (c.factor * c.batch_tokens * c.s_per_token))
+    return NO_CLOCK_FIRST_STEPS
+
+
+def _fewer_candidates(c: _Cost, trials: int, timeout: float | None, workers: int) -> int:
+    """On the shortest useful rungs, the candidates the clock affords; PlanError when not even
+    one halving bracket fits, naming the fixes."""
+    first = MIN_FIRST_STEPS
+    per = c.seconds(first, 1) * workers
+    candidates = min(trials, int(timeout * UTILISATION * workers // per)) if timeout else trials
+    bracket = min(trials, c.eta ** (c.rungs - 1))
+    if candidates < bracket:
+        need = c.seconds(first, bracket) / UTILISATION
+        raise PlanError(
+            f"no plan fits --timeout {timeout:g}s: even {bracket} candidates (one halving "
+            f"bracket) on the shortest useful rungs ({_tokens(first * c.batch_tokens)} "
+            f"tokens first) need about {_duration(need)} at the measured "
+            f"{c.flops_per_s / 1e9:.1f} GFLOP/s per worker. Fixes: --timeout "
+            f"{math.ceil(need)}, a smaller --budget, or --device cuda"
+        )
+    return candidates
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,6 +146,38 @@ def _worker_trainable(
     tune.report({"trained": trained_count(study)})
 
 
+def _init_ray(address: str | None, quiet: bool) -> None:
+    """Join the cluster at `address`, or start Ray on this machine; RayConfigError says why
+    not (and, for a cluster, how to give this machine its token)."""
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials run in the driver's directory, not Tune's
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would hide our bar
+    if address:
+        _check_reachable(address)
+        _use_token_if_available()
+    try:
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
+        else:
+            os.environ.update(env)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=not quiet,
+            )
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        hint = (
+            "; if the cluster uses token authentication, give this machine its token "
+            "(RAY_AUTH_TOKEN or ~/.ray/auth_token, see docs/ray.md)"
+            if address
+            else ""
+        )
+        raise RayConfigError(
+            f"cannot start or join Ray at {address or 'local'}: {exc}{hint}"
+        ) from exc
+
+
 def run_ray(
     settings: RunSettings,
     study_name: str,
@@ -182,33 +214,7 @@ def run_ray(
     storage = open_storage(storage_url, grace_period=grace_period)
     study = optuna.load_study(study_name=study_name, storage=storage)
 
-    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials run in the driver's directory, not Tune's
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would hide our bar
-    if address:
-        _check_reachable(address)
-        _use_token_if_available()
-    try:
-        if address:
-            ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
-        else:
-            os.environ.update(env)
-            ray.init(
-                address="local",
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=not quiet,
-            )
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        hint = (
-            "; if the cluster uses token authentication, give this machine its token "
-            "(RAY_AUTH_TOKEN or ~/.ray/auth_token, see docs/ray.md)"
-            if address
-            else ""
-        )
-        raise RayConfigError(
-            f"cannot start or join Ray at {address or 'local'}: {exc}{hint}"
-        ) from exc
+    _init_ray(address, quiet)
 
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))

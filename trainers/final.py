@@ -216,6 +216,28 @@ class FinalTrainer:
         return state["step"], [Evaluation(**e) for e in state["history"]]
 
     # -- training -----------------------------------------------------------------------------
+    def _step(self, model, opt, step: int, peak: float) -> float:
+        batch = self.task.train_batch(step, self.batch_size).to(self.device)
+        return train_step(
+            model,
+            opt,
+            self.task,
+            batch,
+            self.lr_at(step, peak),
+            self.recipe.grad_clip,
+            step,
+            self.teacher.loss if self.teacher is not None else None,
+        )
+
+    def _evaluate(self, model, step: int, train_loss: float, elapsed: float) -> Evaluation:
+        """Validation after `step` (the whole split at the last step); Diverged if non-finite."""
+        fraction = 1.0 if step == self.steps else self.val_fraction
+        batch = self.recipe.eval_batch_size
+        metric, loss = evaluate(model, self.task, self.device, batch, fraction)
+        if not (math.isfinite(loss) and math.isfinite(metric)):
+            raise Diverged(f"non-finite validation loss at step {step}")
+        return Evaluation(step, step * self.batch_tokens, loss, metric, train_loss, elapsed)
+
     def run(
         self,
         *,
@@ -237,57 +259,17 @@ class FinalTrainer:
         first = step
         status, reason, train_loss = "ok", "", float("nan")
 
-        def result() -> FinalResult:
-            last = history[-1] if history else None
-            done = step - first
-            return FinalResult(
-                status=status,
-                reason=reason,
-                steps=step,
-                tokens=step * self.batch_tokens,
-                loss=last.loss if last else None,
-                metric=last.metric if last else None,
-                history=history,
-                wall_time=time.perf_counter() - start,
-                tokens_per_s=done * self.batch_tokens / train_time if train_time else 0.0,
-                flops_per_s=done * self.flops_per_step / train_time if train_time else 0.0,
-                train_flops=step * self.flops_per_step,
-            )
-
         try:
             while step < self.steps:
                 t0 = time.perf_counter()
-                batch = self.task.train_batch(step, self.batch_size).to(self.device)
-                train_loss = train_step(
-                    model,
-                    opt,
-                    self.task,
-                    batch,
-                    self.lr_at(step, peak),
-                    self.recipe.grad_clip,
-                    step,
-                    self.teacher.loss if self.teacher is not None else None,
-                )
+                train_loss = self._step(model, opt, step, peak)
                 step += 1
                 train_time += time.perf_counter() - t0
                 if on_progress is not None:
                     rate = (step - first) * self.batch_tokens / train_time
                     on_progress(Progress(step, step * self.batch_tokens, train_loss, rate))
                 if step in self.eval_steps:
-                    fraction = 1.0 if step == self.steps else self.val_fraction
-                    metric, loss = evaluate(
-                        model, self.task, self.device, self.recipe.eval_batch_size, fraction
-                    )
-                    if not (math.isfinite(loss) and math.isfinite(metric)):
-                        raise Diverged(f"non-finite validation loss at step {step}")
-                    point = Evaluation(
-                        step,
-                        step * self.batch_tokens,
-                        loss,
-                        metric,
-                        train_loss,
-                        time.perf_counter() - start,
-                    )
+                    point = self._evaluate(model, step, train_loss, time.perf_counter() - start)
                     history.append(point)
                     self._save(model, opt, step, history)
                     if on_eval is not None:
@@ -302,7 +284,24 @@ class FinalTrainer:
             if not is_oom(exc):
                 raise
             status, reason = "oom", oom_reason(step, exc)
-        return result()
+        return self._result(status, reason, step, step - first, history, start, train_time)
+
+    def _result(self, status, reason, step, done, history, start, train_time) -> FinalResult:
+        """The run's result; `done` steps were trained in this call (rates count only those)."""
+        last = history[-1] if history else None
+        return FinalResult(
+            status=status,
+            reason=reason,
+            steps=step,
+            tokens=step * self.batch_tokens,
+            loss=last.loss if last else None,
+            metric=last.metric if last else None,
+            history=history,
+            wall_time=time.perf_counter() - start,
+            tokens_per_s=done * self.batch_tokens / train_time if train_time else 0.0,
+            flops_per_s=done * self.flops_per_step / train_time if train_time else 0.0,
+            train_flops=step * self.flops_per_step,
+        )
 
 
 def load_weights(folder: str | Path) -> torch.nn.Module:

@@ -27,6 +27,7 @@ import torch
 
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
+from trainers.step import is_oom, oom_reason
 from trainers.tasks import Task
 
 STATUSES = ("ok", "diverged", "stopped", "oom")
@@ -200,12 +201,10 @@ def train(
                 if callback is not None and callback(point):
                     return result("stopped", f"stopped by callback at step {step}/{steps}")
         return result("ok")
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        return result("oom", f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}")
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            return result("oom", f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}")
-        raise
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not is_oom(exc):
+            raise
+        return result("oom", oom_reason(step, exc))
 
 
 def _lr_factor(step: int, steps: int, warmup: int, final: float) -> float:

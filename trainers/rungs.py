@@ -236,14 +236,8 @@ class RungTrainer:
         at = _Cursor(start=time.perf_counter())
         try:
             model, opt, peak = self._fresh()
-            loaded = self._load(model, opt)
-            if loaded is not None:
-                at.step, at.processed, outcome.rungs = loaded
-                outcome.resumed_from = outcome.rungs[-1].rung if outcome.rungs else None
-                for r in outcome.rungs:  # replay the decisions the caller already made
-                    if on_rung is not None and on_rung(r):
-                        outcome.status, outcome.reason = "stopped", f"stopped after rung {r.rung}"
-                        return self._finish(outcome, at)
+            if self._resume(model, opt, outcome, at, on_rung):
+                return self._finish(outcome, at)
             for rung in range(len(outcome.rungs), self.schedule.rungs):
                 result = self._rung(model, opt, peak, rung, at, on_progress)
                 outcome.rungs.append(result)
@@ -265,6 +259,20 @@ class RungTrainer:
                 raise
             outcome.status, outcome.reason = "oom", oom_reason(at.step, exc)
         return self._finish(outcome, at)
+
+    def _resume(self, model, opt, outcome: RungOutcome, at: _Cursor, on_rung) -> bool:
+        """Load the checkpoint, if any, and replay the rung decisions the caller already made;
+        True when one of them stops the run."""
+        loaded = self._load(model, opt)
+        if loaded is None:
+            return False
+        at.step, at.processed, outcome.rungs = loaded
+        outcome.resumed_from = outcome.rungs[-1].rung if outcome.rungs else None
+        for r in outcome.rungs:
+            if on_rung is not None and on_rung(r):
+                outcome.status, outcome.reason = "stopped", f"stopped after rung {r.rung}"
+                return True
+        return False
 
     def _rung(self, model, opt, peak: float, rung: int, at: _Cursor, on_progress) -> RungResult:
         """Train rung `rung`: the stable phase (continuing the previous rung's), then a short

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from spaces import ArchConfig
-from trainers.proxy import Recipe
 from trainers.tasks import Batch, Task
+
+if TYPE_CHECKING:  # proxy uses this module's OOM helpers
+    from trainers.proxy import Recipe
 
 
 class Diverged(Exception):
