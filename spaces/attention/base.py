@@ -66,6 +66,8 @@ class Attention(nn.Module, Generic[P]):
         self.k_proj = None if self.shared_qk else nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.o_proj = nn.Linear(d_model, d_model)
+        # block masks of the CUDA FlexAttention path, per causal flag (spaces/attention/flex.py)
+        self._flex_masks: dict[bool, dict] = {False: {}, True: {}}
 
     # -- the shared call ------------------------------------------------------------------
     def forward(

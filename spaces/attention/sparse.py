@@ -25,6 +25,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 
+from spaces.attention import flex
 from spaces.attention.base import ATTENTION, Attention, check_positive_int, neg_inf
 
 
@@ -100,20 +101,40 @@ class SparseAttention(Attention[SparseParams]):
             return cast(torch.Tensor, self.layout_causal if causal else self.layout_bidirectional)
         return block_layout(self.params, nb, causal).to(device)
 
-    def dense_mask(self, T: int, causal: bool) -> torch.Tensor:
-        """(T, T) bool: which keys each query may see (before key_mask). For tests only."""
-        b, nb, G = _blocking(self.params, T)
+    def block_table(self, T: int, causal: bool) -> torch.Tensor:
+        """(nb, nb) bool: which key blocks each query block sees (global rows see all)."""
+        _, nb, G = _blocking(self.params, T)
         blocks = torch.zeros(nb, nb + 1, dtype=torch.bool)  # column nb: the dummy block
         blocks[:G] = True
         lay = self.layout(T, causal)
         blocks[G:].scatter_(1, lay, torch.ones_like(lay, dtype=torch.bool))
-        blocks = blocks[:, :nb].repeat_interleave(b, 0).repeat_interleave(b, 1)[:T, :T]
+        return blocks[:, :nb]
+
+    def dense_mask(self, T: int, causal: bool) -> torch.Tensor:
+        """(T, T) bool: which keys each query may see (before key_mask). For tests only."""
+        b = _blocking(self.params, T)[0]
+        blocks = self.block_table(T, causal)
+        blocks = blocks.repeat_interleave(b, 0).repeat_interleave(b, 1)[:T, :T]
         if causal:
             blocks &= torch.ones(T, T, dtype=torch.bool).tril()
         return blocks
 
+    def pattern(self, T: int, causal: bool) -> flex.Pattern:
+        """Query i sees key j when i's block sees j's block in the layout (and j <= i causal);
+        the FlexAttention form of `dense_mask`."""
+        b = _blocking(self.params, T)[0]
+        table = self.block_table(T, causal).to(self.q_proj.weight.device)
+
+        def allowed(qi: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            seen = table[qi // b, kv // b]
+            return seen & (kv <= qi) if causal else seen
+
+        return allowed
+
     def attend(self, q, k, v, key_mask, causal):
         B, H, T, D = q.shape
+        if flex.use_flex(q):  # CUDA: the same pattern, empty tiles skipped (attention/flex.py)
+            return flex.attend(q, k, v, self.pattern(T, causal), key_mask, self._flex_masks[causal])
         b, nb, G = _blocking(self.params, T)
         pad = nb * b - T
         scale = 1.0 / math.sqrt(D)

@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from spaces.attention import flex
 from spaces.attention.base import ATTENTION, Attention, check_positive_int, neg_inf
 
 
@@ -53,6 +54,8 @@ class WindowAttention(Attention[WindowParams]):
         g = p.global_tokens
         if causal and g > 0:
             raise ValueError("attention.global_tokens must be 0 with causal attention")
+        if flex.use_flex(q):  # CUDA: the same pattern, empty tiles skipped (attention/flex.py)
+            return flex.attend(q, k, v, self.pattern(causal), key_mask, self._flex_masks[causal])
         w = min(p.window, T)  # block size; a reach beyond T is the same as T
         nb = math.ceil(T / w)
         pad = nb * w - T
@@ -101,6 +104,18 @@ class WindowAttention(Attention[WindowParams]):
         gsc.masked_fill_(~real[:, None, None, :], neg)
         gout = torch.einsum("bhqk,bhkd->bhqd", gsc.softmax(dim=-1), v)  # (B, H, g, D)
         return torch.cat([gout, out[:, :, g:]], dim=2)  # (B, H, T, D)
+
+    def pattern(self, causal: bool) -> flex.Pattern:
+        """Query i sees key j (before padding): |i - j| <= w, or i - w <= j <= i causal; the
+        first g positions see and are seen by all (bidirectional)."""
+        w, g = self.params.window, self.params.global_tokens
+
+        def allowed(qi: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            if causal:
+                return (kv <= qi) & (qi - kv <= w)
+            return ((qi - kv).abs() <= w) | (qi < g) | (kv < g)
+
+        return allowed
 
     @classmethod
     def validate(cls, params: WindowParams, seq_len: int, causal: bool) -> None:

@@ -49,8 +49,13 @@ class Batch:
         return Batch(self.tokens[rows], self.targets[rows], self.mask[rows])
 
     def to(self, device: torch.device | str) -> Batch:
-        """The same batch on `device`."""
-        return Batch(self.tokens.to(device), self.targets.to(device), self.mask.to(device))
+        """The same batch on `device`; to CUDA through pinned memory, without blocking the host
+        (the copy overlaps the previous step's kernels)."""
+        device = torch.device(device)
+        parts = (self.tokens, self.targets, self.mask)
+        if device.type == "cuda":
+            return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in parts))
+        return Batch(*(t.to(device) for t in parts))
 
 
 def rng_for(seed: int, *stream: int) -> np.random.Generator:

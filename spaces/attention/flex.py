@@ -1,0 +1,93 @@
+"""The masked variants through PyTorch's FlexAttention on CUDA: empty blocks are skipped.
+
+Window (Longformer) and block-sparse attention are mask patterns over the full score grid. On a
+CUDA device their `attend` hands the pattern to `torch.nn.attention.flex_attention` as a
+`mask_mod` (query i may see key j): `create_block_mask` marks which (128 x 128) tiles hold any
+allowed pair, and the compiled kernel skips the empty ones, fused, forward and backward. On the
+CPU the blocked einsum kernels stay: FlexAttention has no CPU backward.
+
+FLOP convention (decided: one convention, the CPU kernel's): `count_flops` counts what the CPU
+kernel computes, padded blocks included, whatever the device. The CUDA kernel computes every
+128 x 128 tile that holds an allowed pair, which is more than that count for narrow patterns
+(a 16-token window still costs three 128-key tiles per query tile) and less for wide ones;
+the budget a search enforces is the device-independent count. Unmeasured on a GPU so far.
+
+`ATTNSEARCH_FLEX=0` turns the CUDA path off (the einsum kernels then run on CUDA too).
+tests/spaces_tests/test_flex.py checks on the CPU (forward only, where FlexAttention runs
+eagerly) that each pattern gives the einsum kernel's output, padding included.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from types import ModuleType
+
+import torch
+
+# allowed(q_idx, kv_idx) -> bool tensor: the variant's pattern (before key padding)
+Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@functools.cache
+def _module() -> ModuleType | None:
+    try:
+        from torch.nn.attention import flex_attention
+    except ImportError:  # torch < 2.5
+        return None
+    return flex_attention
+
+
+def available() -> bool:
+    """Whether this torch has FlexAttention and it is not turned off (ATTNSEARCH_FLEX=0)."""
+    return os.environ.get("ATTNSEARCH_FLEX", "1") != "0" and _module() is not None
+
+
+def use_flex(q: torch.Tensor) -> bool:
+    """The CUDA path: q on a CUDA device and FlexAttention available."""
+    return q.is_cuda and available()
+
+
+@functools.cache
+def _compiled() -> Callable:
+    flex = _module()
+    assert flex is not None
+    return torch.compile(flex.flex_attention, dynamic=False)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    allowed: Pattern,
+    key_mask: torch.Tensor | None,
+    masks: dict | None = None,
+) -> torch.Tensor:
+    """q, k, v (B, H, T, D) -> (B, H, T, D), attending where `allowed` and the key is real.
+
+    `masks` caches the block mask of a padding-free call per (length, device), so a training
+    loop builds it once; a call with `key_mask` builds its own (the padding varies by batch).
+    Compiled on CUDA, eager elsewhere (forward only on the CPU)."""
+    flex = _module()
+    assert flex is not None, "FlexAttention needs torch >= 2.5"
+    B, _, T, _ = q.shape
+    if key_mask is None:
+        key = (T, str(q.device))
+        block = masks.get(key) if masks is not None else None
+        if block is None:
+            block = flex.create_block_mask(
+                lambda b, h, qi, kv: allowed(qi, kv), None, None, T, T, device=q.device
+            )
+            if masks is not None:
+                masks[key] = block
+    else:
+        real = key_mask.to(device=q.device, dtype=torch.bool)
+        block = flex.create_block_mask(
+            lambda b, h, qi, kv: allowed(qi, kv) & real[b, kv], B, None, T, T, device=q.device
+        )
+    run = _compiled() if q.is_cuda else flex.flex_attention
+    return run(q, k, v, block_mask=block)
+
+
+__all__ = ["Pattern", "attend", "available", "use_flex"]

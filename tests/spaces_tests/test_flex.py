@@ -1,0 +1,124 @@
+"""The CUDA FlexAttention path (spaces/attention/flex.py), checked on the CPU: FlexAttention
+runs eagerly there (forward only), so each variant's pattern can be compared with its einsum
+kernel, padding included. No GPU figures are claimed by these tests."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from spaces.attention import flex
+from spaces.attention.sparse import SparseAttention, SparseParams
+from spaces.attention.window import WindowAttention, WindowParams
+
+pytestmark = pytest.mark.skipif(not flex.available(), reason="this torch has no FlexAttention")
+
+H, D = 2, 8
+
+
+def _inputs(T: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, H, T, D, generator=gen, dtype=torch.float64) for _ in range(3)]
+
+
+def _compare(module, T: int, causal: bool, padded: bool, monkeypatch) -> None:
+    q, k, v = _inputs(T)
+    key_mask = None
+    if padded:  # row 1 has 7 padding tokens at the end
+        key_mask = torch.ones(2, T, dtype=torch.bool)
+        key_mask[1, T - 7 :] = False
+    with torch.no_grad():
+        kernel = module.attend(q, k, v, key_mask, causal)
+        monkeypatch.setattr(flex, "use_flex", lambda q: True)  # as on CUDA
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "called without torch.compile": eager on CPU
+            fused = module.attend(q, k, v, key_mask, causal)
+        monkeypatch.undo()
+    real = torch.ones(2, T, dtype=torch.bool) if key_mask is None else key_mask
+    torch.testing.assert_close(
+        fused[real[:, None, :, None].expand_as(fused)].view(-1),
+        kernel[real[:, None, :, None].expand_as(kernel)].view(-1),
+        atol=1e-9,
+        rtol=1e-9,
+    )
+
+
+@pytest.mark.parametrize("T", [40, 200])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("window, global_tokens", [(4, 0), (16, 0), (16, 3), (300, 0)])
+def test_window_pattern_matches_the_kernel(T, causal, padded, window, global_tokens, monkeypatch):
+    if causal and global_tokens:
+        pytest.skip("global tokens are bidirectional only")
+    params = WindowParams(window=window, global_tokens=global_tokens)
+    _compare(WindowAttention(H * D, H, T, params), T, causal, padded, monkeypatch)
+
+
+@pytest.mark.parametrize("T", [64, 200])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SparseParams(block=16, local_blocks=1, global_blocks=1, random_blocks=0),
+        SparseParams(block=8, local_blocks=2, global_blocks=0, random_blocks=2, seed=3),
+        SparseParams(block=32, local_blocks=1, global_blocks=2, random_blocks=1),
+    ],
+)
+def test_sparse_pattern_matches_the_kernel(T, causal, padded, params, monkeypatch):
+    _compare(SparseAttention(H * D, H, T, params), T, causal, padded, monkeypatch)
+
+
+def test_sparse_pattern_is_the_dense_mask():
+    m = SparseAttention(H * D, H, 100, SparseParams(block=16, random_blocks=2, seed=1))
+    i = torch.arange(100)
+    for causal in (False, True):
+        grid = m.pattern(100, causal)(i[:, None], i[None, :])
+        assert torch.equal(grid, m.dense_mask(100, causal))
+
+
+def test_the_path_is_cuda_only_and_can_be_turned_off(monkeypatch):
+    q = torch.zeros(1, 1, 8, 8)
+    assert not flex.use_flex(q)  # CPU tensors keep the einsum kernels (no CPU backward)
+    monkeypatch.setenv("ATTNSEARCH_FLEX", "0")
+    assert not flex.available()
+    monkeypatch.setenv("ATTNSEARCH_FLEX", "1")
+    assert flex.available()
+
+
+def test_a_padding_free_block_mask_is_built_once_per_length(monkeypatch):
+    m = WindowAttention(H * D, H, 64, WindowParams(window=8))
+    q, k, v = _inputs(64)
+    monkeypatch.setattr(flex, "use_flex", lambda q: True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.attend(q, k, v, None, False)
+        first = m._flex_masks[False][(64, "cpu")]
+        m.attend(q, k, v, None, False)
+        assert m._flex_masks[False][(64, "cpu")] is first and len(m._flex_masks[False]) == 1
+        m.attend(q, k, v, torch.ones(2, 64, dtype=torch.bool), False)  # padding: its own mask
+        assert len(m._flex_masks[False]) == 1 and not m._flex_masks[True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda T: WindowAttention(H * D, H, T, WindowParams(window=64, global_tokens=2)),
+        lambda T: SparseAttention(H * D, H, T, SparseParams(block=32, random_blocks=1)),
+    ],
+)
+def test_on_cuda_forward_and_gradients_match_the_einsum_kernel(module, monkeypatch):
+    T = 512
+    m = module(T).cuda()
+    grads = []
+    for fused in (False, True):
+        monkeypatch.setattr(flex, "use_flex", lambda q, fused=fused: fused)
+        q, k, v = (t.float().cuda().requires_grad_() for t in _inputs(T))
+        out = m.attend(q, k, v, None, False)
+        out.square().sum().backward()
+        grads.append((out.detach(), q.grad, k.grad, v.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)

@@ -1,0 +1,41 @@
+"""Device dispatch of the shared training step: what the CPU keeps and what CUDA gets (fused
+AdamW, bf16 autocast, pinned non-blocking batches). The CUDA halves run only with a device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spaces import build_model
+from tests.trainers_tests.conftest import small_config
+from trainers.proxy import Recipe
+from trainers.step import autocast, make_optimizer
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+def test_the_cpu_keeps_fp32_and_the_default_adamw(task):
+    model = build_model(small_config(task))
+    opt, peak = make_optimizer(model, small_config(task), Recipe())
+    assert not opt.defaults.get("fused") and peak == Recipe().lr_for(small_config(task))
+    with autocast(torch.device("cpu")):
+        assert model(task.train_batch(0, 2).tokens).dtype == torch.float32
+
+
+def test_a_batch_moved_to_the_cpu_is_the_same_batch(task):
+    batch = task.train_batch(3, 4)
+    moved = batch.to("cpu")
+    for name in ("tokens", "targets", "mask"):
+        a, b = getattr(batch, name), getattr(moved, name)
+        assert torch.equal(a, b) and b.device.type == "cpu"
+
+
+@CUDA
+def test_cuda_gets_fused_adamw_bf16_and_pinned_batches(task):
+    model = build_model(small_config(task)).cuda()
+    opt, _ = make_optimizer(model, small_config(task), Recipe())
+    assert opt.defaults["fused"] is True
+    batch = task.train_batch(0, 2).to("cuda")
+    assert batch.tokens.is_cuda and batch.mask.is_cuda
+    with autocast(torch.device("cuda")):
+        assert model(batch.tokens, batch.mask).dtype == torch.bfloat16
