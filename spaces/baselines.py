@@ -31,6 +31,21 @@ def largest_full(
     return _largest(interface, budget, head_dim, ffn_mult, "full", {}, lambda depth: None, 1)
 
 
+def largest_of(
+    interface: dict[str, Any],
+    budget: float,
+    attention: str,
+    params: dict[str, Any] | None = None,
+    head_dim: int = 64,
+    ffn_mult: float = 4.0,
+) -> ArchConfig:
+    """The same rule for any variant: the most forward FLOPs of `attention` (with `params`)
+    not above `budget` (e.g. budget-sized window or linear models for a throughput benchmark)."""
+    return _largest(
+        interface, budget, head_dim, ffn_mult, attention, params or {}, lambda depth: None, 1
+    )
+
+
 def largest_hybrid(
     interface: dict[str, Any],
     budget: float,
@@ -83,4 +98,4 @@ def _largest(interface, budget, head_dim, ffn_mult, attention, params, layers, m
     return best[2]
 
 
-__all__ = ["largest_full", "largest_hybrid"]
+__all__ = ["largest_full", "largest_hybrid", "largest_of"]

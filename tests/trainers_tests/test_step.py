@@ -39,3 +39,21 @@ def test_cuda_gets_fused_adamw_bf16_and_pinned_batches(task):
     assert batch.tokens.is_cuda and batch.mask.is_cuda
     with autocast(torch.device("cuda")):
         assert model(batch.tokens, batch.mask).dtype == torch.bfloat16
+
+
+def test_the_gpu_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys):
+    """benchmarks/gpu_speed.py measures on a GPU; --quick runs the same code on tiny CPU sizes
+    so the script a device session depends on is known to work before one is lent."""
+    import json
+
+    from benchmarks import gpu_speed
+
+    out = tmp_path / "gpu.json"
+    assert gpu_speed.main(["--device", "cpu", "--quick", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["variant"] for r in doc["train"]] == ["full", "window", "linear"]
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in doc["train"])
+    assert {(r["n"], r["variant"]) for r in doc["attention"]} == {
+        (n, v) for n in (512, 1024) for v in ("full", "window", "sparse", "linear")
+    }
+    assert "x faster than full" in capsys.readouterr().out
