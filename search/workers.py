@@ -9,6 +9,7 @@ on a cluster, `search.ray_backend`), until the study holds `--trials` trained ca
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import sys
 import time
@@ -40,6 +41,15 @@ def load_for_worker(
     )
 
 
+def worker_device(device: str, index: int, gpus: int) -> str:
+    """One trial per GPU: with `--device cuda` and several visible GPUs, worker i trains on
+    cuda:(i mod gpus); `cuda:N`, `cpu` and a single GPU (e.g. a Ray task, which sees only its
+    own) are used as given."""
+    if device == "cuda" and gpus > 1:
+        return f"cuda:{index % gpus}"
+    return device
+
+
 def run_worker(
     settings: RunSettings,
     study_name: str,
@@ -59,6 +69,8 @@ def run_worker(
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    settings = dataclasses.replace(settings, device=worker_device(settings.device, index, gpus))
     study = load_for_worker(settings, study_name, storage_url, index, grace_period)
     schedule = stored_schedule(study)
     if schedule is None:

@@ -115,3 +115,18 @@ def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
     assert default_parallelism(None, 2, "cpu") == (2, 2)
     assert default_parallelism(2, None, "cpu") == (2, 2)
     assert default_parallelism(3, 1, "cpu") == (3, 1)
+
+
+def test_one_worker_per_gpu_each_on_its_own_device():
+    from search.workers import worker_device
+
+    assert [worker_device("cuda", i, 4) for i in range(5)] == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:2",
+        "cuda:3",
+        "cuda:0",
+    ]
+    assert worker_device("cuda", 3, 1) == "cuda"  # one GPU (or a Ray task's own)
+    assert worker_device("cuda:1", 0, 4) == "cuda:1"  # pinned by the user
+    assert worker_device("cpu", 2, 4) == "cpu"
