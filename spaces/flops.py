@@ -289,10 +289,12 @@ def estimate_flops(cfg: ArchConfig) -> int:
     """Closed-form forward FLOPs; equals `count_flops` for the layouts our kernels compute."""
     T, d, f = cfg.seq_len, cfg.d_model, cfg.d_ff
     total = 0
-    for spec in cfg.layer_specs():  # each layer's own attention (a hybrid stack mixes them)
+    # each distinct layer attention once, times its layers: O(distinct specs), not O(depth)
+    specs = Counter(cfg.layer_specs()) if cfg.layer_attention else {cfg.layer_specs()[0]: cfg.depth}
+    for spec, layers in specs.items():  # a hybrid stack mixes attentions
         variant = ATTENTION.get(spec.attention)
         n_proj = 3 if variant.shared_qk else 4  # q (k) v o
-        total += (
+        total += layers * (
             n_proj * T * d * d  # projections
             + variant.attention_flops(
                 spec.attention_params, T, cfg.n_heads, cfg.head_dim, cfg.causal

@@ -145,7 +145,12 @@ def bases(draw):
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,  # the same 150 examples every run: a bounded, repeatable cost
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     base=bases(),
     alpha=st.sampled_from(ALPHAS),
