@@ -8,6 +8,7 @@ Commands (parse, call library code, print; each is `python -m search.<name>`):
     fidelity     does the proxy's ranking survive longer training?
 
 Running a search:
+    run_flags    the search.run command line: every flag, default and help
     settings     what defines a run: defaults, a preset, the flags (RunSettings)
     samplers     samplers and pruners by name, and their seeds
     plan         rung lengths, workers and expected time, from the budget and the clock
