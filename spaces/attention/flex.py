@@ -60,15 +60,16 @@ def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    allowed: Pattern,
+    pattern: Callable[[], Pattern],
     key_mask: torch.Tensor | None,
     masks: dict | None = None,
 ) -> torch.Tensor:
-    """q, k, v (B, H, T, D) -> (B, H, T, D), attending where `allowed` and the key is real.
+    """q, k, v (B, H, T, D) -> (B, H, T, D), attending where `pattern()` allows and the key is
+    real. `pattern` is only called when a block mask is built.
 
     `masks` caches the block mask of a padding-free call per (length, device), so a training
-    loop builds it once; a call with `key_mask` builds its own (the padding varies by batch).
-    Compiled on CUDA, eager elsewhere (forward only on the CPU)."""
+    loop builds it (and the pattern) once; a call with `key_mask` builds its own (the padding
+    varies by batch). Compiled on CUDA, eager elsewhere (forward only on the CPU)."""
     flex = _module()
     assert flex is not None, "FlexAttention needs torch >= 2.5"
     B, _, T, _ = q.shape
@@ -76,13 +77,14 @@ def attend(
         key = (T, str(q.device))
         block = masks.get(key) if masks is not None else None
         if block is None:
+            allowed = pattern()
             block = flex.create_block_mask(
                 lambda b, h, qi, kv: allowed(qi, kv), None, None, T, T, device=q.device
             )
             if masks is not None:
                 masks[key] = block
     else:
-        real = key_mask.to(device=q.device, dtype=torch.bool)
+        allowed, real = pattern(), key_mask.to(device=q.device, dtype=torch.bool)
         block = flex.create_block_mask(
             lambda b, h, qi, kv: allowed(qi, kv) & real[b, kv], B, None, T, T, device=q.device
         )

@@ -134,7 +134,8 @@ class SparseAttention(Attention[SparseParams]):
     def attend(self, q, k, v, key_mask, causal):
         B, H, T, D = q.shape
         if flex.use_flex(q):  # CUDA: the same pattern, empty tiles skipped (attention/flex.py)
-            return flex.attend(q, k, v, self.pattern(T, causal), key_mask, self._flex_masks[causal])
+            pattern = lambda: self.pattern(T, causal)  # built only with a new block mask
+            return flex.attend(q, k, v, pattern, key_mask, self._flex_masks[causal])
         b, nb, G = _blocking(self.params, T)
         pad = nb * b - T
         scale = 1.0 / math.sqrt(D)

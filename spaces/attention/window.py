@@ -55,7 +55,8 @@ class WindowAttention(Attention[WindowParams]):
         if causal and g > 0:
             raise ValueError("attention.global_tokens must be 0 with causal attention")
         if flex.use_flex(q):  # CUDA: the same pattern, empty tiles skipped (attention/flex.py)
-            return flex.attend(q, k, v, self.pattern(causal), key_mask, self._flex_masks[causal])
+            pattern = lambda: self.pattern(causal)  # built only with a new block mask
+            return flex.attend(q, k, v, pattern, key_mask, self._flex_masks[causal])
         w = min(p.window, T)  # block size; a reach beyond T is the same as T
         nb = math.ceil(T / w)
         pad = nb * w - T
