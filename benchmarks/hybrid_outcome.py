@@ -24,7 +24,7 @@ import warnings
 
 import optuna
 
-from benchmarks.outcome import describe, open_study, train_rows
+from benchmarks.outcome import describe, load_finished_study, train_rows
 from search.budget import format_flops, parse_flops
 from search.results import ranked_trials
 from search.storage import DEFAULT_STORAGE
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         tokens = int(parse_flops(args.tokens))
-        study, schedule, settings, task = open_study(args.study, args.storage)
+        study, schedule, settings, task = load_finished_study(args.study, args.storage)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

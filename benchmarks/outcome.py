@@ -62,7 +62,7 @@ def _run(job: tuple) -> dict:
     return {**row, **final_train(cfg, settings, tokens, batch_size, threads)}
 
 
-def open_study(name: str, storage: str):
+def load_finished_study(name: str, storage: str):
     """(study, its rung schedule, settings, task) of a finished search.run study; ValueError
     with a one-line message otherwise."""
     try:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        study, schedule, settings, task = open_study(args.study, args.storage)
+        study, schedule, settings, task = load_finished_study(args.study, args.storage)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
