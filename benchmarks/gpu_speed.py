@@ -5,13 +5,16 @@
 
 1. Peak: a large bf16 matmul (hardware FLOPs: a multiply-add counts 2), the MFU denominator.
 2. Training MFU of budget-sized models (0.5, 2 and 8 GFLOPs; full, window 256, linear attention,
-   head dim 64, FFN 4x, the largest that fits, text at 2048 tokens): steady-state steps of the
-   shared training step (bf16 autocast, fused AdamW on CUDA). Model FLOPs per step =
-   3 x count_flops x batch (fvcore MACs) x 2 (hardware FLOPs); MFU = that / step time / peak.
-   The step syncs once for the loss (`loss.item()`); that is part of what is measured.
+   head dim 64, FFN 4x, the largest that fits, text at 2048 tokens, `--batch` sequences a step):
+   steady-state steps of the shared training step (bf16 autocast, fused AdamW on CUDA). Model
+   FLOPs per step = 3 x count_flops x batch (fvcore MACs) x 2 (hardware FLOPs); MFU = that /
+   step time / peak. Two columns: the loss read (a host sync) on every step, and on the
+   trainers' cadence (every READ_EVERY steps), so the cost of the sync is measured.
 3. Attention forward+backward at n = 4K, 16K and 64K (batch 1, 8 heads of 64, bf16, causal):
    each variant's module against full attention (SDPA: flash where the GPU has it); a size that
    runs out of memory is reported as such.
+4. torch.compile of the whole model at 2 GFLOPs (each variant): compile seconds (the first
+   step) against the compiled step's speed, to decide whether compiling pays for a trial.
 
 The default search on `--device cuda` is measured with the CLI itself:
 `python -m search.run --budget 2GFLOPs --device cuda --timeout 600` prints its plan (top-rung
@@ -31,7 +34,7 @@ from spaces import ATTENTION, build_model
 from spaces.baselines import largest_of
 from spaces.flops import TRAIN_FLOPS_FACTOR, count_flops
 from trainers.proxy import Recipe
-from trainers.step import autocast, is_oom, make_optimizer, train_step
+from trainers.step import READ_EVERY, autocast, is_oom, make_optimizer, should_read, train_step
 from trainers.tasks import Batch
 
 SPANS = {"window": {"window": 256}, "sparse": {"block": 128}, "linear": {}, "full": {}}
@@ -62,25 +65,33 @@ def peak_flops(device: torch.device, n: int, reps: int) -> float:
     return 2 * n**3 / timed(lambda: a @ b, device, reps)
 
 
-def train_mfu(variant: str, budget: float, seq_len: int, batch: int, device, steps: int, peak):
-    """(config, tokens/s, MFU) of steady-state training steps of a budget-sized model."""
-    iface = {"vocab_size": 256, "seq_len": seq_len, "causal": True}
-    cfg = largest_of(iface, budget, variant, SPANS[variant])
+def train_mfu(cfg, batch: int, device, steps: int, peak, *, read_every_step: bool, compile_=False):
+    """(tokens/s, MFU, seconds of the first step) of steady-state training steps of `cfg`."""
     model = build_model(cfg).to(device).train()
     opt, _ = make_optimizer(model, cfg, Recipe())
+    run = torch.compile(model) if compile_ else model
     gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 256, (batch, seq_len + 1), generator=gen)
-    data = Batch(tokens[:, :-1], tokens[:, 1:], torch.ones(batch, seq_len, dtype=torch.bool))
+    tokens = torch.randint(0, 256, (batch, cfg.seq_len + 1), generator=gen)
+    data = Batch(tokens[:, :-1], tokens[:, 1:], torch.ones(batch, cfg.seq_len, dtype=torch.bool))
+    data = data.to(device)
     task = _LMLoss()
-    step = [0]
 
-    def one() -> None:
-        train_step(model, opt, task, data.to(device), 1e-4, 1.0, step[0])  # type: ignore[arg-type]
-        step[0] += 1
+    def step(i: int) -> None:
+        read = read_every_step or should_read(i, device)
+        train_step(run, opt, task, data, 1e-4, 1.0, i, read=read)  # type: ignore[arg-type]
 
-    seconds = timed(one, device, steps)
+    t0 = time.perf_counter()
+    step(0)  # warm-up: compiles (flex kernels; the whole model with compile_)
+    sync(device)
+    first = time.perf_counter() - t0
+    n = max(steps, READ_EVERY) // READ_EVERY * READ_EVERY  # whole read groups
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+        step(i)
+    sync(device)
+    seconds = (time.perf_counter() - t0) / n
     model_flops = 2 * TRAIN_FLOPS_FACTOR * count_flops(cfg) * batch
-    return cfg, batch * seq_len / seconds, model_flops / seconds / peak
+    return batch * cfg.seq_len / seconds, model_flops / seconds / peak, first
 
 
 class _LMLoss:
@@ -114,30 +125,94 @@ def attention_seconds(variant: str, n: int, device: torch.device, reps: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_speed", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
-    p.add_argument("--json", metavar="PATH", help="write every figure here")
+    p.add_argument("--batch", type=int, help="sequences per training step (default 16; quick 2)")
+    p.add_argument("--json", metavar="PATH", help="write every figure here (after each part)")
+    p.add_argument(
+        "--parts",
+        default="train,attention,compile",
+        help="comma-separated parts to run: train, attention, compile (default all)",
+    )
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= {"train", "attention", "compile"}:
+        p.error(f"--parts takes train, attention and compile, not {args.parts!r}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device")
         return 2
     if args.quick:  # the same code on tiny sizes
-        budgets, seq_len, batch, sizes, reps, steps, mm = [2e8], 512, 2, [512, 1024], 2, 2, 512
+        budgets, seq_len, batch, sizes, reps, steps, mm = [2e8], 512, 2, [512, 1024], 2, 8, 512
+        compile_budget = 2e8
     else:
-        budgets, seq_len, batch = [5e8, 2e9, 8e9], 2048, 8
-        sizes, reps, steps, mm = [4096, 16384, 65536], 5, 10, 8192
+        budgets, seq_len, batch = [5e8, 2e9, 8e9], 2048, 16
+        sizes, reps, steps, mm, compile_budget = [4096, 16384, 65536], 5, 24, 8192, 2e9
+    batch = args.batch or batch
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_flops(device, mm, reps)
-    print(f"device {name}: peak {peak / 1e12:.1f} TFLOP/s (matmul {mm}^3, hardware FLOPs)")
-    out: dict = {"device": name, "peak_flops": peak, "train": [], "attention": []}
-    print(f"\n{'budget':>8} {'variant':8} {'config':>10} {'tokens/s':>12} {'MFU':>7}")
+    print(
+        f"device {name}, torch {torch.__version__}: peak {peak / 1e12:.1f} TFLOP/s "
+        f"(matmul {mm}^3, hardware FLOPs)",
+        flush=True,
+    )
+    out: dict = {
+        "device": name,
+        "torch": torch.__version__,
+        "peak_flops": peak,
+        "batch": batch,
+        "seq_len": seq_len,
+        "train": [],
+        "attention": [],
+        "compile": [],
+    }
+    save = lambda: _save(args.json, out)
+    save()
+    if "train" in parts:
+        _train_table(out, budgets, seq_len, batch, device, steps, peak)
+        save()
+    if "attention" in parts:
+        _attention_table(out, sizes, device, reps)
+        save()
+    if "compile" in parts:
+        _compile_table(out, compile_budget, seq_len, batch, device, steps, peak)
+        save()
+    return 0
+
+
+def _save(path: str | None, out: dict) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1)
+
+
+def _config(variant: str, budget: float, seq_len: int):
+    iface = {"vocab_size": 256, "seq_len": seq_len, "causal": True}
+    return largest_of(iface, budget, variant, SPANS[variant])
+
+
+def _train_table(out, budgets, seq_len, batch, device, steps, peak) -> None:
+    print(
+        f"\n{'budget':>8} {'variant':8} {'config':>10} {'tokens/s':>12} {'MFU':>7} "
+        f"{'read/step tok/s':>16} {'MFU':>7}",
+        flush=True,
+    )
     for budget in budgets:
         for variant in ("full", "window", "linear"):
-            cfg, rate, mfu = train_mfu(variant, budget, seq_len, batch, device, steps, peak)
+            cfg = _config(variant, budget, seq_len)
+            rate, mfu, _ = train_mfu(cfg, batch, device, steps, peak, read_every_step=False)
+            rate1, mfu1, _ = train_mfu(cfg, batch, device, steps, peak, read_every_step=True)
             shape = f"{cfg.depth}x{cfg.d_model}"
-            print(f"{budget / 1e9:7.2f}G {variant:8} {shape:>10} {rate:12,.0f} {mfu:7.1%}")
+            print(
+                f"{budget / 1e9:7.2f}G {variant:8} {shape:>10} {rate:12,.0f} {mfu:7.1%} "
+                f"{rate1:16,.0f} {mfu1:7.1%}",
+                flush=True,
+            )
             out["train"].append(
                 {
                     "budget": budget,
@@ -145,21 +220,55 @@ def main(argv: list[str] | None = None) -> int:
                     "config": cfg.to_dict(),
                     "tokens_per_s": rate,
                     "mfu": mfu,
+                    "tokens_per_s_read_every_step": rate1,
+                    "mfu_read_every_step": mfu1,
                 }
             )
-    print(f"\n{'n':>6} {'variant':8} {'fwd+bwd s':>10} {'x faster than full':>19}")
+
+
+def _attention_table(out, sizes, device, reps) -> None:
+    print(f"\n{'n':>6} {'variant':8} {'fwd+bwd s':>10} {'x faster than full':>19}", flush=True)
     for n in sizes:
         full = attention_seconds("full", n, device, reps)
         for variant in ("full", "window", "sparse", "linear"):
             sec = full if variant == "full" else attention_seconds(variant, n, device, reps)
             ratio = "" if sec is None or full is None else f"{full / sec:.1f}"
             shown = "OOM" if sec is None else f"{sec:.4f}"
-            print(f"{n:>6} {variant:8} {shown:>10} {ratio:>19}")
+            print(f"{n:>6} {variant:8} {shown:>10} {ratio:>19}", flush=True)
             out["attention"].append({"n": n, "variant": variant, "seconds": sec})
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=1)
-    return 0
+
+
+def _compile_table(out, budget, seq_len, batch, device, steps, peak) -> None:
+    print(
+        f"\ntorch.compile at {budget / 1e9:.2f}G: {'variant':8} {'compile s':>10} "
+        f"{'eager tok/s':>12} {'compiled tok/s':>15} {'MFU':>7} {'break-even s':>13}",
+        flush=True,
+    )
+    for variant in ("full", "window", "linear"):
+        cfg = _config(variant, budget, seq_len)
+        eager, _, _ = train_mfu(cfg, batch, device, steps, peak, read_every_step=False)
+        rate, mfu, first = train_mfu(
+            cfg, batch, device, steps, peak, read_every_step=False, compile_=True
+        )
+        # compiling pays once the time saved per token covers the compile time
+        saved = 1 / eager - 1 / rate
+        even = first / (saved * eager) if saved > 0 else float("inf")
+        print(
+            f"{'':24} {variant:8} {first:10.1f} {eager:12,.0f} {rate:15,.0f} {mfu:7.1%} "
+            f"{even:13.0f}",
+            flush=True,
+        )
+        out["compile"].append(
+            {
+                "budget": budget,
+                "variant": variant,
+                "compile_s": first,
+                "eager_tokens_per_s": eager,
+                "compiled_tokens_per_s": rate,
+                "mfu": mfu,
+                "break_even_eager_s": even,
+            }
+        )
 
 
 if __name__ == "__main__":

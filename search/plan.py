@@ -39,6 +39,7 @@ from spaces.baselines import largest_full
 from spaces.flops import TRAIN_FLOPS_FACTOR, estimate_flops
 from trainers.proxy import Recipe
 from trainers.rungs import RungSchedule
+from trainers.step import make_optimizer, train_step
 from trainers.tasks import Task
 
 DEFAULT_TIMEOUT = 600.0  # seconds; README: "about 10 minutes on a 2-core CPU"
@@ -116,23 +117,21 @@ class SearchPlan:
 def measure_flops_per_s(
     cfg: ArchConfig, task: Task, batch_size: int, threads: int, device: str, steps: int = 2
 ) -> float:
-    """Training FLOP/s of `cfg` (fvcore convention x 3), timed over `steps` steps after one."""
+    """Training FLOP/s of `cfg` (fvcore convention x 3), timed over `steps` steps after one, with
+    the trainers' own step and optimizer (bf16 autocast and fused AdamW on CUDA)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
         model = build_model(cfg).to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt, _ = make_optimizer(model, cfg, Recipe(), lr=1e-4)  # fused AdamW on CUDA
         batch = task.train_batch(0, batch_size).to(device)
         elapsed = 0.0
-        for i in range(steps + 1):
+        for i in range(steps + 1):  # the trainers' own step: bf16 autocast on CUDA
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            loss = task.loss(model(batch.tokens, batch.mask), batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, task, batch, 1e-4, 1.0, i, read=False)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i:

@@ -39,7 +39,15 @@ from spaces.flops import training_flops_per_sequence
 from spaces.memory import check_fits
 from trainers.distill import Teacher
 from trainers.proxy import Recipe, evaluate
-from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
+from trainers.step import (
+    Diverged,
+    check_finite_weights,
+    is_oom,
+    make_optimizer,
+    oom_reason,
+    should_read,
+    train_step,
+)
 from trainers.tasks import Task
 
 STATE_VERSION = 1
@@ -216,7 +224,7 @@ class FinalTrainer:
         return state["step"], [Evaluation(**e) for e in state["history"]]
 
     # -- training -----------------------------------------------------------------------------
-    def _step(self, model, opt, step: int, peak: float) -> float:
+    def _step(self, model, opt, step: int, peak: float, read: bool) -> torch.Tensor:
         batch = self.task.train_batch(step, self.batch_size).to(self.device)
         return train_step(
             model,
@@ -227,7 +235,17 @@ class FinalTrainer:
             self.recipe.grad_clip,
             step,
             self.teacher.loss if self.teacher is not None else None,
+            read=read,
         )
+
+    def _train_one(self, model, opt, step: int, peak: float, last: float):
+        """Train step `step`: (whether its loss was read, the latest read loss, seconds). On
+        CUDA the loss is read every READ_EVERY steps and before each evaluation: that read is
+        the host sync, so the seconds of the steps queued before it land on it."""
+        t0 = time.perf_counter()
+        read = should_read(step, self.device) or step + 1 in self.eval_steps
+        loss = self._step(model, opt, step, peak, read)
+        return read, float(loss) if read else last, time.perf_counter() - t0
 
     def _evaluate(self, model, step: int, train_loss: float, elapsed: float) -> Evaluation:
         """Validation after `step` (the whole split at the last step); Diverged if non-finite."""
@@ -261,11 +279,10 @@ class FinalTrainer:
 
         try:
             while step < self.steps:
-                t0 = time.perf_counter()
-                train_loss = self._step(model, opt, step, peak)
+                read, train_loss, seconds = self._train_one(model, opt, step, peak, train_loss)
                 step += 1
-                train_time += time.perf_counter() - t0
-                if on_progress is not None:
+                train_time += seconds
+                if on_progress is not None and read:
                     rate = (step - first) * self.batch_tokens / train_time
                     on_progress(Progress(step, step * self.batch_tokens, train_loss, rate))
                 if step in self.eval_steps:
@@ -275,6 +292,7 @@ class FinalTrainer:
                     if on_eval is not None:
                         on_eval(point)
                 if should_stop is not None and should_stop() and step < self.steps:
+                    check_finite_weights(model, step)  # no unread divergence is saved
                     self._save(model, opt, step, history)
                     status, reason = "interrupted", f"stopped at step {step} of {self.steps}"
                     break

@@ -39,7 +39,15 @@ from spaces.atomic import atomic_write
 from spaces.flops import training_flops_per_sequence
 from spaces.memory import ModelTooLarge, check_fits
 from trainers.proxy import Recipe, evaluate
-from trainers.step import Diverged, is_oom, make_optimizer, oom_reason, train_step
+from trainers.step import (
+    READ_EVERY,
+    Diverged,
+    is_oom,
+    make_optimizer,
+    oom_reason,
+    should_read,
+    train_step,
+)
 from trainers.tasks import Task
 
 CHECKPOINT_VERSION = 1
@@ -221,9 +229,10 @@ class RungTrainer:
         atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
 
     # -- training ----------------------------------------------------------------------------
-    def _step(self, model, opt, step: int, lr: float) -> float:
+    def _step(self, model, opt, step: int, lr: float, read: bool) -> torch.Tensor:
         batch = self.task.train_batch(step, self.schedule.batch_size).to(self.device)
-        return train_step(model, opt, self.task, batch, lr, self.recipe.grad_clip, step)
+        grad_clip = self.recipe.grad_clip
+        return train_step(model, opt, self.task, batch, lr, grad_clip, step, read=read)
 
     def run(
         self,
@@ -284,17 +293,21 @@ class RungTrainer:
         stable_end = end - decay
         t0 = time.perf_counter()
         while at.step < stable_end:
-            loss = self._step(model, opt, at.step, peak * lr_factor(at.step, warmup))
+            read = should_read(at.step, self.device)  # every READ_EVERY-th step on CUDA
+            loss = self._step(model, opt, at.step, peak * lr_factor(at.step, warmup), read)
             at.step, at.processed = at.step + 1, at.processed + sched.batch_tokens
-            if on_progress is not None and at.step % 8 == 0:
-                on_progress(Progress(rung, at.step * sched.batch_tokens, loss))
+            if on_progress is not None and at.step % READ_EVERY == 0:
+                on_progress(Progress(rung, at.step * sched.batch_tokens, float(loss)))
         kept = None
         if rung != sched.top:  # decay on a branch: keep the stable state to continue from
             kept = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
         base = peak * lr_factor(stable_end, warmup)
         for i in range(decay):
-            self._step(model, opt, stable_end + i, base * (1 - (i + 1) / decay))
+            read = should_read(stable_end + i, self.device)
+            self._step(model, opt, stable_end + i, base * (1 - (i + 1) / decay), read)
             at.processed += sched.batch_tokens
+        if self.device.type == "cuda":  # the queued steps count in the rung's time
+            torch.cuda.synchronize(self.device)
         at.train_time += time.perf_counter() - t0
         loss_nats, metric = self._validate(model)
         if kept is not None:

@@ -2,8 +2,14 @@
 
 Both trainers train with exactly the same recipe, so a candidate ranked by the search is trained
 by `search.train` the way it was judged: AdamW with the width-scaled learning rate of
-`Recipe.lr_for`, gradient clipping, and bf16 autocast on CUDA (fp32 on the CPU). A non-finite
-loss raises `Diverged` before the weights are touched, so the last good state stays intact.
+`Recipe.lr_for`, gradient clipping, and bf16 autocast on CUDA (fp32 on the CPU).
+
+Host syncs: reading the loss (`.item()`, or testing it for finiteness) makes the CPU wait for the
+GPU, so the next step's kernels are not queued while this one runs. A step therefore reads its
+loss only when asked (`read=True`): always on the CPU, where reading costs nothing, and every
+`READ_EVERY` steps on CUDA (`should_read`). A read non-finite loss raises `Diverged` before that
+step touches the weights. On CUDA a divergence is caught within `READ_EVERY` steps (a NaN spreads
+to every later loss) and always before a checkpoint is written (`check_finite_weights`).
 """
 
 from __future__ import annotations
@@ -21,8 +27,24 @@ if TYPE_CHECKING:  # proxy uses this module's OOM helpers
     from trainers.proxy import Recipe
 
 
+READ_EVERY = 8  # CUDA: steps between loss reads (host syncs); the CPU reads every step
+
+
 class Diverged(Exception):
     """A non-finite loss; the message says where."""
+
+
+def should_read(step: int, device: torch.device) -> bool:
+    """Whether step `step` (0-based) reads its loss: every step on the CPU, every READ_EVERY-th
+    on CUDA (the last of each group of READ_EVERY)."""
+    return device.type != "cuda" or (step + 1) % READ_EVERY == 0
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Diverged unless every parameter is finite (one host sync: call it before saving)."""
+    params = [p.detach() for p in model.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise Diverged(f"non-finite weights after step {step}")
 
 
 def autocast(device: torch.device):
@@ -55,21 +77,25 @@ def train_step(
     grad_clip: float,
     step: int,
     loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
-) -> float:
-    """One step at learning rate `lr` on `batch` (already on the model's device); the loss.
+    *,
+    read: bool = True,
+) -> torch.Tensor:
+    """One step at learning rate `lr` on `batch` (already on the model's device); the loss, a
+    detached 0-dim tensor on the device. `read` checks it for finiteness first (a host sync;
+    `Diverged` before the weights are touched); without it nothing here waits for the GPU.
     `loss_fn(logits, batch)` replaces the task's loss (e.g. `Teacher.loss` for distillation)."""
     for group in opt.param_groups:
         group["lr"] = lr
     with autocast(batch.tokens.device):
         logits = model(batch.tokens, batch.mask)
         loss = (loss_fn or task.loss)(logits, batch)
-    if not torch.isfinite(loss):
+    if read and not bool(torch.isfinite(loss)):
         raise Diverged(f"non-finite training loss at step {step + 1}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
-    return loss.item()
+    return loss.detach()
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -83,4 +109,14 @@ def oom_reason(step: int, exc: BaseException) -> str:
     return f"out of memory at step {step}: {str(exc).splitlines()[0][:200]}"
 
 
-__all__ = ["Diverged", "autocast", "is_oom", "make_optimizer", "oom_reason", "train_step"]
+__all__ = [
+    "READ_EVERY",
+    "Diverged",
+    "autocast",
+    "check_finite_weights",
+    "is_oom",
+    "make_optimizer",
+    "oom_reason",
+    "should_read",
+    "train_step",
+]

@@ -49,10 +49,20 @@ def use_flex(q: torch.Tensor) -> bool:
     return q.is_cuda and available()
 
 
+RECOMPILE_LIMIT = 256  # distinct (batch, heads, length, head dim) shapes one process compiles
+
+
 @functools.cache
 def _compiled() -> Callable:
+    """flex_attention compiled once per shape. A search worker meets a new shape with nearly
+    every candidate; past dynamo's default of 8 recompiles it would silently run FlexAttention
+    eagerly (the whole score matrix), so the limit is raised."""
     flex = _module()
     assert flex is not None
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
     return torch.compile(flex.flex_attention, dynamic=False)
 
 

@@ -110,15 +110,69 @@ def test_a_padding_free_block_mask_is_built_once_per_length(monkeypatch):
         lambda T: SparseAttention(H * D, H, T, SparseParams(block=32, random_blocks=1)),
     ],
 )
-def test_on_cuda_forward_and_gradients_match_the_einsum_kernel(module, monkeypatch):
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_on_cuda_forward_and_gradients_match_the_einsum_kernel(module, causal, padded, monkeypatch):
     T = 512
     m = module(T).cuda()
+    key_mask = None
+    if padded:  # row 1 has 7 padding tokens at the end
+        key_mask = torch.ones(2, T, dtype=torch.bool, device="cuda")
+        key_mask[1, T - 7 :] = False
     grads = []
     for fused in (False, True):
         monkeypatch.setattr(flex, "use_flex", lambda q, fused=fused: fused)
         q, k, v = (t.float().cuda().requires_grad_() for t in _inputs(T))
-        out = m.attend(q, k, v, None, False)
+        out = m.attend(q, k, v, key_mask, causal)
+        real = torch.ones(2, T, dtype=torch.bool, device="cuda") if key_mask is None else key_mask
+        out = out * real[:, None, :, None]  # padded query rows are don't-care in both kernels
         out.square().sum().backward()
         grads.append((out.detach(), q.grad, k.grad, v.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_bf16_training_of_a_window_model_runs_through_flex():
+    """The training path as a search runs it: bf16 autocast, the compiled flex kernel, a
+    finite loss and gradients, and the block mask cached after the first step."""
+    from spaces import ArchConfig, build_model
+    from trainers.step import autocast
+
+    cfg = ArchConfig(
+        vocab_size=256, seq_len=1024, causal=True, depth=2, d_model=128, n_heads=2,
+        attention="window", attention_params={"window": 128},
+    )
+    model = build_model(cfg).cuda()
+    tokens = torch.randint(0, 256, (4, 1024), device="cuda")
+    for _ in range(2):
+        with autocast(torch.device("cuda")):
+            logits = model(tokens)
+        assert logits.dtype == torch.bfloat16
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
+        loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_the_recompile_limit_is_raised_for_many_candidate_shapes():
+    flex._compiled.cache_clear()
+    flex._compiled()
+    config = torch._dynamo.config
+    limit = getattr(config, "recompile_limit", None) or config.cache_size_limit
+    assert limit >= flex.RECOMPILE_LIMIT
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_full_attention_runs_on_the_flash_kernel_in_bf16():
+    """Full attention (no padding) is plain SDPA: with only the flash backend allowed it still
+    runs, so training uses flash. With padding it needs a mask (memory-efficient kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from spaces.attention.full import FullAttention
+
+    m = FullAttention(512, 8, 2048).cuda()
+    x = torch.randn(2, 2048, 512, device="cuda", requires_grad=True)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+        y = m(x, causal=True)
+    y.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all()

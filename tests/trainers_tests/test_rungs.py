@@ -101,9 +101,9 @@ def test_learning_rate_is_warmup_stable_decay_on_every_rung(task, monkeypatch):
     seen = []
     real = RungTrainer._step
 
-    def step(self, model, opt, index, lr):
+    def step(self, model, opt, index, lr, read):
         seen.append((index, lr))
-        return real(self, model, opt, index, lr)
+        return real(self, model, opt, index, lr, read)
 
     monkeypatch.setattr(RungTrainer, "_step", step)
     trainer = RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE)

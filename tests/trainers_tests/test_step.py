@@ -9,7 +9,15 @@ import torch
 from spaces import build_model
 from tests.trainers_tests.conftest import small_config
 from trainers.proxy import Recipe
-from trainers.step import autocast, make_optimizer
+from trainers.step import (
+    READ_EVERY,
+    Diverged,
+    autocast,
+    check_finite_weights,
+    make_optimizer,
+    should_read,
+    train_step,
+)
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -28,6 +36,56 @@ def test_a_batch_moved_to_the_cpu_is_the_same_batch(task):
     for name in ("tokens", "targets", "mask"):
         a, b = getattr(batch, name), getattr(moved, name)
         assert torch.equal(a, b) and b.device.type == "cpu"
+
+
+def test_the_loss_is_read_every_step_on_the_cpu_and_every_eighth_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # no GPU needed to name one
+    assert all(should_read(s, cpu) for s in range(20))
+    assert [s for s in range(24) if should_read(s, cuda)] == [7, 15, 23]
+    assert READ_EVERY == 8
+
+
+def _nan_loss(logits, batch):
+    return logits.float().sum() * float("nan")
+
+
+def test_a_read_nan_raises_before_the_weights_move_an_unread_one_does_not(task):
+    model = build_model(small_config(task))
+    opt, _ = make_optimizer(model, small_config(task), Recipe())
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = task.train_batch(0, 2)
+    with pytest.raises(Diverged, match="step 4"):
+        train_step(model, opt, task, batch, 1e-3, 1.0, 3, _nan_loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    loss = train_step(model, opt, task, batch, 1e-3, 1.0, 3, _nan_loss, read=False)
+    assert loss.dim() == 0 and not loss.requires_grad and torch.isnan(loss)
+    with pytest.raises(Diverged, match="non-finite weights after step 4"):
+        check_finite_weights(model, 4)  # the unread NaN reached the weights: caught here
+
+
+def test_finite_weights_pass_the_check(task):
+    check_finite_weights(build_model(small_config(task)), 0)
+
+
+def test_the_final_trainer_reads_on_the_cuda_cadence(task, monkeypatch):
+    """With the CUDA cadence (forced on the CPU), progress comes every READ_EVERY steps and at
+    each evaluation, whose train loss is a fresh read, and the rates stay sane."""
+    import trainers.final as final
+
+    monkeypatch.setattr(final, "should_read", lambda step, device: (step + 1) % READ_EVERY == 0)
+    t = final.FinalTrainer(
+        small_config(task),
+        task,
+        32 * 8 * 20,
+        batch_size=8,
+        recipe=Recipe(val_tokens=256),
+        eval_every=5,
+    )
+    seen = []
+    res = t.run(on_progress=lambda p: seen.append(p.step))
+    assert seen == [5, 8, 10, 15, 16, 20]
+    assert res.status == "ok" and [e.step for e in res.history] == [5, 10, 15, 20]
+    assert all(e.train_loss == e.train_loss for e in res.history)  # read, not NaN
 
 
 @CUDA
@@ -49,10 +107,14 @@ def test_the_gpu_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys):
     from benchmarks import gpu_speed
 
     out = tmp_path / "gpu.json"
-    assert gpu_speed.main(["--device", "cpu", "--quick", "--json", str(out)]) == 0
+    # part 4 (torch.compile) is left out here: ~70 s of compiling on this machine
+    argv = ["--device", "cpu", "--quick", "--json", str(out), "--parts", "train,attention"]
+    assert gpu_speed.main(argv) == 0
     doc = json.loads(out.read_text())
     assert [r["variant"] for r in doc["train"]] == ["full", "window", "linear"]
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in doc["train"])
+    assert all(r["tokens_per_s_read_every_step"] > 0 for r in doc["train"])
+    assert doc["compile"] == []
     assert {(r["n"], r["variant"]) for r in doc["attention"]} == {
         (n, v) for n in (512, 1024) for v in ("full", "window", "sparse", "linear")
     }
