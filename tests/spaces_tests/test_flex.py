@@ -140,8 +140,14 @@ def test_on_cuda_bf16_training_of_a_window_model_runs_through_flex():
     from trainers.step import autocast
 
     cfg = ArchConfig(
-        vocab_size=256, seq_len=1024, causal=True, depth=2, d_model=128, n_heads=2,
-        attention="window", attention_params={"window": 128},
+        vocab_size=256,
+        seq_len=1024,
+        causal=True,
+        depth=2,
+        d_model=128,
+        n_heads=2,
+        attention="window",
+        attention_params={"window": 128},
     )
     model = build_model(cfg).cuda()
     tokens = torch.randint(0, 256, (4, 1024), device="cuda")
