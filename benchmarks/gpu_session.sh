@@ -4,7 +4,11 @@
 # --device cuda. Each part has its own time cap, so one slow part cannot eat the rest, and every
 # log lands in $OUT (default gpu_out/) as it is written.
 #
-#   OUT=/tmp/gpu bash benchmarks/gpu_session.sh
+#   OUT=/tmp/gpu bash benchmarks/gpu_session.sh                 # every part
+#   OUT=/tmp/gpu bash benchmarks/gpu_session.sh tests speed     # only these parts
+#
+# Parts: tests, speed (train MFU + attention), search (1 worker), compile, sweep (MFU at a large
+# batch), search4 (4 workers sharing the GPU).
 #
 # Missing packages (a GPU image without optuna or fvcore) can come as wheels in .whl/: they are
 # installed into /tmp/site first. The search part runs the README's headline command with
@@ -33,12 +37,21 @@ part() {  # part NAME SECONDS COMMAND...: run with a cap, log to $OUT/NAME.log, 
   $PY -c "import torch, optuna, fvcore; print('torch', torch.__version__, 'optuna', optuna.__version__)"
 } > "$OUT/env.log" 2>&1
 cat "$OUT/env.log"
-TAIL=15 part tests "${TESTS_S:-110}" $PY -m pytest -q -p no:cacheprovider -o addopts="" -rs \
-    tests/spaces_tests/test_flex.py tests/spaces_tests/test_attention.py \
+want() { [[ $# -eq 0 ]] || [[ " ${PARTS[*]} " == *" $1 "* ]]; }
+PARTS=("$@")
+want tests && TAIL=15 part tests "${TESTS_S:-80}" $PY -m pytest -q -p no:cacheprovider \
+    -o addopts="" -rs tests/spaces_tests/test_flex.py tests/spaces_tests/test_attention.py \
     tests/trainers_tests/test_step.py -k "cuda or flash or recompile"
-part speed "${SPEED_S:-160}" $PY -m benchmarks.gpu_speed --device cuda --parts train,attention \
-    --json "$OUT/speed.json"
-part search "${SEARCH_S:-130}" $PY -m search.run --budget 2GFLOPs --device cuda --timeout 600 \
-    --study gpu-session --storage "sqlite:///$OUT/search.db" --checkpoint-dir /tmp/ckpt --quiet
-part compile "${COMPILE_S:-90}" $PY -m benchmarks.gpu_speed --device cuda --parts compile \
-    --json "$OUT/compile.json"
+want speed && part speed "${SPEED_S:-150}" $PY -m benchmarks.gpu_speed --device cuda \
+    --parts train,attention --json "$OUT/speed.json"
+want search && part search "${SEARCH_S:-130}" $PY -m search.run --budget 2GFLOPs --device cuda \
+    --timeout 600 --study gpu-session --storage "sqlite:///$OUT/search.db" \
+    --checkpoint-dir /tmp/ckpt --quiet
+want compile && part compile "${COMPILE_S:-90}" $PY -m benchmarks.gpu_speed --device cuda \
+    --parts compile --json "$OUT/compile.json"
+want sweep && part sweep "${SWEEP_S:-60}" $PY -m benchmarks.gpu_speed --device cuda \
+    --parts train --budgets 2e9,8e9 --batch 128 --json "$OUT/sweep.json"
+want search4 && part search4 "${SEARCH4_S:-110}" $PY -m search.run --budget 2GFLOPs \
+    --device cuda --workers 4 --timeout 600 --study gpu-session4 \
+    --storage "sqlite:///$OUT/search4.db" --checkpoint-dir /tmp/ckpt4 --quiet
+true

@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, help="sequences per training step (default 16; quick 2)")
     p.add_argument("--json", metavar="PATH", help="write every figure here (after each part)")
     p.add_argument(
+        "--budgets",
+        help="comma-separated model budgets of the train part, FLOPs (default 5e8,2e9,8e9)",
+    )
+    p.add_argument(
         "--parts",
         default="train,attention,compile",
         help="comma-separated parts to run: train, attention, compile (default all)",
@@ -154,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         budgets, seq_len, batch = [5e8, 2e9, 8e9], 2048, 16
         sizes, reps, steps, mm, compile_budget = [4096, 16384, 65536], 5, 24, 8192, 2e9
     batch = args.batch or batch
+    if args.budgets:
+        budgets = [float(b) for b in args.budgets.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_flops(device, mm, reps)
     print(
@@ -192,8 +198,16 @@ def _save(path: str | None, out: dict) -> None:
 
 
 def _config(variant: str, budget: float, seq_len: int):
+    """The largest model of `variant` that fits: head dim 64, else 32 or 16 on small budgets
+    (no full-attention model with heads of 64 fits 0.5 GFLOPs at 2048 tokens)."""
     iface = {"vocab_size": 256, "seq_len": seq_len, "causal": True}
-    return largest_of(iface, budget, variant, SPANS[variant])
+    for head_dim in (64, 32, 16):
+        try:
+            return largest_of(iface, budget, variant, SPANS[variant], head_dim=head_dim)
+        except ValueError:
+            if head_dim == 16:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _train_table(out, budgets, seq_len, batch, device, steps, peak) -> None:
@@ -207,7 +221,7 @@ def _train_table(out, budgets, seq_len, batch, device, steps, peak) -> None:
             cfg = _config(variant, budget, seq_len)
             rate, mfu, _ = train_mfu(cfg, batch, device, steps, peak, read_every_step=False)
             rate1, mfu1, _ = train_mfu(cfg, batch, device, steps, peak, read_every_step=True)
-            shape = f"{cfg.depth}x{cfg.d_model}"
+            shape = f"{cfg.depth}x{cfg.d_model}/{cfg.n_heads}"
             print(
                 f"{budget / 1e9:7.2f}G {variant:8} {shape:>10} {rate:12,.0f} {mfu:7.1%} "
                 f"{rate1:16,.0f} {mfu1:7.1%}",

@@ -30,26 +30,28 @@ import torch
 Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@functools.cache
+try:
+    from torch.nn.attention import flex_attention as _FLEX
+except ImportError:  # torch < 2.5
+    _FLEX = None
+
+MIN_HEAD_DIM = 16  # the compiled kernel's minimum (tl.dot); smaller heads keep the einsum kernel
+RECOMPILE_LIMIT = 256  # distinct (batch, heads, length, head dim) shapes one process compiles
+
+
 def _module() -> ModuleType | None:
-    try:
-        from torch.nn.attention import flex_attention
-    except ImportError:  # torch < 2.5
-        return None
-    return flex_attention
+    return _FLEX
 
 
 def available() -> bool:
     """Whether this torch has FlexAttention and it is not turned off (ATTNSEARCH_FLEX=0)."""
-    return os.environ.get("ATTNSEARCH_FLEX", "1") != "0" and _module() is not None
+    return os.environ.get("ATTNSEARCH_FLEX", "1") != "0" and _FLEX is not None
 
 
 def use_flex(q: torch.Tensor) -> bool:
-    """The CUDA path: q on a CUDA device and FlexAttention available."""
-    return q.is_cuda and available()
-
-
-RECOMPILE_LIMIT = 256  # distinct (batch, heads, length, head dim) shapes one process compiles
+    """The CUDA path: q on a CUDA device, a head dim the compiled kernel takes (>= 16; below
+    it inductor raises NYI, seen on an H200 with torch 2.11) and FlexAttention available."""
+    return q.is_cuda and q.shape[-1] >= MIN_HEAD_DIM and available()
 
 
 @functools.cache
@@ -66,6 +68,15 @@ def _compiled() -> Callable:
     return torch.compile(flex.flex_attention, dynamic=False)
 
 
+def _kernel(q: torch.Tensor) -> Callable:
+    """The compiled kernel on CUDA; the plain function inside an outer torch.compile (which
+    compiles it with the model) and on the CPU (eager, forward only)."""
+    assert _FLEX is not None
+    if q.is_cuda and not torch.compiler.is_compiling():
+        return _compiled()
+    return _FLEX.flex_attention
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -80,7 +91,7 @@ def attend(
     `masks` caches the block mask of a padding-free call per (length, device), so a training
     loop builds it (and the pattern) once; a call with `key_mask` builds its own (the padding
     varies by batch). Compiled on CUDA, eager elsewhere (forward only on the CPU)."""
-    flex = _module()
+    flex = _FLEX
     assert flex is not None, "FlexAttention needs torch >= 2.5"
     B, _, T, _ = q.shape
     if key_mask is None:
@@ -98,8 +109,7 @@ def attend(
         block = flex.create_block_mask(
             lambda b, h, qi, kv: allowed(qi, kv) & real[b, kv], B, None, T, T, device=q.device
         )
-    run = _compiled() if q.is_cuda else flex.flex_attention
-    return run(q, k, v, block_mask=block)
+    return _kernel(q)(q, k, v, block_mask=block)
 
 
-__all__ = ["Pattern", "attend", "available", "use_flex"]
+__all__ = ["MIN_HEAD_DIM", "Pattern", "attend", "available", "use_flex"]

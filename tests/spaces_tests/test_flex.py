@@ -88,6 +88,18 @@ def test_the_path_is_cuda_only_and_can_be_turned_off(monkeypatch):
     assert flex.available()
 
 
+def test_heads_below_16_keep_the_einsum_kernel_on_cuda():
+    """The compiled FlexAttention kernel raises NYI for head dims below 16 (seen on an H200,
+    torch 2.11): such heads stay on the einsum kernel; 16 and up, powers of 2 or not, use flex."""
+    from types import SimpleNamespace
+
+    def on_cuda(head_dim):
+        return SimpleNamespace(is_cuda=True, shape=(2, 4, 64, head_dim))
+
+    assert flex.MIN_HEAD_DIM == 16
+    assert [d for d in (8, 15, 16, 24, 64) if flex.use_flex(on_cuda(d))] == [16, 24, 64]
+
+
 def test_a_padding_free_block_mask_is_built_once_per_length(monkeypatch):
     m = WindowAttention(H * D, H, 64, WindowParams(window=8))
     q, k, v = _inputs(64)
@@ -106,15 +118,17 @@ def test_a_padding_free_block_mask_is_built_once_per_length(monkeypatch):
 @pytest.mark.parametrize(
     "module",
     [
-        lambda T: WindowAttention(H * D, H, T, WindowParams(window=64, global_tokens=2)),
-        lambda T: SparseAttention(H * D, H, T, SparseParams(block=32, random_blocks=1)),
+        lambda T, causal: WindowAttention(
+            2 * 16, 2, T, WindowParams(window=64, global_tokens=0 if causal else 2)
+        ),
+        lambda T, causal: SparseAttention(2 * 16, 2, T, SparseParams(block=32, random_blocks=1)),
     ],
 )
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 def test_on_cuda_forward_and_gradients_match_the_einsum_kernel(module, causal, padded, monkeypatch):
-    T = 512
-    m = module(T).cuda()
+    T = 512  # head dim 16: the compiled kernel's smallest
+    m = module(T, causal).cuda()
     key_mask = None
     if padded:  # row 1 has 7 padding tokens at the end
         key_mask = torch.ones(2, T, dtype=torch.bool, device="cuda")
@@ -122,7 +136,10 @@ def test_on_cuda_forward_and_gradients_match_the_einsum_kernel(module, causal, p
     grads = []
     for fused in (False, True):
         monkeypatch.setattr(flex, "use_flex", lambda q, fused=fused: fused)
-        q, k, v = (t.float().cuda().requires_grad_() for t in _inputs(T))
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (
+            torch.randn(2, 2, T, 16, generator=gen).cuda().requires_grad_() for _ in range(3)
+        )
         out = m.attend(q, k, v, key_mask, causal)
         real = torch.ones(2, T, dtype=torch.bool, device="cuda") if key_mask is None else key_mask
         out = out * real[:, None, :, None]  # padded query rows are don't-care in both kernels
