@@ -30,6 +30,7 @@ import torch
 Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+_FLEX: ModuleType | None
 try:
     from torch.nn.attention import flex_attention as _FLEX
 except ImportError:  # torch < 2.5
