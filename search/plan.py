@@ -66,13 +66,20 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Workers sharing one GPU by default. Measured on an H200 (docs/results.md 0e): a budget-sized
+# candidate (2 GFLOPs, 4096 tokens a step) leaves the GPU mostly idle, so with 4 workers on it the
+# same config trained 10% slower per worker (330K against 369K tokens/s) while 4 trained at once.
+WORKERS_PER_GPU = 4
+
+
 def default_parallelism(workers: int | None, threads: int | None, device: str) -> tuple[int, int]:
     """(workers, torch threads per worker). CPU: one thread per worker and a worker per core
-    (2 torch threads on a busy 2-core machine measured 23x slower than 1); CUDA: one worker per
-    visible GPU."""
+    (2 torch threads on a busy 2-core machine measured 23x slower than 1); CUDA: WORKERS_PER_GPU
+    workers per visible GPU (worker i on GPU i mod GPUs), the CPU cores shared among them."""
     if device.startswith("cuda"):
         gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-        return workers or gpus, threads or max(1, cpu_count() // (workers or gpus))
+        workers = workers or WORKERS_PER_GPU * (gpus if device == "cuda" else 1)
+        return workers, threads or max(1, cpu_count() // workers)
     if workers is None:
         workers = max(1, cpu_count() // (threads or 1))
     return workers, threads or max(1, cpu_count() // workers)
@@ -310,6 +317,7 @@ def _duration(seconds: float) -> str:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "WORKERS_PER_GPU",
     "PlanError",
     "SearchPlan",
     "cpu_count",

@@ -94,8 +94,8 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--workers",
         type=int,
-        help="worker processes sharing the study (default: one per CPU core, one per GPU "
-        "with --device cuda)",
+        help="worker processes sharing the study (default: one per CPU core; with --device "
+        "cuda, 4 per GPU: a budget-sized candidate leaves a GPU mostly idle)",
     )
     a("--sampler", choices=list(SAMPLERS), help=describe(SAMPLERS, RunSettings.sampler))
     a(

@@ -42,9 +42,9 @@ def load_for_worker(
 
 
 def worker_device(device: str, index: int, gpus: int) -> str:
-    """One trial per GPU: with `--device cuda` and several visible GPUs, worker i trains on
-    cuda:(i mod gpus); `cuda:N`, `cpu` and a single GPU (e.g. a Ray task, which sees only its
-    own) are used as given."""
+    """Workers spread over the GPUs: with `--device cuda` and several visible GPUs, worker i
+    trains on cuda:(i mod gpus) (so WORKERS_PER_GPU workers share each by default); `cuda:N`,
+    `cpu` and a single GPU (e.g. a Ray task, which sees only its own) are used as given."""
     if device == "cuda" and gpus > 1:
         return f"cuda:{index % gpus}"
     return device

@@ -8,6 +8,7 @@ import pytest
 
 from search.plan import (
     MIN_FIRST_STEPS,
+    WORKERS_PER_GPU,
     PlanError,
     default_parallelism,
     expected_tokens_factor,
@@ -115,6 +116,16 @@ def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
     assert default_parallelism(None, 2, "cpu") == (2, 2)
     assert default_parallelism(2, None, "cpu") == (2, 2)
     assert default_parallelism(3, 1, "cpu") == (3, 1)
+
+
+def test_cuda_defaults_to_four_workers_per_gpu_sharing_the_cores(monkeypatch):
+    monkeypatch.setattr("search.plan.cpu_count", lambda: 16)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert WORKERS_PER_GPU == 4
+    assert default_parallelism(None, None, "cuda") == (8, 2)  # 4 on each of 2 GPUs
+    assert default_parallelism(None, None, "cuda:1") == (4, 4)  # one named GPU
+    assert default_parallelism(2, None, "cuda") == (2, 8)  # --workers 2: one per GPU
 
 
 def test_one_worker_per_gpu_each_on_its_own_device():
