@@ -1,6 +1,6 @@
 """Issue 17's GPU figures in one short run, measured side by side on one host.
 
-    python -m benchmarks.gpu_speed --device cuda --json gpu.json     # about 5 minutes on one GPU
+    python -m benchmarks.gpu_speed --device cuda --json gpu.json     # about 3 minutes on one GPU
     python -m benchmarks.gpu_speed --device cpu --quick               # a smoke run of the script
 
 1. Peak: a large bf16 matmul (hardware FLOPs: a multiply-add counts 2), the MFU denominator.
@@ -16,9 +16,10 @@
 4. torch.compile of the whole model at 2 GFLOPs (each variant): compile seconds (the first
    step) against the compiled step's speed, to decide whether compiling pays for a trial.
 
-The default search on `--device cuda` is measured with the CLI itself:
-`python -m search.run --budget 2GFLOPs --device cuda --timeout 600` prints its plan (top-rung
-tokens) and its trained candidates. Targets (issue 17): MFU >= 40%; window, sparse and linear
+The default search on `--device cuda` is measured with the CLI itself (benchmarks/gpu_session.sh
+runs everything in one device session): `python -m search.run --budget 2GFLOPs --device cuda
+--timeout 600` prints its plan (top-rung tokens) and its trained candidates. Figures measured on
+an H200: docs/results.md, section 0e. Targets (issue 17): MFU >= 40%; window, sparse and linear
 >= 8x faster than full at 16K. Nothing here asserts them: the figures are printed.
 """
 

@@ -110,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
     a("--out", help="checkpoint folder (default runs/<config file stem>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     a("--device", default="cpu", help="cpu (default) or cuda")
+    a(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile the training step: auto (default) = on with CUDA (measured on an "
+        "H200: 1.5-4.6x faster steps for 20-41 s of compiling), off on the CPU",
+    )
     a("--threads", type=int, help="torch threads (default 1 on CPU: robust on a busy machine)")
     a("--quiet", action="store_true", help="no progress bar")
     return p
@@ -181,6 +188,7 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
         eval_every=eval_steps,
         lr=args.lr,
         teacher=teacher,
+        compile_model=args.compile == "on" or (args.compile == "auto" and "cuda" in args.device),
     )
     if trainer.has_checkpoint() and not args.resume:
         raise ValueError(

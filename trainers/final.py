@@ -112,6 +112,7 @@ class FinalTrainer:
         lr: float | None = None,
         warmup_frac: float = WARMUP_FRAC,
         teacher: Teacher | None = None,
+        compile_model: bool = False,
     ) -> None:
         if got := task.mismatch(cfg):
             raise ValueError(f"the config does not fit the task: {got}")
@@ -120,6 +121,7 @@ class FinalTrainer:
         check_fits(cfg, device, batch_size)  # ModelTooLarge (a ValueError) before allocation
         self.cfg, self.task, self.recipe = cfg, task, recipe or Recipe()
         self.batch_size, self.seed, self.lr = batch_size, seed, lr
+        self.compile_model = compile_model  # torch.compile the training steps (not the math)
         self.device = torch.device(device)
         self.out = Path(out) if out else None
         if threads:
@@ -276,10 +278,13 @@ class FinalTrainer:
             step, history = self._load(model, opt)
         first = step
         status, reason, train_loss = "ok", "", float("nan")
+        # the steps run through the compiled wrapper; `model` (same parameters) is what is
+        # evaluated and saved, so checkpoint keys do not depend on compiling
+        runner = torch.compile(model) if self.compile_model else model
 
         try:
             while step < self.steps:
-                read, train_loss, seconds = self._train_one(model, opt, step, peak, train_loss)
+                read, train_loss, seconds = self._train_one(runner, opt, step, peak, train_loss)
                 step += 1
                 train_time += seconds
                 if on_progress is not None and read:

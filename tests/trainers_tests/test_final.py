@@ -88,3 +88,34 @@ def test_divergence_is_a_status_with_its_reason(task, tmp_path):
 def test_config_must_fit_the_task(task):
     with pytest.raises(ValueError, match="vocab_size=7"):
         trainer(task, cfg=small_config(task, vocab_size=7))
+
+
+def test_a_compiled_run_trains_the_same_and_saves_plain_keys(task, tmp_path, monkeypatch):
+    """--compile: the steps go through torch.compile's wrapper (here its eager backend, the same
+    math without minutes of compiling on the CPU); results and checkpoint keys are unchanged."""
+    real = torch.compile
+    compiled = []
+
+    def eager_compile(model, **kw):
+        compiled.append(model)
+        return real(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    plain = trainer(task, tmp_path / "plain", eval_every=6).run()
+    fast = trainer(task, tmp_path / "fast", eval_every=6, compile_model=True).run()
+    assert len(compiled) == 1 and fast.status == plain.status == "ok"
+    assert [e.loss for e in fast.history] == pytest.approx([e.loss for e in plain.history])
+    keys = set(load_file(str(tmp_path / "fast" / "model.safetensors")))
+    assert keys == set(load_file(str(tmp_path / "plain" / "model.safetensors")))
+    assert not any(k.startswith("_orig_mod") for k in keys)
+
+
+def test_compile_is_on_with_cuda_by_default_and_off_on_the_cpu(task, tmp_path):
+    from search.train import build, parser
+
+    cfg = tmp_path / "c.json"
+    small_config(task).to_file(cfg)
+    args = ["--tokens", "1k", "--task", "recall", "--option", "num_pairs=4"]
+    for extra, on in (([], False), (["--compile", "on"], True), (["--compile", "off"], False)):
+        ns = parser().parse_args([str(cfg), *args, "--out", str(tmp_path / str(on)), *extra])
+        assert build(ns)[0].compile_model is on
