@@ -173,10 +173,17 @@ def fit_to_target(
     ideal = ideal_shape(base, coeffs, lo)
     over = scale_config(base, coeffs, hi, floor)  # the first rounded config above the target
     below, above = measure(best), None
-    for ffns in ((1.0,), FFN_STEPS[1:]):  # the FFN ratio only when nothing else lands
-        inside = []
+    # one pass over every nearby shape, FFN ratios included: the distance to the ideal shape
+    # decides, and it charges a changed FFN ratio double. (Trying FFN ratios only when no
+    # other shape landed made a depth-led fit drop its second layer: recall's 2x64 base at
+    # 2x landed on 1x96 with one head, 0.69 + 0.41 away, rather than on 2x64 with FFN 4.5,
+    # 0.24 away; docs/results.md 0b.)
+    inside: list = []
+    for k in sorted(FFN_STEPS, key=lambda k: abs(math.log(k))):
+        if inside and min(inside)[0] <= 2 * abs(math.log(k)):
+            break  # this FFN ratio alone costs more than the best shape found: none can win
         for cfg in {best, over}:
-            for cand in _neighbours(cfg, base, floor, ffns, (low, target), measure):
+            for cand in _neighbours(cfg, base, floor, (k,), (low, target), measure):
                 f = measure(cand)
                 if low <= f <= target:
                     inside.append((_distance(cand, ideal, base), f, cand.to_json(), cand))
@@ -184,8 +191,8 @@ def fit_to_target(
                     below = max(below, f)
                 elif above is None or f < above:
                     above = f
-        if inside:
-            return min(inside)[3], lo
+    if inside:
+        return min(inside)[3], lo
     nearest = below if above is None or target - below <= above - target else above
     raise ScalingError(
         f"no config near coefficients {coeffs.as_tuple()} lands in [{low:,.0f}, "
@@ -251,7 +258,7 @@ def _neighbours(cfg, base, floor, ffn_steps, window, measure):
     ffns = [base.ffn_mult * k for k in ffn_steps]
     low, high = window
     spans = _spans(cfg, floor)
-    for heads, width in _head_shapes(cfg, min_width):
+    for heads, width in _head_shapes(cfg, min_width, min(cfg.n_heads, base.n_heads)):
         for span, ffn in itertools.product(spans, ffns):
             try:
                 one = _with(cfg, base, min_depth, width, heads, span, ffn)
@@ -284,13 +291,14 @@ def _spans(cfg: ArchConfig, floor: ArchConfig | None) -> list:
     return spans
 
 
-def _head_shapes(cfg: ArchConfig, min_width: int):
-    """(heads, width) around `cfg`: heads +-1 and every head dim in range (multiples of 8,
-    32-128; 8-64 for very narrow models), widths in [min_width, 1.5 x width + 128]."""
+def _head_shapes(cfg: ArchConfig, min_width: int, min_heads: int = 1):
+    """(heads, width) around `cfg`: heads +-1 (never below `min_heads`: the fit keeps the
+    base's heads) and every head dim in range (multiples of 8, 32-128; 8-64 for very narrow
+    models), widths in [min_width, 1.5 x width + 128]."""
     dims = range(MIN_HEAD_DIM, MAX_HEAD_DIM + 1, WIDTH_MULTIPLE)
     if cfg.d_model < 2 * MIN_HEAD_DIM:
         dims = range(WIDTH_MULTIPLE, 2 * MIN_HEAD_DIM + 1, WIDTH_MULTIPLE)
-    for heads in sorted({max(1, cfg.n_heads - 1), cfg.n_heads, cfg.n_heads + 1}):
+    for heads in sorted({max(1, min_heads, cfg.n_heads - 1), cfg.n_heads, cfg.n_heads + 1}):
         for per_head in dims:
             width = heads * per_head
             if width < min_width or width > 1.5 * cfg.d_model + MAX_HEAD_DIM:

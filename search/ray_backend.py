@@ -44,7 +44,14 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     ray = tune = None  # type: ignore[assignment]  # ray is optional: None marks it missing
     _RAY_IMPORT_ERROR = _exc
 
-__all__ = ["MAX_FAILURES", "RayConfigError", "RayUnavailable", "require_ray", "run_ray"]
+__all__ = [
+    "MAX_FAILURES",
+    "RayConfigError",
+    "RayUnavailable",
+    "gpu_share",
+    "require_ray",
+    "run_ray",
+]
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 RESULTS_DIR_NAME = "ray_results"
@@ -192,11 +199,13 @@ def run_ray(
     quiet: bool = False,
     results_dir: str | os.PathLike | None = None,
     checkpoint_dir: str | None = None,
+    gpus_per_trial: float | None = None,
 ) -> None:
     """Run the study's workers on Ray until it holds `trials` trained candidates."""
     require_ray()
     if cpus_per_trial < 1:
         raise RayConfigError(f"--cpus-per-trial must be >= 1, got {cpus_per_trial}")
+    gpu = gpu_share(settings.device, gpus_per_trial)
     if is_sqlite(storage_url) and ":memory:" in storage_url:
         raise RayConfigError(
             "--backend ray needs a database file or server, not sqlite in memory; "
@@ -222,10 +231,15 @@ def run_ray(
             raise RayConfigError(
                 f"--cpus-per-trial {cpus_per_trial} is more than the cluster's {cpus} CPUs"
             )
-        gpu = 1 if settings.device.startswith("cuda") else 0
         slots = max(1, cpus // cpus_per_trial)
         if gpu:
-            slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 1))))
+            gpus = float(ray.cluster_resources().get("GPU", 0))
+            if gpus < gpu:
+                raise RayConfigError(
+                    f"--device cuda needs {gpu:g} GPU per trial but the Ray cluster has "
+                    f"{gpus:g}; start Ray on GPU nodes, or use --device cpu"
+                )
+            slots = min(slots, int(gpus / gpu + 1e-9))
         slots = min(slots, workers) if workers else slots
         trainable = tune.with_resources(
             tune.with_parameters(
@@ -255,6 +269,24 @@ def run_ray(
     finally:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def gpu_share(device: str, gpus_per_trial: float | None) -> float:
+    """GPUs one Ray trial asks for: none on the CPU; with CUDA `--gpus-per-trial`, by default
+    1 / WORKERS_PER_GPU (trials share a GPU as local workers do: measured, one budget-sized
+    candidate leaves a GPU mostly idle). Ray takes fractions up to 1, whole numbers above."""
+    if not device.startswith("cuda"):
+        if gpus_per_trial:
+            raise RayConfigError("--gpus-per-trial needs --device cuda")
+        return 0.0
+    from search.plan import WORKERS_PER_GPU
+
+    share = 1 / WORKERS_PER_GPU if gpus_per_trial is None else gpus_per_trial
+    if not (share > 0 and (share <= 1 or float(share).is_integer())):
+        raise RayConfigError(
+            f"--gpus-per-trial must be a fraction in (0, 1] or a whole number, got {share:g}"
+        )
+    return share
 
 
 def _run_config(name: str, results: Path):

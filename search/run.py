@@ -244,6 +244,7 @@ def run_on_ray(args, settings, name, timeout, checkpoint_dir) -> None:
         quiet=args.quiet,
         results_dir=args.ray_results,
         checkpoint_dir=checkpoint_dir,
+        gpus_per_trial=args.gpus_per_trial,
     )
 
 

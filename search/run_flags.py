@@ -139,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
     a("--address", help="Ray cluster address for --backend ray, e.g. auto or ray://host:10001")
     a("--cpus-per-trial", type=int, default=1, help="CPUs per Ray trial (--backend ray), e.g. 2")
     a(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per Ray trial with --device cuda (--backend ray); default 0.25: 4 trials "
+        "share a GPU, as local workers do; 1 = a GPU each",
+    )
+    a(
         "--ray-results",
         metavar="DIR",
         help="Ray Tune's own result folders (--backend ray); default ray_results/ next to a "

@@ -99,3 +99,21 @@ def test_ray_backend_runs_resumes_and_alternates_with_the_local_backend(tmp_path
     # the same multi-fidelity records as the local backend wrote
     rungs = {t.user_attrs.get("rung") for t in study.get_trials() if "rung" in t.user_attrs}
     assert 2 in rungs
+
+
+def test_gpu_share_per_ray_trial():
+    """--gpus-per-trial: none on the CPU; 4 trials per GPU by default with CUDA, as local
+    workers; Ray's rule (fractions up to 1, whole numbers above) checked before Ray starts."""
+    from search.ray_backend import RayConfigError, gpu_share
+
+    assert gpu_share("cpu", None) == 0.0
+    assert gpu_share("cuda", None) == 0.25
+    assert [gpu_share("cuda", g) for g in (0.5, 1, 2)] == [0.5, 1.0, 2.0]
+    for device, g, message in (
+        ("cpu", 1, "needs --device cuda"),
+        ("cuda", 0, "must be a fraction"),
+        ("cuda", 1.5, "must be a fraction"),
+        ("cuda", -1, "must be a fraction"),
+    ):
+        with pytest.raises(RayConfigError, match=message):
+            gpu_share(device, g)
