@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any
 
 from search.budget import flops_arg, format_flops
 from search.settings import DEFAULT_PROXY_COMPUTE
@@ -20,7 +21,7 @@ from spaces.flops import count_flops
 from trainers.proxy import train
 from trainers.tasks import get_task
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "full, depth 2, width 64": dict(depth=2, d_model=64, n_heads=4),
     "window 4 (< distance), depth 2, width 64": dict(
         depth=2, d_model=64, n_heads=4, attention="window", attention_params={"window": 4}

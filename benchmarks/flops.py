@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 from search.budget import format_flops
 from spaces import ArchConfig
 from spaces.flops import count_flops, count_params, estimate_flops
 
 # A config of about 2 GFLOPs (full attention, depth 4, width 384, seq_len 256, vocab 130).
-TWO_GFLOP = dict(vocab_size=130, seq_len=256, causal=True, depth=4, d_model=384, n_heads=6)
+TWO_GFLOP: dict[str, Any] = dict(
+    vocab_size=130, seq_len=256, causal=True, depth=4, d_model=384, n_heads=6
+)
 
 REFERENCES = [
     ("full", {}),

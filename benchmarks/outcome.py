@@ -26,6 +26,7 @@ import random
 import sys
 import time
 import warnings
+from typing import Any
 
 import optuna
 from scipy.stats import kendalltau
@@ -105,7 +106,7 @@ def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[
         if key not in seen:
             seen.add(key)
             ranked.append(t)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"kind": "pick" if i == 0 else "top", "rank": i + 1, "trial": t.number}
         for i, t in enumerate(ranked[:top])
     ]
@@ -114,9 +115,9 @@ def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[
         rows.append({"kind": "random", "rank": i + 1, "trial": t.number})
     by_number = {t.number: t for t in ranked}
     for r in rows:
-        r["config"] = by_number[r["trial"]].user_attrs["config"]
-        r["search_loss"] = by_number[r["trial"]].user_attrs["loss"]
-        r["search_rung"] = by_number[r["trial"]].user_attrs.get("rung")
+        r["config"] = by_number[int(r["trial"])].user_attrs["config"]
+        r["search_loss"] = by_number[int(r["trial"])].user_attrs["loss"]
+        r["search_rung"] = by_number[int(r["trial"])].user_attrs.get("rung")
     return rows
 
 

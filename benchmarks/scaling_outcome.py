@@ -23,6 +23,7 @@ import json
 import sys
 import time
 import warnings
+from typing import Any
 
 import optuna
 
@@ -30,6 +31,7 @@ from benchmarks.outcome import describe
 from search import scale
 from search.budget import count_arg, format_flops
 from search.compound import Coefficients, scale_to_targets
+from search.retrain import run_jobs, study_schedule, train_final_job
 from search.storage import DEFAULT_STORAGE, open_storage
 from search.study import settings_from_study
 from spaces import ArchConfig
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     scaled = optuna.load_study(study_name=out_study, storage=storage)
     coeffs = scaled.user_attrs["coefficients"]
     grid_s = time.perf_counter() - started
-    rows = [{"kind": "base", "factor": 1.0, "config": base}]
+    rows: list[dict[str, Any]] = [{"kind": "base", "factor": 1.0, "config": base}]
     compound = sorted(
         (t for t in scaled.trials if t.user_attrs["role"] == "target"),
         key=lambda t: t.user_attrs["target"],
@@ -90,17 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     for kind, c in SINGLE_AXIS.items():
-        for f, (_, cfg, _) in zip(factors, scale_to_targets(base, c, targets, estimate_flops)):
+        fitted = scale_to_targets(base, c, [float(t) for t in targets], estimate_flops)
+        for f, (_, cfg, _) in zip(factors, fitted):
             rows.append({"kind": kind, "factor": f, "config": cfg})
 
-    schedule = scale.study_schedule(study, settings, base.seq_len)
+    schedule = study_schedule(study, settings, base.seq_len)
     print(
         f"\ntraining {len(rows)} configs for {args.tokens:,} tokens each (batch "
         f"{schedule.batch_size} x {schedule.seq_len}), {args.jobs} at once",
         flush=True,
     )
     jobs = [(r["config"].to_dict(), settings, args.tokens, schedule.batch_size, 1) for r in rows]
-    for r, res in zip(rows, scale.run_jobs(scale._train_final, jobs, args.jobs)):
+    for r, res in zip(rows, run_jobs(train_final_job, jobs, args.jobs)):
         r.update(res)
     report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
     return 0

@@ -22,26 +22,21 @@ the seed sets data, initialisation and sampler, as `search.run --seed` does), it
                 neither search sampled with a completed trial has no value for that seed, and
                 the table says in how many seeds it was found).
 
-"Best metric" is the best completed trial's proxy metric (validation accuracy for both tasks);
-every method trains with the same proxy compute, recipe and seed, so the numbers compare
-directly. The table gives the median over seeds and the spread (min-max).
+"Best" is the best completed trial's value: the validation loss of its top rung (lower is
+better), on the search's own rungs without a clock (`search.run --timeout 0`: 64 first-rung steps,
+eta 3, 3 rungs); the baseline trains through the same rungs. Every method sees the same tokens,
+recipe and seed, so the numbers compare directly. The table gives the median over seeds and the
+spread (min-max). (Until the rung redesign of 2026-12-03 every method got the same proxy compute
+and was scored by accuracy; docs/results.md section 1 was measured that way.)
 
 Searches run in this process through the public pieces (`search.settings.build_settings`,
 `search.study.open_study`, `search.driver.optimize`, `search.objective.Objective`) on a
 temporary SQLite database (or `--storage URL`, to keep the studies, e.g. for
 `python -m search.fidelity`).
 
-Cost and expected time. Full mode: budget 100 MFLOPs, proxy compute 30 GFLOPs, 20 trials,
-3 seeds, both tasks: 2 tasks x 3 seeds x (2 x 20 + 1) = 246 proxy runs at most, but trials
-over budget cost no training (about a third of recall's random draws and half of listops' at
-this budget; TPE learns to avoid them) and pruned ones stop early. A trained run costs its 30
-GFLOPs of training plus validation (256 sequences x forward FLOPs x 1.75 for the 4 validation
-points: about 10-20 GFLOPs for the typical 25-40 MFLOPs config here), and the proxy trainer
-reaches about 6-9 GFLOP/s on this 2-core machine when it is idle: about 6 s per run, about
-5 minutes per seed for both tasks, so an expected 15-20 minutes in all (up to twice that on a
-busy machine; the total is printed above the table). At 30 GFLOPs small recall models already
-rise well above chance, which 10 GFLOPs does not give. `--quick` (1 seed, 6 trials, 2 GFLOPs)
-checks the machinery in a minute or two; its numbers mean nothing. Measured: docs/results.md.
+Cost: a few minutes per task and seed on 2 cores at the defaults; `--quick` (1 seed, 6 trials)
+checks the machinery in a minute or two, and its numbers mean nothing. `--proxy-compute` only
+sets what `search.fidelity` uses later on the kept studies.
 """
 
 from __future__ import annotations
@@ -52,6 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +56,13 @@ import optuna
 from search.budget import flops_arg, format_flops
 from search.driver import optimize
 from search.objective import Objective, make_task
+from search.plan import make_plan
 from search.results import feasible_trials
 from search.settings import build_settings
 from search.study import open_study
 from spaces import ArchConfig
 from spaces.flops import count_flops
-from trainers.proxy import train
+from trainers.rungs import RungSchedule, RungTrainer
 
 FULL = {"trials": 20, "seeds": 3, "budget": 100_000_000, "proxy_compute": 30_000_000_000}
 QUICK = {"trials": 6, "seeds": 1, "budget": 100_000_000, "proxy_compute": 2_000_000_000}
@@ -139,7 +136,7 @@ class Record:
     task: str
     method: str  # tpe, random, baseline, or "variant:<name>"
     seed: int
-    best: float | None  # best completed proxy metric (None: no completed trial)
+    best: float | None  # best top-rung validation loss (None: no completed trial)
     config: dict[str, Any] | None
     wall: float | None = None  # seconds (None for variant rows: no training of their own)
     feasible: int | None = None  # completed trials within budget (searches only)
@@ -164,7 +161,8 @@ def run_search(
     name = f"{task}-{sampler}-seed{seed}"
     start = time.perf_counter()
     study = open_study(settings, name, storage, t)
-    optimize(study, Objective(settings, threads=args.threads), args.trials)
+    objective = Objective(settings, _schedule(settings, t, args), threads=args.threads)
+    optimize(study, objective, args.trials)
     wall = time.perf_counter() - start
     trials = feasible_trials(study)
     best = trials[0] if trials else None
@@ -180,31 +178,39 @@ def run_search(
     return record, study
 
 
+def _schedule(settings, task, args: argparse.Namespace) -> RungSchedule:
+    """The search's rungs without a clock (search.run --timeout 0): 64 first-rung steps at
+    the recipe's batch; the same schedule for the searches and the baseline."""
+    plan = make_plan(
+        task, settings.budget, settings.recipe, trials=args.trials, timeout=None, workers=1,
+        threads=args.threads or 1, device=settings.device, flops_per_s=1.0,
+    )  # fmt: skip
+    return plan.schedule
+
+
 def run_baseline(task: str, seed: int, args: argparse.Namespace) -> Record:
+    """(c): the hand baseline trained through every rung of the same schedule; its value is
+    the top rung's validation loss, as a search trial's."""
     settings = _settings(task, "tpe", seed, args)
     t = make_task(settings)
     start = time.perf_counter()
     cfg = hand_baseline_config(t.interface(), settings.budget)
-    r = train(
-        cfg,
-        t,
-        settings.proxy_compute,
-        recipe=settings.recipe,
-        seed=settings.seed,
-        device=settings.device,
-        threads=args.threads,
-    )
-    metric = r.metric if r.status == "ok" else None
-    return Record(task, "baseline", seed, metric, cfg.to_dict(), time.perf_counter() - start)
+    out = RungTrainer(
+        cfg, t, _schedule(settings, t, args), recipe=settings.recipe, seed=settings.seed,
+        device=settings.device, threads=args.threads,
+    ).run()  # fmt: skip
+    value = out.rungs[-1].loss if out.status == "ok" and out.rungs else None
+    return Record(task, "baseline", seed, value, cfg.to_dict(), time.perf_counter() - start)
 
 
 def per_variant(task: str, seed: int, studies: list[optuna.Study]) -> list[Record]:
     """(d): the best completed trial of each attention variant across the given studies."""
-    direction = studies[0].user_attrs.get("direction", "maximize")
+    maximize = studies[0].directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    direction = "maximize" if maximize else "minimize"  # val loss: minimize
     best: dict[str, optuna.trial.FrozenTrial] = {}
     for study in studies:
         for t in feasible_trials(study):
-            v = t.user_attrs.get("variant")
+            v = str(t.user_attrs.get("variant"))
             if v not in best or _better(t.values[0], best[v].values[0], direction):
                 best[v] = t
     return [
@@ -261,16 +267,16 @@ def summary_rows(records: list[Record], seeds: list[int]) -> list[dict[str, str]
 
 def markdown(rows: list[dict[str, str]], meta: dict[str, Any]) -> str:
     head = (
-        f"Budget {format_flops(meta['budget'])} forward per sequence, proxy compute "
-        f"{format_flops(meta['proxy_compute'])} training FLOPs per trial (fvcore: 1 multiply-add"
-        f" = 1 FLOP), {meta['trials']} trials per search, seeds {meta['seeds']}, threads "
-        f"{meta['threads']}; metric: validation accuracy of the proxy run (higher is better); "
+        f"Budget {format_flops(meta['budget'])} forward per sequence (fvcore: 1 multiply-add"
+        f" = 1 FLOP), the search's rungs (no clock), {meta['trials']} trials per search, "
+        f"seeds {meta['seeds']}, threads "
+        f"{meta['threads']}; value: validation loss of the top rung (lower is better); "
         f"total {meta['total_s']:.0f} s.\n\n"
     )
     cols = [
         ("task", "task"),
         ("method", "method"),
-        ("median", "best metric (median)"),
+        ("median", "best val loss (median)"),
         ("spread", "min-max"),
         ("seeds", "seeds"),
         ("feasible", "completed trials (median)"),
@@ -328,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --trials, --seeds and --threads must be >= 1", file=sys.stderr)
         return 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seeds = list(range(args.seeds))
     records: list[Record] = []
     start = time.perf_counter()

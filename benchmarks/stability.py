@@ -62,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     passed = 0
     for kind, f, cfg in rows:
-        first = {}
+        first: dict[str, float] = {}
         trainer = FinalTrainer(cfg, task, args.tokens, batch_size=args.batch, threads=args.threads)
         t0 = time.perf_counter()
-        res = trainer.run(
-            on_progress=lambda pr, first=first: first.setdefault("loss", pr.train_loss)
-        )
+
+        def keep_first(pr, first=first) -> None:
+            first.setdefault("loss", pr.train_loss)
+
+        res = trainer.run(on_progress=keep_first)
         last = res.history[-1].train_loss if res.history else float("nan")
         val = res.loss if res.loss is not None else float("nan")
         ok = res.status == "ok" and val < first.get("loss", float("inf"))

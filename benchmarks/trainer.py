@@ -42,6 +42,7 @@ def two_gflop_config(interface: dict, **kw) -> ArchConfig:
         if count_flops(cfg) > 2e9:
             break
         best = cfg
+    assert best is not None, "no width-384 config fits 2 GFLOPs"
     return best
 
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     for name, cfg in configs.items():
+        assert recipe.batch_size is not None
         per_step = 3 * count_flops(cfg) * recipe.batch_size
         result = train(cfg, task, per_step * args.steps, recipe=recipe, threads=args.threads)
         print(

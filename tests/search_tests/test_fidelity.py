@@ -276,4 +276,4 @@ def test_benchmark_table_median_and_spread():
             "total_s": 1.0,
         },
     )
-    assert text.count("\n| recall |") == 2 and "best metric (median)" in text
+    assert text.count("\n| recall |") == 2 and "best val loss (median)" in text
