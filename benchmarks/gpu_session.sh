@@ -8,7 +8,8 @@
 #   OUT=/tmp/gpu bash benchmarks/gpu_session.sh tests speed     # only these parts
 #
 # Parts: tests, speed (train MFU + attention), search (1 worker), compile, sweep (MFU at a large
-# batch), search4 (4 workers sharing the GPU).
+# batch), search4 (4 workers sharing the GPU), profile (torch.profiler: window attention at 16K,
+# where its fixed ~3 ms per call goes).
 #
 # Missing packages (a GPU image without optuna or fvcore) can come as wheels in .whl/: they are
 # installed into /tmp/site first. The search part runs the README's headline command with
@@ -54,4 +55,6 @@ want sweep && part sweep "${SWEEP_S:-60}" $PY -m benchmarks.gpu_speed --device c
 want search4 && part search4 "${SEARCH4_S:-110}" $PY -m search.run --budget 2GFLOPs \
     --device cuda --workers 4 --timeout 600 --study gpu-session4 \
     --storage "sqlite:///$OUT/search4.db" --checkpoint-dir /tmp/ckpt4 --quiet
+want profile && part profile "${PROFILE_S:-60}" $PY -m benchmarks.gpu_speed --device cuda \
+    --parts profile
 true

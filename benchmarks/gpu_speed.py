@@ -125,6 +125,33 @@ def attention_seconds(variant: str, n: int, device: torch.device, reps: int) -> 
         return None
 
 
+def profile_attention(variant: str, n: int, device: torch.device, reps: int = 3) -> str:
+    """torch.profiler table of `reps` forward+backward calls of the variant's module at length
+    n (after one warm-up), sorted by self CPU time: where a fixed per-call cost goes (issue 17:
+    window and sparse cost ~3 ms at 4K and at 16K alike on an H200)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cls = ATTENTION.get(variant)
+    module = cls(512, 8, n, cls.Params(**SPANS.get(variant, {}))).to(device)
+    x = torch.randn(1, n, 512, device=device, requires_grad=True)
+
+    def one() -> None:
+        with autocast(device):
+            y = module(x, causal=True)
+        y.float().square().mean().backward()
+
+    one()
+    sync(device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(reps):
+            one()
+        sync(device)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.gpu_speed",
@@ -142,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--parts",
         default="train,attention,compile",
-        help="comma-separated parts to run: train, attention, compile (default all)",
+        help="comma-separated parts to run: train, attention, compile, profile (a "
+        "torch.profiler table of window attention at 16K; not in the default)",
     )
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
-    if not parts <= {"train", "attention", "compile"}:
-        p.error(f"--parts takes train, attention and compile, not {args.parts!r}")
+    if not parts <= {"train", "attention", "compile", "profile"}:
+        p.error(f"--parts takes train, attention, compile and profile, not {args.parts!r}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device")
@@ -189,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     if "compile" in parts:
         _compile_table(out, compile_budget, seq_len, batch, device, steps, peak)
         save()
+    if "profile" in parts:
+        n = sizes[-1] if args.quick else 16384
+        print(f"\nprofile: window attention, n = {n}, 3 forward+backward calls", flush=True)
+        print(profile_attention("window", n, device), flush=True)
     return 0
 
 

@@ -152,7 +152,7 @@ def test_on_cuda_forward_and_gradients_match_the_einsum_kernel(module, causal, p
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_on_cuda_bf16_training_of_a_window_model_runs_through_flex():
     """The training path as a search runs it: bf16 autocast, the compiled flex kernel, a
-    finite loss and gradients, and the block mask cached after the first step."""
+    finite loss and gradients over two steps (the second reuses the cached block mask)."""
     from spaces import ArchConfig, build_model
     from trainers.step import autocast
 

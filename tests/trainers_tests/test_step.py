@@ -108,7 +108,7 @@ def test_the_gpu_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys):
 
     out = tmp_path / "gpu.json"
     # part 4 (torch.compile) is left out here: ~70 s of compiling on this machine
-    argv = ["--device", "cpu", "--quick", "--json", str(out), "--parts", "train,attention"]
+    argv = ["--device", "cpu", "--quick", "--json", str(out), "--parts", "train,attention,profile"]
     assert gpu_speed.main(argv) == 0
     doc = json.loads(out.read_text())
     assert [r["variant"] for r in doc["train"]] == ["full", "window", "linear"]
@@ -118,4 +118,6 @@ def test_the_gpu_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys):
     assert {(r["n"], r["variant"]) for r in doc["attention"]} == {
         (n, v) for n in (512, 1024) for v in ("full", "window", "sparse", "linear")
     }
-    assert "x faster than full" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "x faster than full" in printed
+    assert "profile: window attention, n = 1024" in printed and "Self CPU" in printed
