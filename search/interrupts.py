@@ -5,7 +5,9 @@ What a stop does (docs/reliability.md):
   `interrupted`, and a WAITING copy resumes from its last rung checkpoint on the next run. It
   never counts toward `--trials` (`search.results.is_trained`).
 - Optuna's own "trial failed" log lines with a KeyboardInterrupt (or database error) traceback
-  are dropped; the CLI prints one line (and, after Ctrl-C, the summary) instead.
+  are dropped; the CLI prints one line (and, after Ctrl-C, the summary) instead. A candidate
+  that diverged or ran out of memory (`TrialFailed`) keeps Optuna's one-line warning, without
+  the traceback.
 - Local worker processes stop with their parent: the parent forwards the interrupt, and each
   worker watches its parent and interrupts itself if the parent dies (even by `kill -9`).
 """
@@ -40,11 +42,20 @@ class _DropInterrupts(logging.Filter):
         self._follow_up: str | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from search.objective import TrialFailed
+
         exc = record.exc_info[0] if record.exc_info else None
         if exc is not None and issubclass(exc, _quiet_types()):
             number = record.getMessage().split(" ", 2)[1]  # "Trial N failed with parameters..."
             self._follow_up = f"Trial {number} failed with value"
             return False
+        if exc is not None and issubclass(exc, TrialFailed):
+            # a candidate that diverged or ran out of memory: its one-line reason, no traceback
+            # (the run's summary counts it as failed)
+            number = record.getMessage().split(" ", 2)[1]
+            self._follow_up = f"Trial {number} failed with value"
+            record.exc_info, record.exc_text = None, None
+            return True
         if self._follow_up is not None and record.getMessage().startswith(self._follow_up):
             self._follow_up = None
             return False

@@ -194,3 +194,29 @@ def test_one_of_two_workers_killed_the_other_finishes_the_study(tmp_path, tiny_p
     study = load(storage)
     assert trained_count(study) == 3
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_a_diverged_candidate_is_one_warning_line_without_a_traceback():
+    """Optuna logs a failed trial with its traceback, then "Trial N failed with value None.";
+    for a candidate that diverged (TrialFailed) the first stays as one line, the second goes.
+    Seen in the README's default run before: a diverged linear model printed a traceback."""
+    from search.interrupts import _DropInterrupts
+    from search.objective import TrialFailed
+
+    def record(msg, exc=None):
+        info = None
+        if exc is not None:
+            try:
+                raise exc
+            except TrialFailed:
+                info = sys.exc_info()
+        return logging.LogRecord("optuna", logging.WARNING, __file__, 1, msg, None, info)
+
+    f = _DropInterrupts()
+    first = record("Trial 2 failed with parameters: {} because of the following error: "
+                   "TrialFailed('diverged: non-finite training loss at step 105')",
+                   TrialFailed("diverged: non-finite training loss at step 105"))  # fmt: skip
+    assert f.filter(first) is True and first.exc_info is None
+    assert "Traceback" not in logging.Formatter().format(first)
+    assert f.filter(record("Trial 2 failed with value None.")) is False
+    assert f.filter(record("Trial 3 finished with value 1.0")) is True
