@@ -199,3 +199,30 @@ def test_on_cuda_full_attention_runs_on_the_flash_kernel_in_bf16():
         y = m(x, causal=True)
     y.float().square().mean().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_inside_an_outer_torch_compile_the_plain_flex_function_is_traced(monkeypatch):
+    """`search.train --compile` compiles the whole model: flex.attend must then hand dynamo the
+    plain flex_attention (compiled with the model), not the separately compiled kernel. Checked
+    with dynamo's eager backend on the CPU (forward): the traced path and the output."""
+    m = WindowAttention(H * 16, H, 64, WindowParams(window=8))
+    x = torch.randn(2, 64, H * 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = m(x, causal=True)  # the einsum kernel
+    monkeypatch.setattr(flex, "use_flex", lambda q: True)
+    seen = []
+    real = flex._kernel
+
+    def spy(q):
+        kernel = real(q)
+        seen.append((kernel, torch.compiler.is_compiling()))
+        return kernel
+
+    monkeypatch.setattr(flex, "_kernel", spy)
+    torch._dynamo.reset()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = torch.compile(m, backend="eager")(x, causal=True)
+    torch._dynamo.reset()
+    assert seen == [(flex._FLEX.flex_attention, True)]
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
