@@ -32,7 +32,7 @@ import time
 import torch
 
 from spaces import ATTENTION, build_model
-from spaces.baselines import largest_of
+from spaces.baselines import largest_any_head_dim
 from spaces.flops import TRAIN_FLOPS_FACTOR, count_flops
 from trainers.proxy import Recipe
 from trainers.step import READ_EVERY, autocast, is_oom, make_optimizer, should_read, train_step
@@ -103,20 +103,25 @@ class _LMLoss:
         return torch.nn.functional.cross_entropy(flat, batch.targets.flatten())
 
 
+def _attention_call(variant: str, n: int, device: torch.device):
+    """One forward+backward of the variant's module (512 wide, 8 heads of 64, batch 1, bf16
+    autocast on CUDA, causal) at length n, as a function of no arguments."""
+    cls = ATTENTION.get(variant)
+    module = cls(512, 8, n, cls.Params(**SPANS.get(variant, {}))).to(device)
+    x = torch.randn(1, n, 512, device=device, requires_grad=True)
+
+    def one() -> None:
+        with autocast(device):
+            y = module(x, causal=True)
+        y.float().square().mean().backward()
+
+    return one
+
+
 def attention_seconds(variant: str, n: int, device: torch.device, reps: int) -> float | None:
     """Median seconds of one forward+backward of the variant's module at length n (None: OOM)."""
-    cls = ATTENTION.get(variant)
-    params = cls.Params(**SPANS.get(variant, {}))
     try:
-        module = cls(512, 8, n, params).to(device)
-        x = torch.randn(1, n, 512, device=device, requires_grad=True)
-
-        def one() -> None:
-            with autocast(device):
-                y = module(x, causal=True)
-            y.float().square().mean().backward()
-
-        return timed(one, device, reps)
+        return timed(_attention_call(variant, n, device), device, reps)
     except (RuntimeError, MemoryError) as exc:
         if not is_oom(exc):
             raise
@@ -131,15 +136,7 @@ def profile_attention(variant: str, n: int, device: torch.device, reps: int = 3)
     window and sparse cost ~3 ms at 4K and at 16K alike on an H200)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cls = ATTENTION.get(variant)
-    module = cls(512, 8, n, cls.Params(**SPANS.get(variant, {}))).to(device)
-    x = torch.randn(1, n, 512, device=device, requires_grad=True)
-
-    def one() -> None:
-        with autocast(device):
-            y = module(x, causal=True)
-        y.float().square().mean().backward()
-
+    one = _attention_call(variant, n, device)
     one()
     sync(device)
     activities = [ProfilerActivity.CPU]
@@ -234,13 +231,7 @@ def _config(variant: str, budget: float, seq_len: int):
     """The largest model of `variant` that fits: head dim 64, else 32 or 16 on small budgets
     (no full-attention model with heads of 64 fits 0.5 GFLOPs at 2048 tokens)."""
     iface = {"vocab_size": 256, "seq_len": seq_len, "causal": True}
-    for head_dim in (64, 32, 16):
-        try:
-            return largest_of(iface, budget, variant, SPANS[variant], head_dim=head_dim)
-        except ValueError:
-            if head_dim == 16:
-                raise
-    raise AssertionError("unreachable")
+    return largest_any_head_dim(iface, budget, variant, SPANS[variant], head_dims=(64, 32, 16))
 
 
 def _train_table(out, budgets, seq_len, batch, device, steps, peak) -> None:

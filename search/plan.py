@@ -1,8 +1,9 @@
 """The search's plan, from the budget and the clock: rung lengths, workers, expected time.
 
-Before any candidate trains, `make_plan` times a few training steps of a budget-sized model (the
-full-attention hand baseline, `spaces.baselines.largest_full`) with the threads each worker will
-use, and sizes the first rung so that `trials` candidates under successive halving fit the time:
+Before any candidate trains, `make_plan` times a few training steps of a budget-sized model
+(the full-attention hand baseline, `spaces.baselines.largest_any_head_dim`) with the threads
+each worker will use, and sizes the first rung so that `trials` candidates under successive
+halving fit the time:
 
     time ~ trials / workers x (E x r0 + V) x seconds per token of an average candidate
 
@@ -35,7 +36,7 @@ import torch
 
 from search.budget import format_flops
 from spaces import ArchConfig, build_model
-from spaces.baselines import largest_full
+from spaces.baselines import largest_any_head_dim
 from spaces.flops import TRAIN_FLOPS_FACTOR, estimate_flops
 from trainers.proxy import Recipe
 from trainers.rungs import RungSchedule
@@ -291,11 +292,10 @@ class _Cost:
 def _reference(task: Task, budget: int, fallback: ArchConfig | None) -> ArchConfig:
     """The budget-sized model to time: the largest full-attention model with head dim 64 (32,
     16 or 8 on tiny budgets), else `fallback`."""
-    for head_dim in (64, 32, 16, 8):
-        try:
-            return largest_full(task.interface(), budget, head_dim=head_dim)
-        except ValueError:
-            continue
+    try:
+        return largest_any_head_dim(task.interface(), budget, "full")
+    except ValueError:
+        pass
     if fallback is None:
         raise PlanError(
             f"budget {format_flops(budget)} is below a one-layer full-attention model at "

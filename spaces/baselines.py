@@ -46,6 +46,23 @@ def largest_of(
     )
 
 
+def largest_any_head_dim(
+    interface: dict[str, Any],
+    budget: float,
+    attention: str = "full",
+    params: dict[str, Any] | None = None,
+    head_dims: tuple[int, ...] = (64, 32, 16, 8),
+) -> ArchConfig:
+    """`largest_of` with the first head dim in `head_dims` that fits at all: small budgets at
+    long sequences fit no head of 64 (e.g. full attention at 0.5 GFLOPs and 2048 tokens)."""
+    for head_dim in head_dims[:-1]:
+        try:
+            return largest_of(interface, budget, attention, params, head_dim=head_dim)
+        except ValueError:
+            continue
+    return largest_of(interface, budget, attention, params, head_dim=head_dims[-1])
+
+
 def largest_hybrid(
     interface: dict[str, Any],
     budget: float,
@@ -98,4 +115,4 @@ def _largest(interface, budget, head_dim, ffn_mult, attention, params, layers, m
     return best[2]
 
 
-__all__ = ["largest_full", "largest_hybrid", "largest_of"]
+__all__ = ["largest_any_head_dim", "largest_full", "largest_hybrid", "largest_of"]

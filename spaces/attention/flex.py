@@ -43,10 +43,6 @@ MIN_HEAD_DIM = 16  # the compiled kernel's minimum (tl.dot); smaller heads keep 
 RECOMPILE_LIMIT = 256  # distinct (batch, heads, length, head dim) shapes one process compiles
 
 
-def _module() -> ModuleType | None:
-    return _FLEX
-
-
 def available() -> bool:
     """Whether this torch has FlexAttention and it is not turned off (ATTNSEARCH_FLEX=0)."""
     return os.environ.get("ATTNSEARCH_FLEX", "1") != "0" and _FLEX is not None
@@ -63,13 +59,12 @@ def _compiled() -> Callable:
     """flex_attention compiled once per shape. A search worker meets a new shape with nearly
     every candidate; past dynamo's default of 8 recompiles it would silently run FlexAttention
     eagerly (the whole score matrix), so the limit is raised."""
-    flex = _module()
-    assert flex is not None
+    assert _FLEX is not None
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
-    return torch.compile(flex.flex_attention, dynamic=False)
+    return torch.compile(_FLEX.flex_attention, dynamic=False)
 
 
 def _kernel(q: torch.Tensor) -> Callable:
