@@ -2,17 +2,19 @@
 # The outcome evidence of docs/results.md, section 0: for each task a search with fixed rungs
 # (first rung 65,536 tokens, so the result does not depend on the machine's speed), then
 # benchmarks.outcome trains its top 3, 3 random candidates and the hand baselines for 10x the
-# top rung. Logs go to docs/measurements/outcome/. About 15 minutes per task on 2 cores.
+# top rung. Logs go to docs/measurements/outcome/ (names end in $SUFFIX when set). About 15
+# minutes per task on 2 cores at the default rungs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/measurements/outcome
 db=${DB_DIR:-/tmp/outcome}
 mkdir -p "$out" "$db"
+rung=${RUNG_TOKENS:-65536}  # RUNG_TOKENS=131072 doubles every rung (and the outcome's tokens)
 run() {  # task budget seq_len [--preset FILE]
-    local task=$1 budget=$2 seq=$3 name="$1-$2"; shift 3
+    local task=$1 budget=$2 seq=$3 name="$1-$2${SUFFIX:-}"; shift 3
     rm -f "$db/$name.db"*
     { time python -m search.run --task "$task" --budget "$budget" --seq-len "$seq" --trials 20 \
-        --rung-tokens 65536 --timeout 0 --workers 2 --storage "sqlite:///$db/$name.db" \
+        --rung-tokens "$rung" --timeout 0 --workers 2 --storage "sqlite:///$db/$name.db" \
         --study "$name" --quiet "$@"; } > "$out/$name-search.log" 2>&1
     { time python -m benchmarks.outcome --study "$name" --storage "sqlite:///$db/$name.db" \
         --top 3 --random 3 --jobs 2 --json "$out/$name-outcome.json"; } > "$out/$name-outcome.log" 2>&1

@@ -1,6 +1,7 @@
 """Does compound scaling earn its keep? Scale the search's pick and train everything for real.
 
     python -m benchmarks.scaling_outcome --study text-20MFLOPs [--factors 2,4,8] [--tokens 1M]
+        [--grid-seeds 2] [--grid-tokens 2M]
 
 1. `search.scale` (the CLI's own code) trains its grid at phi = 1 with the study's evaluator and
    fits the pick to factor x the study's budget, for each factor: the compound-scaled configs.
@@ -53,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=count_arg, default=1_000_000, help="tokens each (default 1M)")
     p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
     p.add_argument("--json", metavar="PATH", help="write every figure here")
+    p.add_argument(
+        "--grid-seeds", type=int, default=1, help="search.scale --grid-seeds (default 1)"
+    )
+    p.add_argument(
+        "--grid-tokens", type=count_arg, help="search.scale --grid-tokens (default its rungs)"
+    )
     return p
 
 
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     out_study = f"{args.study}-compound"
     code = scale.main(
         ["--study", args.study, "--storage", args.storage, "--out-study", out_study,
-         "--overwrite", "--workers", str(args.jobs),
+         "--overwrite", "--workers", str(args.jobs), "--grid-seeds", str(args.grid_seeds),
+         *(["--grid-tokens", str(args.grid_tokens)] if args.grid_tokens else []),
          "--targets", ",".join(str(t) for t in targets)]
     )  # fmt: skip
     if code != 0:

@@ -19,7 +19,9 @@ FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import statistics
 import sys
 import warnings
 from typing import Any, cast
@@ -78,6 +80,19 @@ def parser() -> argparse.ArgumentParser:
         help="alpha,beta,gamma to skip the grid, e.g. 1.2,1.1,1.15",
     )
     a("--trial", type=int, help="base trial number (default: the search's pick)")
+    a(
+        "--grid-seeds",
+        type=positive_int,
+        default=1,
+        help="train each grid point with this many seeds (init and data order) and rank by "
+        "the mean validation loss, default 1",
+    )
+    a(
+        "--grid-tokens",
+        type=count_arg,
+        help="train each grid point for at least this many tokens, e.g. 2M (default: the "
+        "study's rungs; longer rungs keep the study's batch and anytime schedule)",
+    )
     a("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
     a(
         "--tolerance",
@@ -107,6 +122,16 @@ def parser() -> argparse.ArgumentParser:
         "stored import path is never imported otherwise",
     )
     return p
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number >= 1")
+    return value
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -252,15 +277,24 @@ def choose_coefficients(
     point with the lowest validation loss after the study's rungs."""
     if args.coefficients is not None:
         return args.coefficients, "given", []
-    tokens = schedule.tokens(schedule.top)
+    longer = grid_schedule(schedule, args.grid_tokens)
+    stretch = longer.first_steps // schedule.first_steps
+    schedule = longer
+    seeds = [settings.seed + k for k in range(args.grid_seeds)]
     print(
-        f"grid: training {len(reachable)} points at phi = 1 for {tokens:,} tokens each "
-        f"(the study's rungs), {workers} at once",
+        f"grid: training {len(reachable)} points at phi = 1 for {schedule.tokens(schedule.top):,} "
+        f"tokens each (the study's rungs{f' x {stretch}' if stretch > 1 else ''}"
+        f"{f', {len(seeds)} seeds each' if len(seeds) > 1 else ''}), {workers} at once",
         flush=True,
     )
-    jobs = [(cast(ArchConfig, c[2]).to_dict(), settings, schedule, threads) for c in reachable]
+    jobs = [
+        (cast(ArchConfig, c[2]).to_dict(), dataclasses.replace(settings, seed=s), schedule, threads)
+        for c in reachable
+        for s in seeds
+    ]
+    got = run_jobs(train_rungs_job, jobs, workers)
     grid_rows = []
-    for (c, family, cfg, ratio), got in zip(reachable, run_jobs(train_rungs_job, jobs, workers)):
+    for i, (c, family, cfg, ratio) in enumerate(reachable):
         assert cfg is not None and ratio is not None  # grid points carry both
         grid_rows.append(
             {
@@ -270,7 +304,7 @@ def choose_coefficients(
                 "gamma": c.gamma,
                 "ratio": round(ratio, 3),
                 "config": cfg.to_dict(),
-                **got,
+                **merge_seeds(got[i * len(seeds) : (i + 1) * len(seeds)], seeds),
             }
         )
     print_grid(grid_rows)
@@ -279,6 +313,31 @@ def choose_coefficients(
         raise ScaleFailed("every grid point failed to train (reasons above)")
     top = min(scored, key=lambda g: g["loss"])
     return Coefficients(top["alpha"], top["beta"], top["gamma"]), top["family"], grid_rows
+
+
+def grid_schedule(schedule: RungSchedule, tokens: int | None) -> RungSchedule:
+    """The study's schedule, its rungs lengthened by a whole factor until the top one holds at
+    least `tokens` (same batch, eta and anytime learning-rate schedule)."""
+    if tokens is None or tokens <= schedule.tokens(schedule.top):
+        return schedule
+    factor = math.ceil(tokens / schedule.tokens(schedule.top))
+    return dataclasses.replace(schedule, first_steps=schedule.first_steps * factor)
+
+
+def merge_seeds(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """One grid point's result over its seeds: the mean loss and metric when every seed trained
+    (a point that failed under any seed fails, with the first failure's reason), and each
+    seed's loss."""
+    failed = [r for r in results if r["status"] != "ok" or r["loss"] is None]
+    merged = dict(failed[0] if failed else results[0])
+    merged["seeds"] = seeds
+    merged["losses"] = [r["loss"] for r in results]
+    if not failed:
+        merged["loss"] = statistics.fmean(r["loss"] for r in results)
+        merged["metric"] = statistics.fmean(r["metric"] for r in results)
+    else:
+        merged["loss"] = merged["metric"] = None
+    return merged
 
 
 def print_outcome(args: argparse.Namespace, outcome: ScaleOutcome, out_name: str) -> None:
@@ -324,10 +383,15 @@ def print_grid(rows: list[dict[str, Any]]) -> None:
                 "x base": g["ratio"],
                 "val loss": None if g["loss"] is None else round(g["loss"], 4),
                 "metric": None if g["metric"] is None else round(g["metric"], 4),
+                **({"per seed": seed_losses(g)} if len(g.get("losses", [])) > 1 else {}),
                 "result": result_text(g),
             }
         )
     print(pd.DataFrame(table).to_string(index=False), flush=True)
+
+
+def seed_losses(g: dict[str, Any]) -> str:
+    return "/".join("-" if x is None else f"{x:.3f}" for x in g["losses"])
 
 
 if __name__ == "__main__":

@@ -145,3 +145,79 @@ def test_divergence_reason_reaches_the_table(tmp_path):
     res = train_final_job((cfg.to_dict(), settings, 2048, 8, 1))
     assert res["status"] == "diverged" and res["loss"] is None
     assert result_text(res).startswith("diverged: non-finite") and "(lr 4e+30)" in res["reason"]
+
+
+def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
+    """--grid-seeds 2: every grid point trains under seeds 0 and 1 on the same (lengthened)
+    schedule, and the point with the lowest mean loss wins even when another point has the
+    single lowest loss."""
+    import argparse
+
+    from search import scale
+    from search.compound import Coefficients
+    from trainers.rungs import RungSchedule
+
+    def cfg(depth):
+        return ArchConfig(
+            attention="full",
+            depth=depth,
+            d_model=64,
+            n_heads=2,
+            seq_len=32,
+            vocab_size=8,
+            causal=True,
+        )
+
+    reachable = [
+        (Coefficients(2.0, 1.0, 1.0), "depth", cfg(2), 2.0),
+        (Coefficients(1.0, 1.4, 1.0), "width", cfg(3), 2.0),
+    ]
+    # (depth, seed) -> loss: depth 2 has the best single run (1.0) but the worse mean (2.0)
+    losses = {(2, 0): 1.0, (2, 1): 3.0, (3, 0): 1.5, (3, 1): 1.7}
+    seen = []
+
+    def fake_run_jobs(fn, jobs, workers):
+        out = []
+        for cfg_dict, settings, schedule, _ in jobs:
+            seen.append((cfg_dict["depth"], settings.seed, schedule.first_steps))
+            loss = losses[(cfg_dict["depth"], settings.seed)]
+            out.append({"status": "ok", "reason": "", "loss": loss, "metric": -loss, "tokens": 1})
+        return out
+
+    monkeypatch.setattr(scale, "run_jobs", fake_run_jobs)
+    args = argparse.Namespace(coefficients=None, grid_seeds=2, grid_tokens=2 * 4608 + 1)
+    schedule = RungSchedule(first_steps=4, batch_size=4, seq_len=32)  # top rung 4,608 tokens
+    coeffs, family, rows = scale.choose_coefficients(
+        args, reachable, RunSettings(budget=10**6), schedule, 1, 1
+    )
+    assert seen == [(2, 0, 12), (2, 1, 12), (3, 0, 12), (3, 1, 12)]  # rungs x3: 13,824 >= 9,217
+    assert (family, coeffs) == ("width", Coefficients(1.0, 1.4, 1.0))
+    assert [r["loss"] for r in rows] == [2.0, 1.6] and [r["losses"] for r in rows] == [
+        [1.0, 3.0],
+        [1.5, 1.7],
+    ]
+    assert rows[1]["metric"] == -1.6 and rows[0]["seeds"] == [0, 1]
+
+
+def test_a_grid_point_that_diverges_under_any_seed_fails():
+    from search.scale import grid_schedule, merge_seeds
+    from trainers.rungs import RungSchedule
+
+    ok = {"status": "ok", "reason": "", "loss": 2.0, "metric": 0.5}
+    bad = {"status": "diverged", "reason": "loss nan at step 7", "loss": None, "metric": None}
+    merged = merge_seeds([ok, bad], [0, 1])
+    assert merged["loss"] is None and merged["status"] == "diverged"
+    assert merged["reason"] == "loss nan at step 7" and merged["losses"] == [2.0, None]
+    schedule = RungSchedule(first_steps=4, batch_size=2, seq_len=8)  # top rung 576 tokens
+    assert grid_schedule(schedule, None) == schedule == grid_schedule(schedule, 576)
+    assert grid_schedule(schedule, 577).first_steps == 8
+
+
+def test_grid_seeds_must_be_positive():
+    proc = run_cli("search.scale", "--study", "x", "--targets", "5M", "--grid-seeds", "0")
+    assert (
+        proc.returncode == 2
+        and "--grid-seeds" in proc.stderr
+        and "whole number >= 1" in (proc.stderr)
+    )
+    assert "Traceback" not in proc.stderr
