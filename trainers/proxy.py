@@ -51,7 +51,10 @@ class Recipe:
     intermediate_val_fraction: float = 0.25  # share of the validation set for early points
     # -- the multi-fidelity evaluator (trainers/rungs.py; search's default) ------------------
     batch_tokens: int = 4096  # tokens per optimizer step, the same for every candidate
-    wsd_warmup_frac: float = 0.25  # warm-up, as a fraction of the first rung's steps
+    # warm-up, as a fraction of the first rung's steps. 1: the warm-up spans rung 0. A quarter
+    # (16 steps on a 64-step first rung) left early training unstable enough to reorder
+    # candidates: docs/results.md 0, "Warm-up and ranking fidelity"
+    wsd_warmup_frac: float = 1.0
     decay_frac: float = 0.2  # each rung ends with a linear decay over this share of its steps
     val_tokens: int = 32768  # validation tokens per rung evaluation (a fixed subset)
 

@@ -8,7 +8,8 @@ caller (successive halving, in `search.objective`) decides whether the candidate
 promoted candidate picks up where it stopped.
 
 Learning rate: warmup-stable-decay (WSD; Hu et al. 2024, MiniCPM, arXiv:2404.06395), an
-*anytime* schedule. Linear warm-up over the first `warmup_frac` of rung 0, then a constant peak.
+*anytime* schedule. Linear warm-up over the first `wsd_warmup_frac` of rung 0 (by default all of
+it, so rung 0 is scored from a decay that starts at 80% of the peak), then a constant peak.
 Each rung's evaluated model ends with a short linear decay to zero over the last `decay_frac` of
 that rung's tokens; for every rung but the last, the decay runs on a *branch*: the stable-phase
 state is kept, the branch decays and is evaluated, and training continues from the kept state.

@@ -130,3 +130,28 @@ def test_a_candidate_beyond_the_devices_memory_is_oom_without_allocating(task, m
     out = RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE).run()
     assert out.status == "oom" and out.rungs == []
     assert out.reason.startswith("model too large: training at batch 8 requires at least")
+
+
+def test_the_default_warm_up_spans_rung_0_and_the_stable_phase_then_holds_the_peak(
+    task, monkeypatch
+):
+    """Recipe's default: warm-up over all of rung 0 (a quarter of it reordered candidates,
+    docs/results.md 0), so rung 0's decay starts below the peak and later rungs run at it."""
+    seen = []
+    real = RungTrainer._step
+
+    def step(self, model, opt, index, lr, read):
+        seen.append((index, lr))
+        return real(self, model, opt, index, lr, read)
+
+    monkeypatch.setattr(RungTrainer, "_step", step)
+    recipe = dataclasses.replace(RECIPE, wsd_warmup_frac=Recipe().wsd_warmup_frac)
+    schedule = RungSchedule(first_steps=8, batch_size=8, seq_len=32, eta=3, rungs=2)
+    RungTrainer(config(task), task, schedule, recipe=recipe).run()
+    peak = recipe.lr_for(config(task))
+    # rung 0: 8 steps, decay over round(0.25 * 8) = 2; warm-up (i + 1) / 8 for steps 0-5
+    assert [lr / peak for _, lr in seen[:6]] == pytest.approx([(i + 1) / 8 for i in range(6)])
+    assert [lr / peak for _, lr in seen[6:8]] == pytest.approx([7 / 8 * 0.5, 0.0])
+    # back on the kept stable state: step 6 continues the warm-up, step 7 reaches the peak
+    assert [(i, lr / peak) for i, lr in seen[8:10]] == [(6, pytest.approx(7 / 8)), (7, 1.0)]
+    assert all(lr == pytest.approx(peak) for i, lr in seen[10:] if i < 24 - 6)
