@@ -12,7 +12,9 @@ mkdir -p "$out"
 for spec in "text-20MFLOPs 1M" "recall-10MFLOPs 3M"; do  # recall: 1M tokens stays near chance
     read -r name tokens <<< "$spec"
     [[ -z "${ONLY:-}" || "$name" == "$ONLY"* ]] || continue  # ONLY=text runs one task
+    name="$name${SUFFIX:-}"  # SUFFIX=-warmup: the study outcome_runs.sh made with that SUFFIX
+    # shellcheck disable=SC2086  # GRID_ARGS="--grid-seeds 2" passes search.scale's grid flags
     { time python -m benchmarks.scaling_outcome --study "$name" --storage "sqlite:///$db/$name.db" \
-        --factors 2,4,8 --tokens "$tokens" --jobs 2 --json "$out/$name-scaling${SUFFIX:-}.json" \
-        ${GRID_ARGS:-}; } > "$out/$name-scaling${SUFFIX:-}.log" 2>&1  # GRID_ARGS="--grid-seeds 2"
+        --factors 2,4,8 --tokens "$tokens" --jobs 2 --json "$out/$name-scaling.json" \
+        ${GRID_ARGS:-}; } > "$out/$name-scaling.log" 2>&1
 done
