@@ -97,15 +97,21 @@ def test_checkpoint_of_another_config_is_ignored(task, tmp_path):
     assert other.run().resumed_from is None
 
 
-def test_learning_rate_is_warmup_stable_decay_on_every_rung(task, monkeypatch):
-    seen = []
+@pytest.fixture
+def seen(monkeypatch):
+    """(step index, learning rate) of every optimizer step the rung trainer takes."""
+    out = []
     real = RungTrainer._step
 
     def step(self, model, opt, index, lr, read):
-        seen.append((index, lr))
+        out.append((index, lr))
         return real(self, model, opt, index, lr, read)
 
     monkeypatch.setattr(RungTrainer, "_step", step)
+    return out
+
+
+def test_learning_rate_is_warmup_stable_decay_on_every_rung(task, seen):
     trainer = RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE)
     trainer.run()
     peak = RECIPE.lr_for(config(task))
@@ -132,19 +138,9 @@ def test_a_candidate_beyond_the_devices_memory_is_oom_without_allocating(task, m
     assert out.reason.startswith("model too large: training at batch 8 requires at least")
 
 
-def test_the_default_warm_up_spans_rung_0_and_the_stable_phase_then_holds_the_peak(
-    task, monkeypatch
-):
+def test_the_default_warm_up_spans_rung_0_and_the_stable_phase_then_holds_the_peak(task, seen):
     """Recipe's default: warm-up over all of rung 0 (a quarter of it reordered candidates,
     docs/results.md 0), so rung 0's decay starts below the peak and later rungs run at it."""
-    seen = []
-    real = RungTrainer._step
-
-    def step(self, model, opt, index, lr, read):
-        seen.append((index, lr))
-        return real(self, model, opt, index, lr, read)
-
-    monkeypatch.setattr(RungTrainer, "_step", step)
     recipe = dataclasses.replace(RECIPE, wsd_warmup_frac=Recipe().wsd_warmup_frac)
     schedule = RungSchedule(first_steps=8, batch_size=8, seq_len=32, eta=3, rungs=2)
     RungTrainer(config(task), task, schedule, recipe=recipe).run()
