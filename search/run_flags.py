@@ -161,7 +161,8 @@ def parser() -> argparse.ArgumentParser:
         "--no-baselines",
         action="store_true",
         help="do not start a new study from the hand baselines (full attention, head dim 64 "
-        "and 32, FFN 4x, the largest in the space that fits)",
+        "and 32, FFN 4x: the largest in the space that fits, and the largest with two or more "
+        "layers where that one has one)",
     )
     a("--top", type=int, default=8, help="rows of the final table, default 8")
     a("--quiet", action="store_true", help="no progress bar")

@@ -139,3 +139,22 @@ def test_a_field_is_not_lost_to_another_fields_default():
     }
     assert "window" in space.valid_variants(64, True)
     assert space.variant_choices("window", 512, False)["global_tokens"] == [0, 1, 8]
+
+
+def test_seeded_baselines_include_the_outcome_baselines_and_a_two_layer_one():
+    """At 10 MFLOPs and 128 tokens the largest full model with head dim 32 is one layer (1x64,
+    2 heads: the hand baseline benchmarks.outcome trains); the seeds hold it and the largest
+    with two or more layers (3x32), and head dim 64's single 1x64 once."""
+    from spaces.baselines import largest_full
+
+    iface = {"vocab_size": 66, "seq_len": 128, "causal": True, "num_classes": 0}
+    seeds = SearchSpace().baselines(iface, 10e6)
+    shapes = [(p["depth"], p["n_heads"], p["head_dim"]) for p in seeds]
+    assert shapes == [(1, 1, 64), (1, 2, 32), (3, 1, 32)]
+    assert all(p["attention"] == "full" and p["ffn_mult"] == 4.0 for p in seeds)
+    for head_dim in (64, 32):
+        hand = largest_full(iface, 10e6, head_dim=head_dim)
+        assert (hand.depth, hand.n_heads, head_dim) in shapes
+    # where the largest already has two layers, one seed per head dim
+    big = SearchSpace().baselines({**iface, "vocab_size": 256}, 20e6)
+    assert [(p["depth"], p["n_heads"], p["head_dim"]) for p in big] == [(2, 1, 64), (2, 2, 32)]
