@@ -21,15 +21,16 @@ import dataclasses
 import json
 import sys
 import time
-import warnings
-from typing import cast
 
+import optuna
 from scipy.stats import kendalltau
 
 from benchmarks.outcome import describe
-from search.retrain import run_jobs
+from search.retrain import run_jobs, train_rungs_job
 from search.settings import RunSettings
+from search.study import settings_from_study
 from spaces import ArchConfig
+from trainers.rungs import RungSchedule
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,31 +51,7 @@ def parser() -> argparse.ArgumentParser:
 def settings_for(study_name: str, storage: str | None) -> RunSettings:
     if storage is None:
         return RunSettings(budget=1, task="text", seq_len=128)
-    import optuna
-
-    from search.study import settings_from_study
-
     return settings_from_study(optuna.load_study(study_name=study_name, storage=storage))
-
-
-def rung_losses(job: tuple) -> list[float | None]:
-    """Worker: one config through every rung; each rung's validation loss (None if it failed)."""
-    cfg_dict, settings, first_steps, batch = job
-    warnings.filterwarnings("ignore")
-    from search.objective import make_task
-    from trainers.rungs import RungSchedule, RungTrainer
-
-    schedule = RungSchedule(first_steps=first_steps, batch_size=batch, seq_len=settings.seq_len)
-    out = RungTrainer(
-        ArchConfig.from_dict(cfg_dict),
-        make_task(settings),
-        schedule,
-        recipe=settings.recipe,
-        seed=settings.seed,
-        threads=1,
-    ).run()
-    losses: list[float | None] = [r.loss for r in out.rungs]
-    return losses + [None] * (schedule.rungs - len(losses))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     final = [r["loss"] for r in rows]
     names = [describe(ArchConfig.from_dict(r["config"])) for r in rows]
     base = settings_for(outcome["study"], args.storage)
+    schedule = RungSchedule(
+        first_steps=args.first_steps,
+        batch_size=args.batch,
+        seq_len=ArchConfig.from_dict(rows[0]["config"]).seq_len,
+    )
     best = min(range(len(rows)), key=final.__getitem__)
     print(
         f"{outcome['study']}: {len(rows)} configs; final loss after {outcome['tokens']:,} tokens; "
         f"best {names[best]} {final[best]:.4f}; rungs of {args.first_steps} x 3^k steps of "
-        f"{args.batch} x {base.seq_len} tokens",
+        f"{args.batch} x {schedule.seq_len} tokens",
         flush=True,
     )
     for frac in (float(x) for x in args.warmup.split(",")):
@@ -102,14 +84,22 @@ def main(argv: list[str] | None = None) -> int:
             recipe = dataclasses.replace(recipe, base_lr=args.lr)
         settings = dataclasses.replace(base, recipe=recipe)
         started = time.perf_counter()
-        jobs = [(r["config"], settings, args.first_steps, args.batch) for r in rows]
-        got = cast("list[list[float | None]]", run_jobs(rung_losses, jobs, args.jobs))
+        jobs = [(r["config"], settings, schedule, 1) for r in rows]
+        got = [
+            padded(res["rung_losses"], schedule.rungs)
+            for res in run_jobs(train_rungs_job, jobs, args.jobs)
+        ]
         print(
             f"\nwarm-up {frac:g} x rung 0 ({max(1, round(frac * args.first_steps))} steps), peak "
             f"lr {recipe.base_lr:g} at width 256, {time.perf_counter() - started:.0f} s"
         )
         report(names, final, got)
     return 0
+
+
+def padded(losses: list[float], rungs: int) -> list[float | None]:
+    """A rung's loss, or None for the rungs a failed run did not reach."""
+    return [*losses, *[None] * (rungs - len(losses))]
 
 
 def report(names: list[str], final: list[float], got: list[list[float | None]]) -> None:

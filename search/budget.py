@@ -226,6 +226,23 @@ def flops_list_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def whole_number_arg(name: str, minimum: int):
+    """``argparse`` ``type=`` callable for a whole number >= `minimum`, e.g. ``--seed``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"invalid {name} {text!r}: expected a whole number >= {minimum}"
+            )
+        return value
+
+    return parse
+
+
 _COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
 
 

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from search.budget import format_flops
+from search.budget import format_flops, whole_number_arg
 from search.fidelity_stats import (
     ROUGH_GUIDE,
     TRUSTWORTHY,
@@ -108,21 +108,6 @@ def select_trials(
 
 
 # -- CLI -------------------------------------------------------------------------------------
-def _count(name: str, minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"invalid {name} {text!r}: expected a whole number >= {minimum}"
-            )
-        return value
-
-    return parse
-
-
 def _factor(text: str) -> float:
     try:
         value = float(text)
@@ -153,13 +138,13 @@ def parser() -> argparse.ArgumentParser:
     a("--study", required=True, help="study to check, e.g. recall-2.00GFLOPs")
     a(
         "--top",
-        type=_count("--top", 0),
+        type=whole_number_arg("--top", 0),
         default=DEFAULT_TOP,
         help=f"retrain the K best completed trials, default {DEFAULT_TOP}",
     )
     a(
         "--random",
-        type=_count("--random", 0),
+        type=whole_number_arg("--random", 0),
         default=DEFAULT_RANDOM,
         help=f"and R random other completed trials, default {DEFAULT_RANDOM}",
     )
@@ -172,11 +157,11 @@ def parser() -> argparse.ArgumentParser:
     a("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL, default {DEFAULT_STORAGE}")
     a(
         "--seed",
-        type=_count("--seed", 0),
+        type=whole_number_arg("--seed", 0),
         default=0,
         help="seed of the random choice of trials, default 0 (training uses the study's seed)",
     )
-    a("--threads", type=_count("--threads", 1), help="torch threads, e.g. 2")
+    a("--threads", type=whole_number_arg("--threads", 1), help="torch threads, e.g. 2")
     a("--device", default=None, help="cpu (default) or cuda")
     a(
         "--allow-task",

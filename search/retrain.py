@@ -83,6 +83,7 @@ def train_rungs_job(job: tuple) -> dict[str, Any]:
         "metric": last.metric if last and out.status == "ok" else None,
         "tokens": last.tokens if last else 0,
         "tokens_per_s": out.tokens_per_s,
+        "rung_losses": [r.loss for r in out.rungs],  # each rung reached, in order
     }
 
 

@@ -30,7 +30,7 @@ import optuna
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.budget import count_arg, flops_list_arg, format_flops
+from search.budget import count_arg, flops_list_arg, format_flops, whole_number_arg
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import RATIO_TOLERANCE, grid
 from search.plan import default_parallelism
@@ -82,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     a("--trial", type=int, help="base trial number (default: the search's pick)")
     a(
         "--grid-seeds",
-        type=positive_int,
+        type=whole_number_arg("--grid-seeds", 1),
         default=1,
         help="train each grid point with this many seeds (init and data order) and rank by "
         "the mean validation loss, default 1",
@@ -122,16 +122,6 @@ def parser() -> argparse.ArgumentParser:
         "stored import path is never imported otherwise",
     )
     return p
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number >= 1")
-    return value
 
 
 def fail(message: str, code: int = 2) -> int:

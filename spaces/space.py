@@ -232,9 +232,10 @@ class SearchSpace:
                     flops = estimate_flops(cfg)
                     if flops <= budget:
                         shapes.append((flops, -depth, depth, heads))
+            if not shapes:
+                continue
+            # the largest; then the largest with at least two layers (the same one if it has)
             for rank in (lambda x: x[:2], lambda x: (min(x[2], 2), *x[:2])):
-                if not shapes:
-                    break
                 _, _, depth, heads = max(shapes, key=rank)
                 params = {
                     "attention": "full",
