@@ -10,22 +10,26 @@ out=docs/measurements/outcome
 db=${DB_DIR:-/tmp/outcome}
 mkdir -p "$out" "$db"
 rung=${RUNG_TOKENS:-65536}  # RUNG_TOKENS=131072 doubles every rung (and the outcome's tokens)
-run() {  # task budget seq_len [--preset FILE]
-    local task=$1 budget=$2 seq=$3 name="$1-$2${SUFFIX:-}"; shift 3
+# BATCH_TOKENS=1024 caps the tokens per optimizer step (Recipe.batch_tokens, default 4096)
+recipe=${BATCH_TOKENS:+$'[recipe]\nbatch_tokens = '$BATCH_TOKENS$'\n'}
+run() {  # task budget seq_len [task options as TOML]
+    local task=$1 budget=$2 seq=$3 name="$1-$2${SUFFIX:-}" options=${4:-}
     rm -f "$db/$name.db"*
+    printf 'task = "%s"\n%s%s' "$task" "$options" "$recipe" > "$db/$name.toml"
     { time python -m search.run --task "$task" --budget "$budget" --seq-len "$seq" --trials 20 \
         --rung-tokens "$rung" --timeout 0 --workers 2 --storage "sqlite:///$db/$name.db" \
-        --study "$name" --quiet "$@"; } > "$out/$name-search.log" 2>&1
+        --study "$name" --preset "$db/$name.toml" --quiet; } > "$out/$name-search.log" 2>&1
     { time python -m benchmarks.outcome --study "$name" --storage "sqlite:///$db/$name.db" \
         --top 3 --random 3 --jobs 2 --json "$out/$name-outcome.json"; } > "$out/$name-outcome.log" 2>&1
 }
 # recall: 8 pairs of 32 keys/values at 128 tokens (the default 4 pairs at 64 tokens saturate:
 # every in-budget model reached the same loss, 1.259 +- 0.001, after 5.9M tokens)
-printf 'task = "recall"\n[task_options]\nnum_pairs = 8\nnum_keys = 32\nnum_values = 32\n' \
-    > "$db/recall8.toml"
-specs=("text 20MFLOPs 128" "recall 10MFLOPs 128 --preset $db/recall8.toml" "listops 20MFLOPs 256")
-for spec in "${specs[@]}"; do
-    [[ -z "${ONLY:-}" || "$spec" == "$ONLY"* ]] || continue  # ONLY=text runs one task
-    # shellcheck disable=SC2086
-    run $spec
+recall8=$'[task_options]\nnum_pairs = 8\nnum_keys = 32\nnum_values = 32\n'
+for task in text recall listops; do
+    [[ -z "${ONLY:-}" || "$task" == "$ONLY" ]] || continue  # ONLY=text runs one task
+    case $task in
+        text) run text 20MFLOPs 128 ;;
+        recall) run recall 10MFLOPs 128 "$recall8" ;;
+        listops) run listops 20MFLOPs 256 ;;
+    esac
 done
