@@ -23,6 +23,18 @@ as large as `Recipe.batch_tokens` allows, but small enough that the first rung h
 that batch. The first rung never goes below `MIN_FIRST_STEPS` steps (fewer measures nothing but
 the warm-up). When `trials` candidates do not fit, the plan says how many will, and when even
 eta^(rungs-1) candidates (one full halving bracket) do not fit, it refuses and names the fixes.
+
+On CPU a step is also capped at `CPU_STEP_TOKENS` (1,024) tokens, whatever the rung's length: a
+CPU loses little throughput with small batches (recall, 10 MFLOPs, the same tokens: 107 s with 8
+sequences of 128 a step, 88 s with 32), and the extra steps decide whether candidates leave
+chance on the first rung. Measured on recall (8 pairs, 128 tokens) at rungs of 328K, 983K
+and 2.95M tokens (docs/results.md, section 0): with 80 steps of 32 every candidate sat at the
+chance loss on rung 0, the search cut the winner there, and Kendall tau of the rung losses
+against 29.5M-token training was 0.62 / 0.47 / 0.57; with 320 steps of 8, 0.79 at every rung,
+and the search's pick then beat every hand baseline. On text at rungs from 65.5K the cap changes
+nothing (the step rule already gives 8 x 128); at rungs from 131K it gives 128 steps of 8
+instead of 64 of 16, and tau moved from 0.62 / 0.79 / 0.50 to 0.47 / 0.57 / 0.57 (one seed).
+A GPU keeps `Recipe.batch_tokens`: there the batch sets the throughput (docs/results.md, 0e).
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ AVERAGE_FLOP_FRACTION = 0.5  # an average candidate's FLOPs, as a share of the b
 # train ~6% slower than one measured alone.
 UTILISATION = 0.6
 FIRST_RUNG_STEPS = 64  # the batch shrinks (down to one sequence) to give rung 0 this many steps
+CPU_STEP_TOKENS = 1024  # on CPU, tokens per optimizer step at most (module docstring)
 MIN_FIRST_STEPS = 16  # optimizer steps of the first rung, at least
 NO_CLOCK_FIRST_STEPS = 64  # first rung when there is no time limit and no --rung-tokens
 
@@ -175,7 +188,7 @@ def make_plan(
     model fits the budget (e.g. the space's cheapest config)."""
     seq_len = task.seq_len
     reference = _reference(task, budget, fallback)
-    max_batch = max(1, recipe.batch_tokens // seq_len)
+    max_batch = max(1, max_step_tokens(recipe, device) // seq_len)
     measured: dict[int, float] = {}
 
     def speed(batch: int) -> float:
@@ -218,6 +231,13 @@ def make_plan(
         reference=reference,
         timeout=timeout,
     )
+
+
+def max_step_tokens(recipe: Recipe, device: str) -> int:
+    """Tokens per optimizer step at most: the recipe's, and on CPU at most CPU_STEP_TOKENS."""
+    if device.startswith("cuda"):
+        return recipe.batch_tokens
+    return min(recipe.batch_tokens, CPU_STEP_TOKENS)
 
 
 def _first_steps(c: _Cost, given_tokens: int | None, timeout: float | None, trials: int) -> int:
@@ -316,6 +336,7 @@ def _duration(seconds: float) -> str:
 
 
 __all__ = [
+    "CPU_STEP_TOKENS",
     "DEFAULT_TIMEOUT",
     "WORKERS_PER_GPU",
     "PlanError",
@@ -323,5 +344,6 @@ __all__ = [
     "cpu_count",
     "default_parallelism",
     "make_plan",
+    "max_step_tokens",
     "measure_flops_per_s",
 ]

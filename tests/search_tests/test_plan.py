@@ -7,6 +7,7 @@ import math
 import pytest
 
 from search.plan import (
+    CPU_STEP_TOKENS,
     MIN_FIRST_STEPS,
     WORKERS_PER_GPU,
     PlanError,
@@ -49,7 +50,7 @@ def test_first_rung_is_sized_from_the_clock(task):
         task, 20_000_000, RECIPE, trials=20, timeout=600, workers=2, threads=1, flops_per_s=10e9
     )
     s = plan.schedule
-    assert s.batch_size == 4096 // 64 and s.eta == 3 and s.rungs == 3
+    assert s.batch_size == CPU_STEP_TOKENS // 64 and s.eta == 3 and s.rungs == 3
     assert s.tokens(2) == 9 * s.tokens(0)
     assert plan.expected_candidates == 20
     # the largest first rung whose estimate fits the time: one more step would not
@@ -88,6 +89,24 @@ def test_explicit_rung_tokens_win_and_round_up_to_whole_steps(task):
     # the batch shrinks so that the first rung has FIRST_RUNG_STEPS steps: 10,000 / (64 x 64)
     assert plan.schedule.batch_size == 2
     assert plan.schedule.first_steps == math.ceil(10_000 / (2 * 64))
+
+
+def test_cpu_steps_are_capped_at_cpu_step_tokens_and_a_gpu_keeps_the_recipes(task):
+    # a first rung long enough that FIRST_RUNG_STEPS steps would take the recipe's whole batch
+    tokens = 64 * 4096 * 4
+
+    def batch(device: str, recipe: Recipe = RECIPE) -> int:
+        plan = make_plan(
+            task, 20_000_000, recipe, trials=5, timeout=None, workers=1, threads=1,
+            device=device, first_rung_tokens=tokens, flops_per_s=1e9,
+        )  # fmt: skip
+        assert plan.schedule.first_steps * plan.schedule.batch_tokens == tokens
+        return plan.schedule.batch_size
+
+    assert CPU_STEP_TOKENS == 1024
+    assert batch("cpu") == 1024 // 64  # 256 steps of 16 sequences, not 64 of 64
+    assert batch("cuda") == 4096 // 64
+    assert batch("cpu", Recipe(batch_tokens=512, val_tokens=8192)) == 512 // 64  # below the cap
 
 
 def test_too_little_time_says_how_many_fit_or_refuses(task):
