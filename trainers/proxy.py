@@ -50,7 +50,9 @@ class Recipe:
     eval_batch_size: int = 64
     intermediate_val_fraction: float = 0.25  # share of the validation set for early points
     # -- the multi-fidelity evaluator (trainers/rungs.py; search's default) ------------------
-    batch_tokens: int = 4096  # tokens per optimizer step, the same for every candidate
+    # tokens per optimizer step at most, the same for every candidate; search.plan shrinks the
+    # batch for short first rungs, and on CPU caps it at search.plan.CPU_STEP_TOKENS (1024)
+    batch_tokens: int = 4096
     # warm-up, as a fraction of the first rung's steps. 1: the warm-up spans rung 0. A quarter
     # (16 steps on a 64-step first rung) left early training unstable enough to reorder
     # candidates: docs/results.md 0, "Warm-up and ranking fidelity"
