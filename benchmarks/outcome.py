@@ -20,6 +20,7 @@ candidates, and whether the pick is at least as good as the best baseline. Runs 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import random
@@ -154,6 +155,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads each (default 1)")
     p.add_argument("--seed", type=int, default=0, help="which random candidates (default 0)")
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        help="seed of the final runs' task data, initialisation and data order, for a replicate "
+        "(default: the study's seed)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every figure here")
     return p
 
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.train_seed is not None:
+        settings = dataclasses.replace(settings, seed=args.train_seed)
     budget = settings.budget
     tokens = args.tokens or round(args.factor * schedule.tokens(schedule.top))
     rows = candidates(study, args.top, args.random, args.seed)
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         f"study {args.study}: budget {format_flops(budget)} (fvcore: 1 multiply-add = 1 FLOP), "
         f"top rung {schedule.tokens(schedule.top):,} tokens; training {len(rows)} configs for "
         f"{tokens:,} tokens each (batch {schedule.batch_size} x {schedule.seq_len}), "
-        f"{args.jobs} at once x {args.threads} thread(s)",
+        f"{args.jobs} at once x {args.threads} thread(s), seed {settings.seed}",
         flush=True,
     )
     started = time.perf_counter()
