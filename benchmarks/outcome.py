@@ -32,7 +32,7 @@ from typing import Any
 import optuna
 from scipy.stats import kendalltau
 
-from search.budget import format_flops
+from search.budget import format_flops, whole_number_arg
 from search.objective import make_task
 from search.results import ranked_trials
 from search.retrain import train_config
@@ -157,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which random candidates (default 0)")
     p.add_argument(
         "--train-seed",
-        type=int,
+        type=whole_number_arg("--train-seed", 0),
         help="seed of the final runs' task data, initialisation and data order, for a replicate "
         "(default: the study's seed)",
     )
