@@ -162,43 +162,59 @@ def fit_to_target(
     measure: Measure,
     floor: ArchConfig | None = None,
     low: float | None = None,
+    avoid: Callable[[ArchConfig], bool] | None = None,
 ) -> tuple[ArchConfig, float]:
     """(config, phi) whose measured FLOPs land in [0.90, 1.00] x target (or [low, target]);
-    ScalingError if no config near the coefficients' path does."""
+    ScalingError if no config near the coefficients' path does. A config for which `avoid`
+    is true is never returned (the grid uses it to keep its points distinct): the nearest
+    other shape in the band is."""
     lo, hi = _bracket(base, coeffs, target, measure, floor)
     best = scale_config(base, coeffs, lo, floor)
     low = TARGET_WINDOW[0] * target if low is None else low
-    if measure(best) >= low:
+    allowed = (lambda cfg: True) if avoid is None else (lambda cfg: not avoid(cfg))
+    if measure(best) >= low and allowed(best):
         return best, lo
     ideal = ideal_shape(base, coeffs, lo)
     over = scale_config(base, coeffs, hi, floor)  # the first rounded config above the target
-    below, above = measure(best), None
-    # one pass over every nearby shape, FFN ratios included: the distance to the ideal shape
-    # decides, and it charges a changed FFN ratio double. (Trying FFN ratios only when no
-    # other shape landed made a depth-led fit drop its second layer: recall's 2x64 base at
-    # 2x landed on 1x96 with one head, 0.69 + 0.41 away, rather than on 2x64 with FFN 4.5,
-    # 0.24 away; docs/results.md 0b.)
-    inside: list = []
-    for k in sorted(FFN_STEPS, key=lambda k: abs(math.log(k))):
-        if inside and min(inside)[0] <= 2 * abs(math.log(k)):
-            break  # this FFN ratio alone costs more than the best shape found: none can win
-        for cfg in {best, over}:
-            for cand in _neighbours(cfg, base, floor, (k,), (low, target), measure):
-                f = measure(cand)
-                if low <= f <= target:
-                    inside.append((_distance(cand, ideal, base), f, cand.to_json(), cand))
-                elif f < low:
-                    below = max(below, f)
-                elif above is None or f < above:
-                    above = f
+    inside, below, above = _nearby(
+        base, (best, over), floor, ideal, (low, target), measure, allowed
+    )
     if inside:
-        return min(inside)[3], lo
+        return inside, lo
+    if measure(best) < low or (not below and above is None):  # (every shape avoided)
+        below = max(below, measure(best))
     nearest = below if above is None or target - below <= above - target else above
     raise ScalingError(
         f"no config near coefficients {coeffs.as_tuple()} lands in [{low:,.0f}, "
         f"{target:,.0f}] FLOPs; the nearest reachable is {nearest:,} FLOPs",
         nearest=nearest,
     )
+
+
+def _nearby(base, starts, floor, ideal, window, measure, allowed):
+    """(the allowed shape in `window` nearest the ideal one or None, the largest FLOPs below
+    the window, the smallest above it) over the shapes around `starts`, FFN ratios included:
+    the distance to the ideal shape decides, and it charges a changed FFN ratio double.
+    (Trying FFN ratios only when no other shape landed made a depth-led fit drop its second
+    layer: recall's 2x64 base at 2x landed on 1x96 with one head, 0.69 + 0.41 away, rather
+    than on 2x64 with FFN 4.5, 0.24 away; docs/results.md 0b.)"""
+    low, high = window
+    inside: list = []
+    below, above = 0, None
+    for k in sorted(FFN_STEPS, key=lambda k: abs(math.log(k))):
+        if inside and min(inside)[0] <= 2 * abs(math.log(k)):
+            break  # this FFN ratio alone costs more than the best shape found: none can win
+        for cfg in set(starts):
+            for cand in _neighbours(cfg, base, floor, (k,), window, measure):
+                f = measure(cand)
+                if low <= f <= high:
+                    if allowed(cand):
+                        inside.append((_distance(cand, ideal, base), f, cand.to_json(), cand))
+                elif f < low:
+                    below = max(below, f)
+                elif above is None or f < above:
+                    above = f
+    return (min(inside)[3] if inside else None), below, above
 
 
 def _bracket(

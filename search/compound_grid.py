@@ -3,6 +3,8 @@
 Four grid points whose rounded config measures about 2x the base, grouped by which axis carries
 the growth (depth-, width-, span-led, balanced), each fitted to 2x +- `GRID_BAND` of the base's
 FLOPs with `search.compound.fit_to_target`, so training compares shapes of about equal cost.
+Points are distinct in depth, width or span (an FFN ratio alone does not make a new point), and
+each fit takes the nearest shape in the band that is new and grows the point's own axis.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def _axis_ratios(base: ArchConfig, coeffs: Coefficients, measure: Measure, base_
 
 def _shape(cfg: ArchConfig) -> tuple:
     return (cfg.depth, cfg.d_model, cfg.span, cfg.ffn_mult)
+
+
+def _core(cfg: ArchConfig) -> tuple:
+    """What makes grid points distinct: depth, width and span (an FFN ratio alone does not)."""
+    return (cfg.depth, cfg.d_model, cfg.span)
 
 
 def shares(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -110,6 +117,21 @@ def _grown(cfg: ArchConfig, base: ArchConfig) -> list[str]:
     return out
 
 
+def _avoider(base: ArchConfig, family: str | None, seen: set[tuple]) -> Callable:
+    """Whether a fitted shape is unfit for a `family` point (None: any family): it repeats
+    the base or an earlier point, or does not grow the family's axis (two axes: balanced)."""
+
+    def avoid(cfg: ArchConfig) -> bool:
+        grown = _grown(cfg, base)
+        if family == "balanced":
+            fits = len(grown) > 1
+        else:
+            fits = family is None or family in grown
+        return not fits or _core(cfg) == _core(base) or _core(cfg) in seen
+
+    return avoid
+
+
 def grid_points(
     base: ArchConfig,
     measure: Measure,
@@ -142,16 +164,21 @@ def grid_points(
 
     low = (2 - band) * base_flops
 
-    def fitted(coeffs: Coefficients) -> ArchConfig | None:
+    def fitted(coeffs: Coefficients, family: str | None = None) -> ArchConfig | None:
         """The point's config fitted to 2x the base +- GRID_BAND, so training ranks shapes of
-        about equal cost. None if it does not change the shape."""
+        about equal cost: the nearest shape in the band that is new (not the base's, not an
+        earlier point's) and grows the family's axis (two axes for balanced). None if none."""
+        avoid = _avoider(base, family, seen)
         try:
-            cfg, _ = fit_to_target(base, coeffs, (2 + band) * base_flops, measure, low=low)
+            cfg, _ = fit_to_target(
+                base, coeffs, (2 + band) * base_flops, measure, low=low, avoid=avoid
+            )
         except ScalingError:
             return None
-        return None if _shape(cfg) == _shape(base) or _shape(cfg) in seen else cfg
+        return None if avoid(cfg) else cfg
 
-    out, seen = [], set()
+    out: list[GridPoint] = []
+    seen: set[tuple] = set()
     key: Callable[..., tuple]
     for family in wanted:
         if family == "balanced":
@@ -162,28 +189,47 @@ def grid_points(
             key = lambda p, i=axis: (-round(p[3][i], 2), abs(p[2] - 2.0), p[0].as_tuple())
             fits = pool
         for coeffs, _, _, _ in sorted(fits, key=key):
-            cfg = fitted(coeffs)
-            grown = _grown(cfg, base) if cfg else []
-            if cfg is not None and (family in grown or (family == "balanced" and len(grown) > 1)):
-                seen.add(_shape(cfg))
+            cfg = fitted(coeffs, family)
+            if cfg is not None:
+                seen.add(_core(cfg))
                 out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
                 break
     # a coarse lattice (a shallow or narrow base) may leave a family empty: fill up to four
-    # with the remaining distinct points closest to 2x, named by the axis that leads them
-    for coeffs, _, _, share in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
-        cfg = fitted(coeffs) if len(out) < len(wanted) else None
+    # with the remaining distinct points closest to 2x, named by the axes their shape grew
+    for coeffs, _, _, _ in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
+        used = coeffs in {p.coeffs for p in out}  # one point per coefficients
+        cfg = fitted(coeffs) if len(out) < len(wanted) and not used else None
         if cfg is not None:
-            seen.add(_shape(cfg))
-            out.append(GridPoint(family_of_share(share), coeffs, cfg, measure(cfg) / base_flops))
+            seen.add(_core(cfg))
+            grown = _grown(cfg, base)
+            family = grown[0] if len(grown) == 1 else "balanced"
+            out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
     return out
+
+
+def _families_wanted(base: ArchConfig) -> set[str]:
+    """depth, width, balanced, and span for a variant with one."""
+    has_span = ATTENTION.get(base.attention).span_param is not None
+    return {"depth", "width", "balanced"} | ({"span"} if has_span else set())
+
+
+def _coverage(points: list[GridPoint], base: ArchConfig) -> tuple[int, int]:
+    """(wanted families the points have, points): how complete a grid is."""
+    return len(_families_wanted(base) & {p.family for p in points}), len(points)
 
 
 def grid(base: ArchConfig, measure: Measure, tolerance: float = RATIO_TOLERANCE):
     """(points, widening): `grid_points`, with the bands around 2x widened (x1.5, x2, x3)
-    until there are four points; a shallow or narrow base's lattice is coarse."""
-    points = []
+    until there are four points covering the wanted families (depth, width, span or a second
+    balanced one, balanced); a shallow or narrow base's lattice is coarse. If no widening
+    covers them all, the most complete grid (the narrowest band among equals)."""
+    best: tuple[tuple[int, int], list[GridPoint], float] | None = None
     for widen in (1, 1.5, 2, 3):
         points = grid_points(base, measure, tolerance * widen, GRID_BAND * widen)
-        if len(points) >= GRID_POINTS:
+        score = _coverage(points, base)
+        if score == (len(_families_wanted(base)), GRID_POINTS):
             return points, widen
-    return points, widen
+        if best is None or score > best[0]:
+            best = (score, points, widen)
+    assert best is not None
+    return best[1], best[2]

@@ -99,6 +99,41 @@ def test_grid_has_four_distinct_points_that_change_the_shape(variant):
         assert lead.get(p.family, True)
 
 
+@pytest.mark.parametrize("variant", ["linear", "full"])
+def test_a_one_layer_base_without_a_span_gets_a_balanced_point(variant):
+    # recall's pick (linear 1x64, 2 heads, FFN 2x, 128 tokens): heads of 32-128 in steps of 8
+    # leave widths 64, 80, 96, so the balanced coefficients' 2x80 (2.9x) used to round back
+    # onto 2x64 or 1x80 and the grid had three points (docs/results.md 0b)
+    base = base_config(variant, depth=1, d_model=64, n_heads=2, ffn_mult=2.0, seq_len=128)
+    points, widen = grid(base, estimate_flops)
+    assert widen == 2 and [p.family for p in points][:3] == ["depth", "width", "balanced"]
+    balanced = points[2].config
+    assert (balanced.depth, balanced.d_model, balanced.n_heads) == (2, 80, 2)
+    assert 1.6 <= points[2].ratio <= 2.4  # the widened band, reached by a smaller FFN ratio
+    shapes = {(p.config.depth, p.config.d_model, p.config.span) for p in points}
+    assert len(shapes) == len(points) == 4  # distinct in depth, width or span, not FFN alone
+    assert len({p.coeffs for p in points}) == 4
+
+
+def test_a_fit_never_returns_an_avoided_shape():
+    base = base_config("full", depth=1, d_model=64, n_heads=2, ffn_mult=2.0, seq_len=128)
+    flops = estimate_flops(base)
+    free, _ = fit_to_target(base, Coefficients(1.5, 1.0, 1.0), 2.2 * flops, estimate_flops)
+    assert (free.depth, free.d_model) == (2, 64)
+    cfg, _ = fit_to_target(
+        base,
+        Coefficients(1.5, 1.0, 1.0),
+        2.2 * flops,
+        estimate_flops,
+        avoid=lambda c: c.d_model == 64,
+    )
+    assert cfg.d_model > 64 and 0.90 * 2.2 * flops <= estimate_flops(cfg) <= 2.2 * flops
+    with pytest.raises(ScalingError, match="no config near"):
+        fit_to_target(
+            base, Coefficients(1.5, 1.0, 1.0), 2.2 * flops, estimate_flops, avoid=lambda c: True
+        )
+
+
 @pytest.mark.parametrize("variant", ATTENTION.names())
 def test_targets_met_with_fvcore_counts_and_monotone_shapes(variant):
     base = base_config(variant)
