@@ -161,8 +161,25 @@ def parser() -> argparse.ArgumentParser:
         help="seed of the final runs' task data, initialisation and data order, for a replicate "
         "(default: the study's seed)",
     )
+    p.add_argument(
+        "--val-sequences",
+        type=whole_number_arg("--val-sequences", 1),
+        help="validate the final runs on this many held-out sequences (the task's n_val "
+        "option; default: the study's). A classification task has one label per sequence, so "
+        "its default 256 gives accuracy a standard error near 0.03",
+    )
     p.add_argument("--json", metavar="PATH", help="write every figure here")
     return p
+
+
+def final_settings(settings, args: argparse.Namespace):
+    """The study's settings with the replicate's seed and validation size, if given."""
+    if args.train_seed is not None:
+        settings = dataclasses.replace(settings, seed=args.train_seed)
+    if args.val_sequences is not None:
+        options = {**settings.task_options, "n_val": args.val_sequences}
+        settings = dataclasses.replace(settings, task_options=options)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.train_seed is not None:
-        settings = dataclasses.replace(settings, seed=args.train_seed)
+    settings = final_settings(settings, args)
+    task = make_task(settings)
     budget = settings.budget
     tokens = args.tokens or round(args.factor * schedule.tokens(schedule.top))
     rows = candidates(study, args.top, args.random, args.seed)
@@ -188,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         f"study {args.study}: budget {format_flops(budget)} (fvcore: 1 multiply-add = 1 FLOP), "
         f"top rung {schedule.tokens(schedule.top):,} tokens; training {len(rows)} configs for "
         f"{tokens:,} tokens each (batch {schedule.batch_size} x {schedule.seq_len}), "
-        f"{args.jobs} at once x {args.threads} thread(s), seed {settings.seed}",
+        f"{args.jobs} at once x {args.threads} thread(s), seed {settings.seed}, validation "
+        f"{task.n_val:,} sequences",
         flush=True,
     )
     started = time.perf_counter()
@@ -245,7 +263,14 @@ def report(results: list[dict], task, budget: int, tokens: int, wall: float, arg
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(
-                {"study": args.study, "tokens": tokens, "tau": tau, "results": results},
+                {
+                    "study": args.study,
+                    "tokens": tokens,
+                    "train_seed": args.train_seed,
+                    "val_sequences": task.n_val,
+                    "tau": tau,
+                    "results": results,
+                },
                 f,
                 indent=1,
                 default=str,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.outcome import parser
+from benchmarks.outcome import final_settings, parser
+from search.settings import RunSettings
 
 
 def test_train_seed_defaults_to_the_studys_and_rejects_a_negative_one(capsys):
@@ -14,3 +15,17 @@ def test_train_seed_defaults_to_the_studys_and_rejects_a_negative_one(capsys):
         parser().parse_args(["--study", "s", "--train-seed", "-1"])
     assert exit_info.value.code == 2
     assert "invalid --train-seed '-1': expected a whole number >= 0" in capsys.readouterr().err
+
+
+def test_val_sequences_sets_the_tasks_n_val_for_the_final_runs_only(capsys):
+    study = RunSettings(budget=20_000_000, task="listops", task_options={"max_args": 10})
+    args = parser().parse_args(["--study", "s", "--val-sequences", "4096", "--train-seed", "1"])
+    final = final_settings(study, args)
+    assert final.task_options == {"max_args": 10, "n_val": 4096} and final.seed == 1
+    assert study.task_options == {"max_args": 10} and study.seed == 0  # not modified
+    same = final_settings(study, parser().parse_args(["--study", "s"]))
+    assert same == study
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["--study", "s", "--val-sequences", "0"])
+    assert exit_info.value.code == 2
+    assert "invalid --val-sequences '0'" in capsys.readouterr().err
