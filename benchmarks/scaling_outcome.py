@@ -24,13 +24,14 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import optuna
 
 from benchmarks.outcome import describe
 from search import scale
-from search.budget import count_arg, format_flops
+from search.budget import count_arg, format_flops, whole_number_arg
 from search.compound import Coefficients, scale_to_targets
 from search.retrain import run_jobs, study_schedule, train_final_job
 from search.storage import DEFAULT_STORAGE, open_storage
@@ -53,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--factors", default="2,4,8", help="targets = factor x budget (default 2,4,8)")
     p.add_argument("--tokens", type=count_arg, default=1_000_000, help="tokens each (default 1M)")
     p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
+    p.add_argument(
+        "--train-seed",
+        type=whole_number_arg("--train-seed", 0),
+        help="seed of the final runs' task data, initialisation and data order, for a "
+        "replicate (default: the study's; the grid keeps the study's)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every figure here")
     p.add_argument(
         "--grid-seeds", type=int, default=1, help="search.scale --grid-seeds (default 1)"
@@ -105,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"kind": kind, "factor": f, "config": cfg})
 
     schedule = study_schedule(study, settings, base.seq_len)
+    final = settings if args.train_seed is None else replace(settings, seed=args.train_seed)
     print(
         f"\ntraining {len(rows)} configs for {args.tokens:,} tokens each (batch "
-        f"{schedule.batch_size} x {schedule.seq_len}), {args.jobs} at once",
+        f"{schedule.batch_size} x {schedule.seq_len}), {args.jobs} at once, seed {final.seed}",
         flush=True,
     )
-    jobs = [(r["config"].to_dict(), settings, args.tokens, schedule.batch_size, 1) for r in rows]
+    jobs = [(r["config"].to_dict(), final, args.tokens, schedule.batch_size, 1) for r in rows]
     for r, res in zip(rows, run_jobs(train_final_job, jobs, args.jobs)):
         r.update(res)
     report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
@@ -169,7 +177,13 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
                 for r in rows
             ]
             json.dump(
-                {"study": args.study, "coefficients": coeffs, "tokens": args.tokens, "rows": out},
+                {
+                    "study": args.study,
+                    "coefficients": coeffs,
+                    "tokens": args.tokens,
+                    "train_seed": args.train_seed,
+                    "rows": out,
+                },
                 f,
                 indent=1,
             )

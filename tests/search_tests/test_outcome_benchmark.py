@@ -29,3 +29,14 @@ def test_val_sequences_sets_the_tasks_n_val_for_the_final_runs_only(capsys):
         parser().parse_args(["--study", "s", "--val-sequences", "0"])
     assert exit_info.value.code == 2
     assert "invalid --val-sequences '0'" in capsys.readouterr().err
+
+
+def test_scaling_outcome_train_seed_defaults_to_the_studys(capsys):
+    from benchmarks.scaling_outcome import parser as scaling_parser
+
+    assert scaling_parser().parse_args(["--study", "s"]).train_seed is None
+    assert scaling_parser().parse_args(["--study", "s", "--train-seed", "2"]).train_seed == 2
+    with pytest.raises(SystemExit) as exit_info:
+        scaling_parser().parse_args(["--study", "s", "--train-seed", "x"])
+    assert exit_info.value.code == 2
+    assert "invalid --train-seed 'x'" in capsys.readouterr().err
