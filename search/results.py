@@ -157,3 +157,26 @@ def top_table(study: optuna.Study, k: int = 10) -> pd.DataFrame:
 
 
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in ("of budget", "rung", "tokens", "val loss")]
+
+
+CHANCE_MARGIN = 0.02  # a rung loss within 2% of the chance loss (or above it) is at chance
+
+
+def at_chance_by_rung(study: optuna.Study) -> list[tuple[int, int, int]]:
+    """(rung, candidates still at the chance loss there, candidates evaluated there) for each
+    rung below the top: a loss within CHANCE_MARGIN of the study's `chance_loss` (the best
+    constant guess) means the model learned only the target frequencies, so the rung's cuts
+    among such candidates are noise. Empty for a study without a recorded chance loss."""
+    chance = study.user_attrs.get("chance_loss")
+    eta, rungs = study.user_attrs.get("eta"), study.user_attrs.get("rungs")
+    if chance is None or eta is None or rungs is None:
+        return []
+    out = []
+    trials = ranked_trials(study)
+    for rung in range(int(rungs) - 1):  # rung r is reported at step eta^r (objective.rung_step)
+        losses = [
+            t.intermediate_values[eta**rung] for t in trials if eta**rung in t.intermediate_values
+        ]
+        stuck = sum(loss >= (1 - CHANCE_MARGIN) * chance for loss in losses)
+        out.append((rung, stuck, len(losses)))
+    return out

@@ -118,6 +118,7 @@ def open_study(
     study.set_user_attr("direction", "minimize")
     study.set_user_attr("task_metric", task.metric)
     study.set_user_attr("task_direction", task.direction)
+    study.set_user_attr("chance_loss", task.chance_loss())  # the best constant guess, nats
     if schedule is not None:
         study.set_user_attr("schedule", schedule.to_dict())
     study.set_user_attr("sampler", settings.sampler)

@@ -11,7 +11,9 @@ import optuna
 from search.budget import format_flops
 from search.hooks import run_after_run_hooks
 from search.results import (
+    CHANCE_MARGIN,
     OPTIONAL_COUNTS,
+    at_chance_by_rung,
     attention_label,
     best_trial,
     top_table,
@@ -62,6 +64,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         f"metric: {study.user_attrs.get('task_metric')})"
     )
     print(table.to_string(index=False))
+    print_chance_note(study)
     a = best.user_attrs
     print(
         f"\nbest: trial {best.number} ({attention_label(a)}, {a.get('config', {}).get('depth')} "
@@ -76,3 +79,19 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(f"dashboard:  optuna-dashboard {shown}   (or python -m dashboards.serve)")
     return 0
+
+
+def print_chance_note(study: optuna.Study) -> None:
+    """Say so when at least half the candidates on a rung were still at the chance loss: the
+    rung's cuts among them were noise, and longer rungs would have ranked them."""
+    stuck = [(r, k, n) for r, k, n in at_chance_by_rung(study) if n and 2 * k >= n]
+    if not stuck:
+        return
+    chance = study.user_attrs["chance_loss"]
+    where = "; ".join(f"rung {r}: {k} of {n}" for r, k, n in stuck)
+    print(
+        f"note: candidates still at the chance loss ({chance:.4f} nats, the best constant "
+        f"guess, within {CHANCE_MARGIN:.0%}) when their rung ranked them ({where}); those cuts "
+        "were noise. Longer rungs would rank them: raise --timeout or --rung-tokens, or use "
+        "--device cuda"
+    )

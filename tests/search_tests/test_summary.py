@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 
+from search.results import at_chance_by_rung
 from search.settings import RunSettings
 from search.summary import MAX_FAILED_SHOWN, summarize
 
@@ -22,3 +23,61 @@ def test_diverged_candidates_are_reported_with_their_reason(capsys, tmp_path):
     assert code == 1  # no pick
     assert "trial 0 diverged: non-finite training loss at step 3 (full)" in out
     assert "... and 2 more failed" in out
+
+
+def _candidate(rung_losses: list[float], number_of_rungs: int = 3) -> optuna.trial.FrozenTrial:
+    """A trained candidate that reached len(rung_losses) - 1 (eta 3: reported at 1, 3, 9)."""
+    done = len(rung_losses) == number_of_rungs
+    cfg = {"depth": 1, "d_model": 32, "attention": "full", "attention_params": {}}
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
+        value=rung_losses[-1] if done else None,
+        intermediate_values={3**r: loss for r, loss in enumerate(rung_losses)},
+        user_attrs={
+            "status": "ok",
+            "loss": rung_losses[-1],
+            "metric": 0.1,
+            "rung": len(rung_losses) - 1,
+            "flops": 1000,
+            "config": cfg,
+            "variant": "full",
+            "d_model": 32,
+            "tokens": 100,
+        },
+    )
+
+
+def _study_with(tmp_path, losses: list[list[float]], chance: float | None = 2.25):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    for key, value in {"eta": 3, "rungs": 3, "budget": 10**6, "task_metric": "accuracy"}.items():
+        study.set_user_attr(key, value)
+    if chance is not None:
+        study.set_user_attr("chance_loss", chance)
+    for rung_losses in losses:
+        study.add_trial(_candidate(rung_losses))
+    return study
+
+
+def test_rungs_that_ranked_candidates_at_the_chance_loss_are_named(capsys, tmp_path):
+    # ListOps' plateau: 2.2512 nats is its best constant guess; a loss within 2% is at chance
+    losses = [[2.29, 2.28, 1.89], [2.30, 2.25, 2.14], [2.27], [2.21], [2.15]]
+    study = _study_with(tmp_path, losses)
+    assert at_chance_by_rung(study) == [(0, 4, 5), (1, 2, 2)]  # 2.21 >= 0.98 x 2.25 = 2.205 > 2.15
+    code = summarize(study, RunSettings(budget=10**6), f"sqlite:///{tmp_path}/s.db", top=3)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "note: candidates still at the chance loss (2.2500 nats" in out
+    assert "(rung 0: 4 of 5; rung 1: 2 of 2)" in out and "raise --timeout or --rung-tokens" in out
+
+
+def test_no_chance_note_when_the_rungs_rank_learning_models(capsys, tmp_path):
+    losses = [[2.0, 1.9, 1.8], [2.1, 1.95, 1.85], [2.2], [2.3], [2.4]]  # rung 0: 2 of 5 stuck
+    study = _study_with(tmp_path, losses)
+    assert summarize(study, RunSettings(budget=10**6), "sqlite:///x.db", top=3) == 0
+    assert "chance loss" not in capsys.readouterr().out
+
+
+def test_a_study_without_a_chance_loss_gets_no_note(tmp_path):
+    (tmp_path / "old").mkdir()
+    study = _study_with(tmp_path / "old", [[2.3, 2.3, 2.3]] * 3, chance=None)
+    assert at_chance_by_rung(study) == []

@@ -131,6 +131,21 @@ def test_loss_and_metric(make, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_chance_loss_is_the_loss_of_the_best_constant_guess(make, name: str) -> None:
+    task = make(name, n_val=64)
+    val = task.build_val()
+    width = task.num_classes or task.vocab_size
+    scored = val.targets[val.targets != IGNORE_INDEX]
+    freq = torch.bincount(scored, minlength=width).double() / scored.numel()
+    guess = freq.clamp(min=1e-30).log().float()  # log-frequencies: the best constant logits
+    shape = (len(val), width) if task.num_classes else (*val.tokens.shape, width)
+    constant = task.loss(guess.expand(shape), val).item()
+    assert task.chance_loss() == pytest.approx(constant, rel=1e-4)
+    uniform = task.loss(torch.zeros(shape), val).item()
+    assert task.chance_loss() <= uniform + 1e-6  # never above uniform guessing, log(width)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_deterministic_in_seed_and_step(make, name: str) -> None:
     a, b, c = make(name, n_val=32), make(name, n_val=32), make(name, seed=1, n_val=32)
     assert same(a.train_batch(7, 6), b.train_batch(7, 6))

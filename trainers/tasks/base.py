@@ -269,6 +269,18 @@ class Task(ABC):
             return 1.0 / (self.num_classes or self.vocab_size)
         return math.log2(self.vocab_size)
 
+    def chance_loss(self) -> float:
+        """Validation loss (nats) of the best constant guess: the entropy of the validation
+        targets' distribution. A model whose loss is still near it has learned no more than
+        the label (or byte) frequencies, so rankings among such models are noise."""
+        if self._val is None:
+            self._val = self.build_val()
+        targets = self._val.targets.flatten()
+        targets = targets[targets != IGNORE_INDEX]
+        p = torch.bincount(targets).double()
+        p = p[p > 0] / p.sum()
+        return float(-(p * p.log()).sum())
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
         return f"{type(self).__name__}(seq_len={self.seq_len}, seed={self.seed}, {opts})"
