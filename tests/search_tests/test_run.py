@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -67,6 +68,10 @@ def test_run_resume_and_refusals(tmp_path, tiny_preset):
     assert trained_count(study) == 5
     assert study.user_attrs["budget"] == parse_flops(TINY_BUDGET)
     assert study.user_attrs["task"] == "recall" and "versions" in study.user_attrs
+    # rungs of 1K tokens teach recall nothing: the summary says its rungs ranked at chance
+    chance = study.user_attrs["chance_loss"]
+    assert 0 < chance <= math.log(study.user_attrs["interface"]["vocab_size"])
+    assert f"note: candidates still at the chance loss ({chance:.4f} nats" in first.stdout
     assert_sound(study)
 
     run_cli("search.run", *search_args(tiny_preset, storage, "tiny", 8), check=True)
