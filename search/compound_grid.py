@@ -175,7 +175,7 @@ def grid_points(
             )
         except ScalingError:
             return None
-        return None if avoid(cfg) else cfg
+        return cfg  # fit_to_target never returns an avoided config
 
     out: list[GridPoint] = []
     seen: set[tuple] = set()
