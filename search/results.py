@@ -12,6 +12,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from search.budget import format_flops
+from trainers.rungs import RungSchedule
 
 COLUMNS = [
     "trial",
@@ -162,21 +163,45 @@ LEGACY_COLUMNS = [c for c in COLUMNS if c not in ("of budget", "rung", "tokens",
 CHANCE_MARGIN = 0.02  # a rung loss within 2% of the chance loss (or above it) is at chance
 
 
-def at_chance_by_rung(study: optuna.Study) -> list[tuple[int, int, int]]:
+def at_chance_by_rung(study: optuna.Study, top: bool = False) -> list[tuple[int, int, int]]:
     """(rung, candidates still at the chance loss there, candidates evaluated there) for each
-    rung below the top: a loss within CHANCE_MARGIN of the study's `chance_loss` (the best
-    constant guess) means the model learned only the target frequencies, so the rung's cuts
-    among such candidates are noise. Empty for a study without a recorded chance loss."""
+    rung below the top (with `top`, the top rung too): a loss within CHANCE_MARGIN of the
+    study's `chance_loss` (the best constant guess) means the model learned only the target
+    frequencies, so the rung's cuts among such candidates are noise. Empty for a study without
+    a recorded chance loss."""
     chance = study.user_attrs.get("chance_loss")
     eta, rungs = study.user_attrs.get("eta"), study.user_attrs.get("rungs")
     if chance is None or eta is None or rungs is None:
         return []
     out = []
     trials = ranked_trials(study)
-    for rung in range(int(rungs) - 1):  # rung r is reported at step eta^r (objective.rung_step)
+    for rung in range(int(rungs) - (0 if top else 1)):  # rung r is reported at step eta^r
         losses = [
             t.intermediate_values[eta**rung] for t in trials if eta**rung in t.intermediate_values
         ]
         stuck = sum(loss >= (1 - CHANCE_MARGIN) * chance for loss in losses)
         out.append((rung, stuck, len(losses)))
     return out
+
+
+def mostly_at_chance(stuck: int, evaluated: int) -> bool:
+    """At least half the candidates a rung evaluated were at the chance loss."""
+    return evaluated > 0 and 2 * stuck >= evaluated
+
+
+def first_rung_advice(study: optuna.Study) -> tuple[int, int | None] | None:
+    """A first rung long enough to rank this study's candidates, from its own rungs:
+    (tokens, the rung whose length that is). After the last rung that ranked mostly
+    at-chance candidates, the first rung where most had left chance; (eta x the top rung's
+    tokens, None) when none had, even on the top rung. None when no rung ranked mostly at
+    chance, or the study has no recorded schedule (made before the rung evaluator)."""
+    counts = at_chance_by_rung(study, top=True)
+    schedule = study.user_attrs.get("schedule")
+    stuck = [rung for rung, k, n in counts[:-1] if mostly_at_chance(k, n)]
+    if not stuck or not schedule:
+        return None
+    s = RungSchedule(**schedule)
+    for rung, k, n in counts[max(stuck) + 1 :]:
+        if n and not mostly_at_chance(k, n):
+            return s.tokens(rung), rung
+    return s.eta * s.tokens(s.top), None

@@ -16,6 +16,8 @@ from search.results import (
     at_chance_by_rung,
     attention_label,
     best_trial,
+    first_rung_advice,
+    mostly_at_chance,
     top_table,
     trained_count,
     trial_counts,
@@ -83,8 +85,9 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
 
 def print_chance_note(study: optuna.Study) -> None:
     """Say so when at least half the candidates on a rung were still at the chance loss: the
-    rung's cuts among them were noise, and longer rungs would have ranked them."""
-    stuck = [(r, k, n) for r, k, n in at_chance_by_rung(study) if n and 2 * k >= n]
+    rung's cuts among them were noise. Name a first rung that would rank them, read from this
+    study's own later rungs (`search.results.first_rung_advice`)."""
+    stuck = [(r, k, n) for r, k, n in at_chance_by_rung(study) if mostly_at_chance(k, n)]
     if not stuck:
         return
     chance = study.user_attrs["chance_loss"]
@@ -92,6 +95,24 @@ def print_chance_note(study: optuna.Study) -> None:
     print(
         f"note: candidates still at the chance loss ({chance:.4f} nats, the best constant "
         f"guess, within {CHANCE_MARGIN:.0%}) when their rung ranked them ({where}); those cuts "
-        "were noise. Longer rungs would rank them: raise --timeout or --rung-tokens, or use "
-        "--device cuda"
+        "were noise."
+    )
+    advice = first_rung_advice(study)
+    if advice is None:
+        print(
+            "      Longer rungs would rank them: raise --timeout or --rung-tokens, or use "
+            "--device cuda"
+        )
+        return
+    tokens, rung = advice
+    schedule = study.user_attrs["schedule"]
+    first = schedule["first_steps"] * schedule["batch_size"] * schedule["seq_len"]
+    seen = (
+        f"most had left it by rung {rung} ({tokens:,} tokens)"
+        if rung is not None
+        else f"most were still at it on the top rung ({tokens // schedule['eta']:,} tokens)"
+    )
+    print(
+        f"      In this study {seen}: a first rung of --rung-tokens {tokens} should rank them "
+        f"({tokens / first:.0f}x this run's training per candidate), or use --device cuda"
     )

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.budget import parse_flops
-from search.results import trained_count
+from search.results import first_rung_advice, trained_count
 from spaces import ArchConfig, build_model
 from spaces.flops import count_flops, count_params
 from tests.search_tests.conftest import ROOT, TINY_BUDGET, run_cli, search_args
@@ -72,6 +72,9 @@ def test_run_resume_and_refusals(tmp_path, tiny_preset):
     chance = study.user_attrs["chance_loss"]
     assert 0 < chance <= math.log(study.user_attrs["interface"]["vocab_size"])
     assert f"note: candidates still at the chance loss ({chance:.4f} nats" in first.stdout
+    advice = first_rung_advice(study)  # read from the study's own later rungs
+    assert advice is not None and advice[0] in (3_072, 9_216, 27_648)  # rung 1, 2, or 3x the top
+    assert f"a first rung of --rung-tokens {advice[0]} should rank them" in first.stdout
     assert_sound(study)
 
     run_cli("search.run", *search_args(tiny_preset, storage, "tiny", 8), check=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from search.results import at_chance_by_rung
+from search.results import at_chance_by_rung, first_rung_advice
 from search.settings import RunSettings
 from search.summary import MAX_FAILED_SHOWN, summarize
 
@@ -47,8 +47,14 @@ def _candidate(rung_losses: list[float], number_of_rungs: int = 3) -> optuna.tri
     )
 
 
-def _study_with(tmp_path, losses: list[list[float]], chance: float | None = 2.25):
+def _study_with(
+    tmp_path, losses: list[list[float]], chance: float | None = 2.25, schedule: bool = False
+):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    if schedule:  # rungs of 64, 192 and 576 tokens
+        study.set_user_attr(
+            "schedule", {"first_steps": 4, "batch_size": 2, "seq_len": 8, "eta": 3, "rungs": 3}
+        )
     for key, value in {"eta": 3, "rungs": 3, "budget": 10**6, "task_metric": "accuracy"}.items():
         study.set_user_attr(key, value)
     if chance is not None:
@@ -81,3 +87,31 @@ def test_a_study_without_a_chance_loss_gets_no_note(tmp_path):
     (tmp_path / "old").mkdir()
     study = _study_with(tmp_path / "old", [[2.3, 2.3, 2.3]] * 3, chance=None)
     assert at_chance_by_rung(study) == []
+
+
+def test_the_note_names_the_first_rung_where_most_had_left_chance(capsys, tmp_path):
+    # rung 0: 4 of 5 at chance (>= 2.205); rung 1: 1 of 3; the top rung: 0 of 1
+    losses = [[2.29, 2.10, 1.89], [2.30, 2.15], [2.27, 2.22], [2.21], [2.15]]
+    study = _study_with(tmp_path, losses, schedule=True)
+    assert at_chance_by_rung(study, top=True) == [(0, 4, 5), (1, 1, 3), (2, 0, 1)]
+    assert first_rung_advice(study) == (192, 1)  # rung 1's 192 tokens, 3x the first rung
+    summarize(study, RunSettings(budget=10**6), f"sqlite:///{tmp_path}/s.db", top=3)
+    out = capsys.readouterr().out
+    assert "(rung 0: 4 of 5); those cuts were noise." in out
+    assert "most had left it by rung 1 (192 tokens): a first rung of --rung-tokens 192" in out
+    assert "(3x this run's training per candidate)" in out
+
+
+def test_the_note_asks_for_more_than_the_top_rung_when_no_rung_left_chance(capsys, tmp_path):
+    losses = [[2.29, 2.28, 2.27], [2.30, 2.25, 2.26], [2.27], [2.21], [2.15]]
+    study = _study_with(tmp_path, losses, schedule=True)
+    assert first_rung_advice(study) == (3 * 576, None)
+    summarize(study, RunSettings(budget=10**6), f"sqlite:///{tmp_path}/s.db", top=3)
+    out = capsys.readouterr().out
+    assert "most were still at it on the top rung (576 tokens)" in out
+    assert "--rung-tokens 1728 should rank them (27x" in out
+
+
+def test_no_advice_when_no_rung_ranked_mostly_at_chance(tmp_path):
+    losses = [[2.0, 1.9, 1.8], [2.1, 1.95, 1.85], [2.2], [2.3], [2.4]]
+    assert first_rung_advice(_study_with(tmp_path, losses, schedule=True)) is None
