@@ -99,11 +99,11 @@ def describe(cfg: ArchConfig) -> str:
 
 
 def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[dict]:
-    """The search's top `top` and `n_random` random other trained candidates, distinct configs,
-    each with its search rank (1 = the pick)."""
+    """The search's top `top` and `n_random` random other trained candidates, distinct models
+    (`ArchConfig.identity`), each with its search rank (1 = the pick)."""
     ranked, seen = [], set()
     for t in ranked_trials(study):
-        key = json.dumps(t.user_attrs["config"], sort_keys=True)
+        key = ArchConfig.from_dict(t.user_attrs["config"]).identity()  # the same model once
         if key not in seen:
             seen.add(key)
             ranked.append(t)

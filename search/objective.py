@@ -31,6 +31,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from search.settings import RunSettings
+from spaces.config import ArchConfig
 from spaces.flops import (
     FLOP_CONVENTION,
     count_flops,
@@ -117,6 +118,7 @@ class Objective:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.on_progress = on_progress
         self._task: Task | None = None
+        self._identities: dict[int, str | None] = {}  # trial number -> ArchConfig.identity
 
     @property
     def task(self) -> Task:
@@ -164,17 +166,39 @@ class Objective:
         return cfg, flops
 
     # -- 2. reuse ----------------------------------------------------------------------------
-    def find_duplicate(self, trial: optuna.Trial, config: dict) -> optuna.trial.FrozenTrial | None:
+    def find_duplicate(
+        self, trial: optuna.Trial, cfg: ArchConfig
+    ) -> optuna.trial.FrozenTrial | None:
+        """A trained trial of the study that built the same model (`ArchConfig.identity`:
+        equal configs, or configs that differ only in fields without effect)."""
+        config, identity = cfg.to_dict(), None
         for t in trial.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
         ):
+            stored = t.user_attrs.get("config")
             if (
-                t.number != trial.number
-                and t.user_attrs.get("status") in ("ok", "stopped")
-                and t.user_attrs.get("config") == config
+                t.number == trial.number
+                or t.user_attrs.get("status") not in ("ok", "stopped")
+                or not isinstance(stored, dict)
+                or stored.get("attention") != config["attention"]
             ):
+                continue
+            if stored == config:
+                return t
+            identity = identity or cfg.identity()
+            if self._identity(t.number, stored) == identity:
                 return t
         return None
+
+    def _identity(self, number: int, stored: dict) -> str | None:
+        """A stored trial's `ArchConfig.identity`, computed once per process (None when this
+        version cannot read the config: then it is not this one)."""
+        if number not in self._identities:
+            try:
+                self._identities[number] = ArchConfig.from_dict(stored).identity()
+            except ValueError:
+                self._identities[number] = None
+        return self._identities[number]
 
     def reuse(self, trial: optuna.Trial, original: optuna.trial.FrozenTrial):
         """Record `original`'s result on this trial instead of training the same config again."""
@@ -213,7 +237,7 @@ class Objective:
     def _evaluate(self, trial: optuna.Trial):
         s = self.settings
         cfg, flops = self.suggest(trial)
-        original = self.find_duplicate(trial, cfg.to_dict())
+        original = self.find_duplicate(trial, cfg)
         if original is not None:
             return self.reuse(trial, original)
         trial.set_user_attr("status", "training")

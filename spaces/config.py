@@ -127,6 +127,33 @@ class ArchConfig:
             ]
         return d
 
+    def identity(self) -> str:
+        """What decides the model this config builds, as canonical JSON: configs with equal
+        identity build the same model (the same function, FLOPs and weights from one seed) even
+        where a field differs that has no effect, e.g. linear attention's `chunk` on a
+        bidirectional task (each variant's `identity`), or `unique_blocks` equal to `depth`.
+        The search reuses a result instead of training the same model twice by it."""
+        d = self.to_dict()
+        del d["schema_version"]
+        if self.unique_blocks == self.depth:  # one block per layer: no sharing
+            d["unique_blocks"] = 0
+        d["attention_params"] = self._variant_class().identity(
+            self.attention_params, self.seq_len, self.causal
+        )
+        if self.layer_attention is not None:
+            d["layer_attention"] = [
+                None
+                if s is None
+                else [
+                    s.attention,
+                    variant_class(s.attention).identity(
+                        s.attention_params, self.seq_len, self.causal
+                    ),
+                ]
+                for s in self.layer_attention
+            ]
+        return json.dumps(d, sort_keys=True)
+
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 

@@ -118,6 +118,15 @@ class Attention(nn.Module, Generic[P]):
         """Learned parameters beyond the q/k/v/o projections (e.g. Linformer's E, F)."""
         return 0
 
+    @classmethod
+    def identity(cls, params: P, seq_len: int, causal: bool) -> Any:
+        """What decides this attention's computation at this length, as JSON-able data: params
+        with equal identity build the same module (the same function, FLOPs and weights from
+        one seed). Default: every field. A variant with a field that is inert in some setting
+        (linear attention's `chunk` without causal masking) overrides it, so that the search
+        does not train one model twice under two names (`ArchConfig.identity`)."""
+        return dataclasses.asdict(params)  # type: ignore[call-overload]
+
 
 ATTENTION: Registry[type[Attention]] = Registry("attention variant")
 

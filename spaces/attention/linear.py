@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +144,16 @@ class LinearAttention(Attention[LinearParams]):
                 check_positive_int(cls.name, field, getattr(params, field))
             except ValueError as exc:
                 raise ValueError(f"{exc}; allowed >= 1, e.g. attention.{field}={example}") from None
+
+    @classmethod
+    def identity(cls, params: LinearParams, seq_len: int, causal: bool) -> Any:
+        """`n_features` is inert with the "elu" map (it uses D), `chunk` without causal masking."""
+        default = cls.Params()
+        if params.feature_map != "favor":
+            params = dataclasses.replace(params, n_features=default.n_features)
+        if not causal:
+            params = dataclasses.replace(params, chunk=default.chunk)
+        return super().identity(params, seq_len, causal)
 
     @classmethod
     def attention_flops(

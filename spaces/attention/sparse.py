@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,44 @@ def block_layout(params: SparseParams, nb: int, causal: bool) -> torch.Tensor:
     K = int(seen.sum(1).max()) if len(seen) else 0
     order = torch.where(seen, j, nb + j).sort(dim=1).values[:, :K]  # seen blocks first
     return order.masked_fill(order >= nb, nb)  # (nb - G, K)
+
+
+def block_table(params: SparseParams, T: int, causal: bool) -> torch.Tensor:
+    """(nb, nb) bool: which key blocks each query block sees at length T (global rows see all;
+    causal masking inside a block comes on top)."""
+    _, nb, G = _blocking(params, T)
+    blocks = torch.zeros(nb, nb + 1, dtype=torch.bool)  # column nb: the dummy block
+    blocks[:G] = True
+    lay = block_layout(params, nb, causal)
+    blocks[G:].scatter_(1, lay, torch.ones_like(lay, dtype=torch.bool))
+    return blocks[:, :nb]
+
+
+def token_pattern(params: SparseParams, T: int, causal: bool) -> list[list]:
+    """The pattern in tokens, whatever the block size: [first query, end, [[first key, end],
+    ...]] for each run of query positions that see the same keys; with causal masking, a key
+    run that reaches the query's own block ends at "q", the query itself. Equal for params
+    that let every query see the same keys."""
+    b = _blocking(params, T)[0]
+    table = block_table(params, T, causal)  # (nb, nb)
+    nb = table.shape[0]
+    if causal:  # a global query block "sees all", but only its past counts
+        table &= torch.ones(nb, nb, dtype=torch.bool).tril()
+    edge = torch.zeros(nb, 1, dtype=torch.bool)
+    step = torch.cat([edge, table, edge], dim=1).int().diff(dim=1)  # +1 opens a run, -1 closes
+    runs: list[list] = [[] for _ in range(nb)]
+    for (i, lo), (_, hi) in zip(
+        torch.nonzero(step == 1).tolist(), torch.nonzero(step == -1).tolist()
+    ):
+        end = min(hi * b, T)
+        runs[i].append([min(lo * b, T), "q" if causal and hi == i + 1 else end])
+    out: list[list] = []
+    for i, row in enumerate(runs):
+        if out and out[-1][2] == row:
+            out[-1][1] = min((i + 1) * b, T)
+        else:
+            out.append([i * b, min((i + 1) * b, T), row])
+    return out
 
 
 def _blocking(params: SparseParams, T: int) -> tuple[int, int, int]:
@@ -103,12 +141,7 @@ class SparseAttention(Attention[SparseParams]):
 
     def block_table(self, T: int, causal: bool) -> torch.Tensor:
         """(nb, nb) bool: which key blocks each query block sees (global rows see all)."""
-        _, nb, G = _blocking(self.params, T)
-        blocks = torch.zeros(nb, nb + 1, dtype=torch.bool)  # column nb: the dummy block
-        blocks[:G] = True
-        lay = self.layout(T, causal)
-        blocks[G:].scatter_(1, lay, torch.ones_like(lay, dtype=torch.bool))
-        return blocks[:, :nb]
+        return block_table(self.params, T, causal)
 
     def dense_mask(self, T: int, causal: bool) -> torch.Tensor:
         """(T, T) bool: which keys each query may see (before key_mask). For tests only."""
@@ -196,6 +229,17 @@ class SparseAttention(Attention[SparseParams]):
                     f"attention.{field} for {cls.name!r} must be an integer >= 0, "
                     f"got {val!r}; e.g. attention.{field}=1"
                 )
+
+    @classmethod
+    def identity(cls, params: SparseParams, seq_len: int, causal: bool) -> Any:
+        """Which keys each query sees, in tokens, and the cost: different params often give
+        the same pattern at the same cost (block 16 with 2 random blocks and block 32 alone
+        both attend fully at 64 tokens; at 256 tokens the search's 144 combinations give
+        71 patterns, 64 with causal masking)."""
+        return {
+            "pattern": token_pattern(params, seq_len, causal),
+            "flops": cls.attention_flops(params, seq_len, 1, 1, causal),  # x heads x head dim
+        }
 
     @classmethod
     def attention_flops(

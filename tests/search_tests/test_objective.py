@@ -56,6 +56,20 @@ def test_duplicate_proposal_is_not_retrained(tmp_path, tiny_preset):
     assert not list((tmp_path / "ck").rglob("*.pt"))  # finished trials leave no checkpoint
 
 
+def test_the_same_model_under_another_name_is_not_retrained(tmp_path, tiny_preset):
+    # elu(x) + 1 has head-dim features: n_features names no different model (ArchConfig.identity)
+    _settings, study, objective = setup(tmp_path, tiny_preset)
+    linear = {**SMALL, "attention": "linear", "linear.feature_map": "elu", "linear.chunk": 32}
+    study.enqueue_trial({**linear, "linear.n_features": 32})
+    study.enqueue_trial({**linear, "linear.n_features": 256})
+    study.optimize(objective, n_trials=2)
+    first, second = study.get_trials()
+    assert (first.params["linear.n_features"], second.params["linear.n_features"]) == (32, 256)
+    assert first.user_attrs["status"] == "ok"
+    assert second.user_attrs["status"] == "duplicate" and second.user_attrs["duplicate_of"] == 0
+    assert trained_count(study) == 1
+
+
 def test_over_budget_and_duplicates_do_not_count_toward_trials(tmp_path, tiny_preset):
     settings, study, objective = setup(tmp_path, tiny_preset, budget="300KFLOPs")
     big = {**SMALL, "depth": 2, "n_heads": 2, "head_dim": 16, "ffn_mult": 2.0}
