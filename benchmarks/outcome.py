@@ -80,15 +80,22 @@ def load_finished_study(name: str, storage: str):
 
 def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) -> list[dict]:
     """Each row's config trained for `tokens` (`args.jobs` processes x `args.threads`
-    threads); `done(result)` sees each as it finishes."""
-    jobs = [(r, settings, tokens, batch_size, args.threads) for r in rows]
-    results = []
+    threads); `done(result)` sees each as it finishes. Rows that name the same model
+    (`ArchConfig.identity`: e.g. a hand baseline the search also found) share one run."""
+    keys = [ArchConfig.from_dict(r["config"]).identity() for r in rows]
+    first = {key: i for i, key in reversed(list(enumerate(keys)))}  # key -> its first row
+    jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in sorted(first.values())]
+    trained: dict[str, dict] = {}
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for res in pool.imap(_run, jobs):
-            results.append(res)
+            trained[ArchConfig.from_dict(res["config"]).identity()] = res
             if done is not None:
                 done(res)
-    return results
+    return [{**trained[key], **r} for r, key in zip(rows, keys)]
+
+
+def distinct_models(rows: list[dict]) -> int:
+    return len({ArchConfig.from_dict(r["config"]).identity() for r in rows})
 
 
 def describe(cfg: ArchConfig) -> str:
@@ -203,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         r["flops"] = count_flops(ArchConfig.from_dict(r["config"]))
     print(
         f"study {args.study}: budget {format_flops(budget)} (fvcore: 1 multiply-add = 1 FLOP), "
-        f"top rung {schedule.tokens(schedule.top):,} tokens; training {len(rows)} configs for "
-        f"{tokens:,} tokens each (batch {schedule.batch_size} x {schedule.seq_len}), "
+        f"top rung {schedule.tokens(schedule.top):,} tokens; training {distinct_models(rows)} "
+        f"configs for {tokens:,} tokens each (batch {schedule.batch_size} x {schedule.seq_len}), "
         f"{args.jobs} at once x {args.threads} thread(s), seed {settings.seed}, validation "
         f"{task.n_val:,} sequences",
         flush=True,
