@@ -161,14 +161,16 @@ def test_annotate_is_idempotent_and_keeps_user_notes(built_study, tmp_path):
     assert sorted(p.name for p in art.iterdir()) == files
     assert optuna_dashboard.get_note(study) == note
 
-    # a user's text below the marker survives a rewrite; a lost artifact file comes back
+    # a user's text below the marker survives a rewrite (here: the export commands name
+    # another storage; a different top K need not change the note when the tiny search has
+    # one complete trial); a lost artifact file comes back
     optuna_dashboard.save_note(study, note + "\n\nmy own remark\n")
     lost = next(iter(first.artifacts.values()))  # the best trial's
     (art / lost).unlink()
-    third = annotate(study, art, top=1)
+    third = annotate(study, art, top=1, storage_url="sqlite:////elsewhere/studies.db")
     assert third.note_written and not third.uploaded and (art / lost).exists()
     updated = optuna_dashboard.get_note(study)
-    assert "my own remark" in updated and updated != note
+    assert "my own remark" in updated and "sqlite:////elsewhere/studies.db" in updated
 
 
 def test_bad_storage_exits_2_without_creating_a_database(tmp_path, capsys):
