@@ -24,6 +24,7 @@ from search.results import (
 )
 from search.settings import RunSettings
 from search.storage import safe_url
+from trainers.rungs import RungSchedule
 
 MAX_FAILED_SHOWN = 5
 
@@ -105,14 +106,13 @@ def print_chance_note(study: optuna.Study) -> None:
         )
         return
     tokens, rung = advice
-    schedule = study.user_attrs["schedule"]
-    first = schedule["first_steps"] * schedule["batch_size"] * schedule["seq_len"]
+    s = RungSchedule(**study.user_attrs["schedule"])
     seen = (
         f"most had left it by rung {rung} ({tokens:,} tokens)"
         if rung is not None
-        else f"most were still at it on the top rung ({tokens // schedule['eta']:,} tokens)"
+        else f"most were still at it on the top rung ({s.tokens(s.top):,} tokens)"
     )
-    print(
+    print(  # every rung grows by the same factor, so each candidate's training does too
         f"      In this study {seen}: a first rung of --rung-tokens {tokens} should rank them "
-        f"({tokens / first:.0f}x this run's training per candidate), or use --device cuda"
+        f"({tokens / s.tokens(0):.0f}x this run's training per candidate), or use --device cuda"
     )
