@@ -84,11 +84,12 @@ def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) ->
     (`ArchConfig.identity`: e.g. a hand baseline the search also found) share one run."""
     keys = [ArchConfig.from_dict(r["config"]).identity() for r in rows]
     first = {key: i for i, key in reversed(list(enumerate(keys)))}  # key -> its first row
-    jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in sorted(first.values())]
+    order = sorted(first.values())  # the rows that train
+    jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
     trained: dict[str, dict] = {}
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for res in pool.imap(_run, jobs):
-            trained[ArchConfig.from_dict(res["config"]).identity()] = res
+        for i, res in zip(order, pool.imap(_run, jobs)):  # imap keeps the jobs' order
+            trained[keys[i]] = res
             if done is not None:
                 done(res)
     return [{**trained[key], **r} for r, key in zip(rows, keys)]
