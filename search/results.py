@@ -12,6 +12,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from search.budget import format_flops
+from search.chance import is_at_chance, mostly_at_chance
 from trainers.rungs import RungSchedule
 
 COLUMNS = [
@@ -160,9 +161,6 @@ def top_table(study: optuna.Study, k: int = 10) -> pd.DataFrame:
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in ("of budget", "rung", "tokens", "val loss")]
 
 
-CHANCE_MARGIN = 0.02  # a rung loss within 2% of the chance loss (or above it) is at chance
-
-
 def at_chance_by_rung(study: optuna.Study, top: bool = False) -> list[tuple[int, int, int]]:
     """(rung, candidates still at the chance loss there, candidates evaluated there) for each
     rung below the top (with `top`, the top rung too): a loss within CHANCE_MARGIN of the
@@ -179,14 +177,18 @@ def at_chance_by_rung(study: optuna.Study, top: bool = False) -> list[tuple[int,
         losses = [
             t.intermediate_values[eta**rung] for t in trials if eta**rung in t.intermediate_values
         ]
-        stuck = sum(loss >= (1 - CHANCE_MARGIN) * chance for loss in losses)
+        stuck = sum(is_at_chance(loss, chance) for loss in losses)
         out.append((rung, stuck, len(losses)))
     return out
 
 
-def mostly_at_chance(stuck: int, evaluated: int) -> bool:
-    """At least half the candidates a rung evaluated were at the chance loss."""
-    return evaluated > 0 and 2 * stuck >= evaluated
+def cut_at_rung(study: optuna.Study, rung: int) -> int:
+    """Candidates the pruner stopped after `rung` (status "stopped" there)."""
+    return sum(
+        1
+        for t in ranked_trials(study)
+        if t.user_attrs.get("status") == "stopped" and t.user_attrs.get("rung") == rung
+    )
 
 
 def first_rung_advice(study: optuna.Study) -> tuple[int, int | None] | None:

@@ -104,6 +104,14 @@ def parser() -> argparse.ArgumentParser:
         help="how candidates are cut between rungs: " + describe(PRUNERS, RunSettings.pruner),
     )
     a(
+        "--cut-at-chance",
+        action="store_true",
+        default=None,
+        help="cut at every rung, even one where most candidates are still at the chance loss "
+        "(default: such a rung cuts nobody, since its order is noise; that costs time, so "
+        "fewer candidates fit --timeout)",
+    )
+    a(
         "--proxy-compute",
         type=flops_arg,
         help="training FLOPs of the equal-compute proxy runs that search.fidelity uses; "
@@ -177,6 +185,7 @@ SETTINGS_FLAGS = (
     "seq_len",
     "sampler",
     "pruner",
+    "cut_at_chance",
     "proxy_compute",
     "evaluation",
     "rung_tokens",

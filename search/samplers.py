@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from search.chance import HoldAtChance
+
 if TYPE_CHECKING:
     from search.settings import RunSettings
 
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 class Entry:
     make: Callable[[Any], Any]
     help: str
+    # a rung pruner wrapped in search.chance.HoldAtChance unless --cut-at-chance: it cuts
+    # nobody at a rung that ranks mostly at-chance candidates
+    holds_at_chance: bool = True
 
 
 SAMPLERS: dict[str, Entry] = {
@@ -50,13 +55,20 @@ PRUNERS: dict[str, Entry] = {
         lambda s: optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=s.eta ** (s.rungs - 1), reduction_factor=s.eta
         ),
-        "Hyperband brackets of successive halving",
+        "Hyperband brackets of successive halving (its brackets hedge against short rungs "
+        "themselves: not wrapped by the at-chance rule, which would also hide it from the "
+        "samplers' per-bracket view)",
+        holds_at_chance=False,
     ),
     "median": Entry(
         lambda s: optuna.pruners.MedianPruner(n_startup_trials=s.eta, n_warmup_steps=0),
         "stop a trial below the median of its rung",
     ),
-    "none": Entry(lambda s: optuna.pruners.NopPruner(), "every candidate trains every rung"),
+    "none": Entry(
+        lambda s: optuna.pruners.NopPruner(),
+        "every candidate trains every rung",
+        holds_at_chance=False,
+    ),
 }
 
 
@@ -90,7 +102,13 @@ def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.Base
 def make_pruner(settings: RunSettings) -> optuna.pruners.BasePruner:
     """The rung pruner. Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths
     in first-rung units), so successive halving with min_resource 1 and reduction factor eta
-    keeps the best 1/eta of each rung (asynchronously: ASHA, Li et al. 2018)."""
+    keeps the best 1/eta of each rung (asynchronously: ASHA, Li et al. 2018). Unless
+    --cut-at-chance, a rung that ranks mostly at-chance candidates cuts nobody
+    (`search.chance.HoldAtChance`)."""
     if settings.objectives != "single" or settings.rungs == 1:
         return optuna.pruners.NopPruner()  # multi-objective studies cannot prune
-    return PRUNERS[settings.pruner].make(settings)
+    entry = PRUNERS[settings.pruner]
+    pruner = entry.make(settings)
+    if entry.holds_at_chance and not settings.cut_at_chance:
+        return HoldAtChance(pruner)
+    return pruner

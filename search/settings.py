@@ -44,6 +44,7 @@ class RunSettings:
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     sampler: str = "tpe"
     pruner: str = "halving"
+    cut_at_chance: bool = False  # cut even at a rung that ranks mostly at-chance candidates
     seed: int = 0
     device: str = "cpu"
 
@@ -128,6 +129,8 @@ def _check_types(merged: dict[str, Any]) -> None:
         value = merged.get(key)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{key} must be a string, got {value!r}")
+    if merged.get("cut_at_chance") is not None and not isinstance(merged["cut_at_chance"], bool):
+        raise ValueError(f"cut_at_chance must be true or false, got {merged['cut_at_chance']!r}")
     if merged.get("device") is not None and not DEVICE_RE.match(merged["device"]):
         raise ValueError(f"--device {merged['device']!r} is not cpu, cuda or cuda:N")
 

@@ -109,6 +109,7 @@ def open_study(
                 f"study {study_name!r} was created with different settings ({details.strip('; ')})"
                 f". Resume it with the same settings, or pass a new --study name."
             )
+        study.set_user_attr("cut_at_chance", settings.cut_at_chance)  # this session's rule
         return study
     study.set_user_attr("identity", identity)
     for key, value in identity.items():
@@ -123,6 +124,7 @@ def open_study(
         study.set_user_attr("schedule", schedule.to_dict())
     study.set_user_attr("sampler", settings.sampler)
     study.set_user_attr("pruner", settings.pruner)
+    study.set_user_attr("cut_at_chance", settings.cut_at_chance)
     study.set_user_attr("seed", settings.seed)
     study.set_user_attr("interface", task.interface())
     study.set_user_attr("versions", versions())

@@ -9,15 +9,15 @@ from __future__ import annotations
 import optuna
 
 from search.budget import format_flops
+from search.chance import CHANCE_MARGIN, mostly_at_chance
 from search.hooks import run_after_run_hooks
 from search.results import (
-    CHANCE_MARGIN,
     OPTIONAL_COUNTS,
     at_chance_by_rung,
     attention_label,
     best_trial,
+    cut_at_rung,
     first_rung_advice,
-    mostly_at_chance,
     top_table,
     trained_count,
     trial_counts,
@@ -86,17 +86,30 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
 
 def print_chance_note(study: optuna.Study) -> None:
     """Say so when at least half the candidates on a rung were still at the chance loss: the
-    rung's cuts among them were noise. Name a first rung that would rank them, read from this
-    study's own later rungs (`search.results.first_rung_advice`)."""
+    rung's order among them was noise. Under the default rule such a rung cut nobody
+    (`search.chance.HoldAtChance`: the study's `cut_at_chance` is False), which the note
+    counts; with --cut-at-chance (or a study from before the rule) its cuts were noise. Name a
+    first rung that would rank them, read from this study's own later rungs
+    (`search.results.first_rung_advice`)."""
     stuck = [(r, k, n) for r, k, n in at_chance_by_rung(study) if mostly_at_chance(k, n)]
     if not stuck:
         return
     chance = study.user_attrs["chance_loss"]
-    where = "; ".join(f"rung {r}: {k} of {n}" for r, k, n in stuck)
+    held = study.user_attrs.get("cut_at_chance") is False
+    where = "; ".join(
+        f"rung {r}: {k} of {n}" + (f", {cut_at_rung(study, r)} cut" if held else "")
+        for r, k, n in stuck
+    )
+    consequence = (
+        "such a rung cuts nobody, as its order is noise, so they trained on (--cut-at-chance "
+        "cuts anyway: faster, but by chance)"
+        if held
+        else "those cuts were noise"
+    )
     print(
         f"note: candidates still at the chance loss ({chance:.4f} nats, the best constant "
-        f"guess, within {CHANCE_MARGIN:.0%}) when their rung ranked them ({where}); those cuts "
-        "were noise."
+        f"guess, within {CHANCE_MARGIN:.0%}) when their rung ranked them ({where}); "
+        f"{consequence}."
     )
     advice = first_rung_advice(study)
     if advice is None:

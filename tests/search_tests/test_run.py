@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.budget import parse_flops
-from search.results import first_rung_advice, trained_count
+from search.results import cut_at_rung, first_rung_advice, trained_count
 from spaces import ArchConfig, build_model
 from spaces.flops import count_flops, count_params
 from tests.search_tests.conftest import ROOT, TINY_BUDGET, run_cli, search_args
@@ -72,6 +72,10 @@ def test_run_resume_and_refusals(tmp_path, tiny_preset):
     chance = study.user_attrs["chance_loss"]
     assert 0 < chance <= math.log(study.user_attrs["interface"]["vocab_size"])
     assert f"note: candidates still at the chance loss ({chance:.4f} nats" in first.stdout
+    # ... and, by default, those rungs cut nobody: every candidate trained every rung
+    assert study.user_attrs["cut_at_chance"] is False
+    assert "rung 0: 5 of 5, 0 cut; rung 1: 5 of 5, 0 cut" in first.stdout
+    assert cut_at_rung(study, 0) == cut_at_rung(study, 1) == 0
     advice = first_rung_advice(study)  # read from the study's own later rungs
     assert advice is not None and advice[0] in (3_072, 9_216, 27_648)  # rung 1, 2, or 3x the top
     assert f"a first rung of --rung-tokens {advice[0]} should rank them" in first.stdout

@@ -76,6 +76,21 @@ def test_rungs_that_ranked_candidates_at_the_chance_loss_are_named(capsys, tmp_p
     assert "(rung 0: 4 of 5; rung 1: 2 of 2)" in out and "raise --timeout or --rung-tokens" in out
 
 
+def test_under_the_hold_rule_the_note_counts_the_cuts_instead(capsys, tmp_path):
+    # the default rule: a rung that ranks mostly at-chance candidates cuts nobody
+    study = _study_with(tmp_path, [[2.29, 2.28, 1.89], [2.30, 2.25, 2.14], [2.27], [2.15]])
+    study.set_user_attr("cut_at_chance", False)
+    # one stopped on rung 0 all the same: cut early, before the rung was mostly at chance
+    stopped = _candidate([2.21])
+    stopped.user_attrs["status"] = "stopped"
+    study.add_trial(stopped)
+    assert at_chance_by_rung(study) == [(0, 4, 5), (1, 2, 2)]
+    summarize(study, RunSettings(budget=10**6), f"sqlite:///{tmp_path}/s.db", top=3)
+    out = capsys.readouterr().out
+    assert "(rung 0: 4 of 5, 1 cut; rung 1: 2 of 2, 0 cut); such a rung cuts nobody" in out
+    assert "--cut-at-chance cuts anyway" in out and "those cuts were noise" not in out
+
+
 def test_no_chance_note_when_the_rungs_rank_learning_models(capsys, tmp_path):
     losses = [[2.0, 1.9, 1.8], [2.1, 1.95, 1.85], [2.2], [2.3], [2.4]]  # rung 0: 2 of 5 stuck
     study = _study_with(tmp_path, losses)
