@@ -111,7 +111,7 @@ class SearchPlan:
     reference: ArchConfig  # the budget-sized model that was timed
     timeout: float | None
 
-    def describe(self, budget: int) -> str:
+    def describe(self, budget: int, holds_at_chance: bool = False) -> str:
         s = self.schedule
         rungs = ", ".join(f"{_tokens(s.tokens(k))}" for k in range(s.rungs))
         ref = self.reference
@@ -127,6 +127,11 @@ class SearchPlan:
             f"      expected time {_duration(self.expected_seconds)}"
             + (f" (limit {_duration(self.timeout)})" if self.timeout else " (no time limit)"),
         ]
+        if holds_at_chance:  # search.chance.HoldAtChance: measured 3.5x on ListOps
+            lines.append(
+                "      a rung whose candidates are mostly still at the chance loss cuts nobody "
+                "(--cut-at-chance cuts anyway), and then the run takes longer"
+            )
         if self.expected_candidates < self.trials:
             lines.append(
                 f"      note: only ~{self.expected_candidates} of --trials {self.trials} fit in "

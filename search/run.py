@@ -20,6 +20,7 @@ from search.interrupts import raise_interrupt
 from search.objective import make_task
 from search.plan import PlanError, SearchPlan, default_parallelism, make_plan
 from search.run_flags import SETTINGS_FLAGS, parser
+from search.samplers import holds_at_chance
 from search.settings import (
     RunSettings,
     build_settings,
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if not args.no_baselines:
         seed_baselines(study, settings, task)
-    print(plan.describe(settings.budget), flush=True)
+    print(plan.describe(settings.budget, holds_at_chance(settings)), flush=True)
     return search(args, settings, study, plan, workers, threads)
 
 

@@ -107,8 +107,15 @@ def make_pruner(settings: RunSettings) -> optuna.pruners.BasePruner:
     (`search.chance.HoldAtChance`)."""
     if settings.objectives != "single" or settings.rungs == 1:
         return optuna.pruners.NopPruner()  # multi-objective studies cannot prune
-    entry = PRUNERS[settings.pruner]
-    pruner = entry.make(settings)
-    if entry.holds_at_chance and not settings.cut_at_chance:
-        return HoldAtChance(pruner)
-    return pruner
+    pruner = PRUNERS[settings.pruner].make(settings)
+    return HoldAtChance(pruner) if holds_at_chance(settings) else pruner
+
+
+def holds_at_chance(settings: RunSettings) -> bool:
+    """The run's pruner cuts nobody at a rung that ranks mostly at-chance candidates."""
+    return (
+        settings.objectives == "single"
+        and settings.rungs > 1
+        and PRUNERS[settings.pruner].holds_at_chance
+        and not settings.cut_at_chance
+    )

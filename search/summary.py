@@ -101,8 +101,8 @@ def print_chance_note(study: optuna.Study) -> None:
         for r, k, n in stuck
     )
     consequence = (
-        "such a rung cuts nobody, as its order is noise, so they trained on (--cut-at-chance "
-        "cuts anyway: faster, but by chance)"
+        "a rung cuts nobody while at least half of those it has ranked so far are at chance, "
+        "as their order is noise (--cut-at-chance cuts anyway: faster, but by chance)"
         if held
         else "those cuts were noise"
     )

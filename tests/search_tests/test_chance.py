@@ -7,8 +7,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search.chance import HoldAtChance, is_at_chance, rung_losses
-from search.samplers import make_pruner
-from search.settings import RunSettings
+from search.run_flags import SETTINGS_FLAGS, parser
+from search.samplers import holds_at_chance, make_pruner
+from search.settings import RunSettings, build_settings
 
 CHANCE = 2.25  # at chance: loss >= 0.98 x 2.25 = 2.205
 
@@ -98,7 +99,22 @@ def test_a_study_without_a_chance_loss_is_left_to_the_wrapped_pruner() -> None:
     ],
 )
 def test_which_pruners_hold(pruner: str, cut_at_chance: bool, held: bool) -> None:
-    made = make_pruner(RunSettings(budget=10**6, pruner=pruner, cut_at_chance=cut_at_chance))
-    assert isinstance(made, HoldAtChance) is held
+    settings = RunSettings(budget=10**6, pruner=pruner, cut_at_chance=cut_at_chance)
+    made = make_pruner(settings)
+    assert isinstance(made, HoldAtChance) is held and holds_at_chance(settings) is held
     if pruner == "hyperband":
         assert isinstance(made, optuna.pruners.HyperbandPruner)
+
+
+def test_the_flag_and_the_preset_key() -> None:
+    def settings(argv: list[str], preset: dict | None = None) -> RunSettings:
+        args = parser().parse_args(["--budget", "1MFLOPs", *argv])
+        return build_settings(preset or {}, {k: getattr(args, k) for k in SETTINGS_FLAGS})
+
+    assert settings([]).cut_at_chance is False
+    assert settings(["--cut-at-chance"]).cut_at_chance is True
+    assert settings([], {"cut_at_chance": True}).cut_at_chance is True
+    with pytest.raises(ValueError, match="cut_at_chance must be true or false, got 'yes'"):
+        settings([], {"cut_at_chance": "yes"})
+    # a multi-objective study cannot prune at all, so there is nothing to hold
+    assert not holds_at_chance(RunSettings(budget=10**6, objectives="pareto"))

@@ -63,6 +63,7 @@ def test_run_resume_and_refusals(tmp_path, tiny_preset):
     assert "top candidates" in first.stdout and "fvcore" in first.stdout
     assert "optuna-dashboard" in first.stdout
     assert "plan: 5 candidates on rungs of 1.02K, 3.07K, 9.22K training tokens" in first.stdout
+    assert "mostly still at the chance loss cuts nobody" in first.stdout  # said before training
     assert "of the budget" in first.stdout.split("best: trial")[1]
     study = load(storage, "tiny")
     assert trained_count(study) == 5

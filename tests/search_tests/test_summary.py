@@ -87,7 +87,7 @@ def test_under_the_hold_rule_the_note_counts_the_cuts_instead(capsys, tmp_path):
     assert at_chance_by_rung(study) == [(0, 4, 5), (1, 2, 2)]
     summarize(study, RunSettings(budget=10**6), f"sqlite:///{tmp_path}/s.db", top=3)
     out = capsys.readouterr().out
-    assert "(rung 0: 4 of 5, 1 cut; rung 1: 2 of 2, 0 cut); such a rung cuts nobody" in out
+    assert "(rung 0: 4 of 5, 1 cut; rung 1: 2 of 2, 0 cut); a rung cuts nobody while" in out
     assert "--cut-at-chance cuts anyway" in out and "those cuts were noise" not in out
 
 
