@@ -51,10 +51,16 @@ class HoldAtChance(optuna.pruners.BasePruner):
         self.pruner = pruner
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        # The wrapped pruner is always asked, held or not: successive halving records the
+        # trial's value on the rung it completed (system attr `completed_rung_<k>`) and counts
+        # those records to tell which rung a trial is on. Skipping it for a held trial would
+        # make its next report count as rung 0 there, and that value, from a longer rung, would
+        # then compete on rung 0 and cut other candidates against the wrong yardstick.
+        cut = self.pruner.prune(study, trial)
         chance = study.user_attrs.get("chance_loss")
         step = trial.last_step
-        if chance is not None and step is not None:
+        if cut and chance is not None and step is not None:
             losses = rung_losses(study, step)
             if mostly_at_chance(sum(is_at_chance(x, chance) for x in losses), len(losses)):
                 return False
-        return self.pruner.prune(study, trial)
+        return cut

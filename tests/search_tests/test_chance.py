@@ -57,6 +57,20 @@ def test_a_rung_mostly_at_chance_cuts_nobody_where_halving_would() -> None:
     assert not _decide(study, HoldAtChance(halving()), 2.40)
 
 
+def test_a_held_trial_is_recorded_on_the_rung_it_completed() -> None:
+    # halving counts a trial's `completed_rung_<k>` records to know its rung; a held trial must
+    # get its rung-0 record, or its rung-1 value would later compete on rung 0
+    study = _study([2.30, 2.28, 2.25, 2.21, 1.50])
+    study.pruner = HoldAtChance(halving())
+    trial = study.ask()
+    trial.report(2.40, step=1)
+    assert not trial.should_prune()  # held: halving alone cuts it (previous test)
+    trial.report(1.90, step=3)
+    trial.should_prune()
+    attrs = study._storage.get_trial(trial._trial_id).system_attrs
+    assert attrs["completed_rung_0"] == 2.40 and attrs["completed_rung_1"] == 1.90
+
+
 def test_a_rung_of_learning_candidates_is_cut_as_halving_cuts_it() -> None:
     rung0 = [1.50, 1.40, 1.60, 1.30, 2.30]  # 1 of 5 at chance; the new one makes 2 of 6
     for loss, cut in ((2.40, True), (1.20, False)):
