@@ -10,7 +10,7 @@ of 590K tokens, 19 of 20 candidates were at chance on rung 0, and a candidate cu
 far are at chance, nobody is cut, and each candidate trains on to the next rung, where the
 wrapped pruner decides again. This spends time on depth instead of breadth exactly when the
 first rungs are too short to rank, so fewer candidates fit a `--timeout`; where the first rung
-ranks learning models (text and recall at the default rungs), the wrapped pruner decides
+ranks learning models (text; recall with the CPU's 1,024-token steps), the wrapped pruner decides
 everything, unchanged. `--cut-at-chance` turns the rule off.
 """
 
