@@ -127,7 +127,7 @@ class SearchPlan:
             f"      expected time {_duration(self.expected_seconds)}"
             + (f" (limit {_duration(self.timeout)})" if self.timeout else " (no time limit)"),
         ]
-        if holds_at_chance:  # search.chance.HoldAtChance: measured 3.5x on ListOps
+        if holds_at_chance:  # search.chance.HoldAtChance: ListOps took 12.9 min, planned 2.8
             lines.append(
                 "      a rung whose candidates are mostly still at the chance loss cuts nobody "
                 "(--cut-at-chance cuts anyway), and then the run takes longer"
