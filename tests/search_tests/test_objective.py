@@ -88,7 +88,9 @@ def test_over_budget_and_duplicates_do_not_count_toward_trials(tmp_path, tiny_pr
 
 
 def test_rungs_are_reported_at_eta_powers_and_the_pruner_cuts_there(tmp_path, tiny_preset):
-    settings, study, objective = setup(tmp_path, tiny_preset)
+    # rungs of 2 steps leave every candidate at chance, where the default rule cuts nobody
+    # (tests/search_tests/test_chance.py); here halving alone is under test
+    settings, study, objective = setup(tmp_path, tiny_preset, cut_at_chance=True)
     optimize(study, objective, total=6)
     eta = settings.eta
     for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
