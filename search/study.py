@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import optuna
 
-from search.samplers import make_pruner, make_sampler, seed_offset
+from search.samplers import holds_at_chance, make_pruner, make_sampler, seed_offset
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, open_storage
 from spaces.flops import FLOP_UNIT
@@ -109,7 +109,7 @@ def open_study(
                 f"study {study_name!r} was created with different settings ({details.strip('; ')})"
                 f". Resume it with the same settings, or pass a new --study name."
             )
-        study.set_user_attr("cut_at_chance", settings.cut_at_chance)  # this session's rule
+        study.set_user_attr("cut_at_chance", not holds_at_chance(settings))  # this session's
         return study
     study.set_user_attr("identity", identity)
     for key, value in identity.items():
@@ -124,7 +124,8 @@ def open_study(
         study.set_user_attr("schedule", schedule.to_dict())
     study.set_user_attr("sampler", settings.sampler)
     study.set_user_attr("pruner", settings.pruner)
-    study.set_user_attr("cut_at_chance", settings.cut_at_chance)
+    # whether this run's pruner cuts at an at-chance rung (--cut-at-chance, hyperband, none)
+    study.set_user_attr("cut_at_chance", not holds_at_chance(settings))
     study.set_user_attr("seed", settings.seed)
     study.set_user_attr("interface", task.interface())
     study.set_user_attr("versions", versions())

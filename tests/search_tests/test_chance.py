@@ -132,3 +132,14 @@ def test_the_flag_and_the_preset_key() -> None:
         settings([], {"cut_at_chance": "yes"})
     # a multi-objective study cannot prune at all, so there is nothing to hold
     assert not holds_at_chance(RunSettings(budget=10**6, objectives="pareto"))
+
+
+@pytest.mark.parametrize("pruner, cut", [("halving", False), ("hyperband", True), ("none", True)])
+def test_the_study_records_whether_its_pruner_cut_at_chance(tmp_path, pruner: str, cut: bool):
+    # the summary's note reads this: hyperband is never wrapped, so its cuts were noise
+    from search.objective import make_task
+    from search.study import open_study
+
+    settings = RunSettings(budget=10**6, task="recall", pruner=pruner)
+    study = open_study(settings, "s", f"sqlite:///{tmp_path}/s.db", make_task(settings))
+    assert study.user_attrs["cut_at_chance"] is cut
