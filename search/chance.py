@@ -17,7 +17,8 @@ everything, unchanged. `--cut-at-chance` turns the rule off.
 from __future__ import annotations
 
 import optuna
-from optuna.trial import TrialState
+
+from search.asha import rung_values
 
 CHANCE_MARGIN = 0.02  # a rung loss within 2% of the chance loss (or above it) is at chance
 
@@ -33,14 +34,10 @@ def mostly_at_chance(stuck: int, evaluated: int) -> bool:
 
 
 def rung_losses(study: optuna.Study, step: int) -> list[float]:
-    """The losses the study's trained candidates reported at `step` so far (running ones
-    included; reused duplicates and failed runs left out)."""
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return [
-        t.intermediate_values[step]
-        for t in study.get_trials(deepcopy=False, states=states)
-        if step in t.intermediate_values and t.user_attrs.get("status") != "duplicate"
-    ]
+    """The losses the study's trained candidates reported at `step` so far, one per candidate
+    (running ones included; reused duplicates and failed runs left out; a late promotion and
+    its original count once)."""
+    return list(rung_values(study.get_trials(deepcopy=False), step).values())
 
 
 class HoldAtChance(optuna.pruners.BasePruner):

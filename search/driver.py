@@ -14,9 +14,10 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
+from search.asha import lineage
 from search.interrupts import quiet_optuna_tracebacks
 from search.objective import Objective, TrialFailed
-from search.results import REJECTED, is_trained
+from search.results import REJECTED, is_trained, trained_candidates
 from search.storage import storage_failure
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -28,12 +29,25 @@ class SpaceExhausted(RuntimeError):
 
 
 def _in_training(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """RUNNING trials that are (or were, if their worker died) training a candidate."""
-    return sum(
-        1
-        for t in trials
-        if t.state == TrialState.RUNNING and t.user_attrs.get("status") not in REJECTED
+    """New candidates in training: RUNNING trials (whose worker may have died) of a candidate
+    not yet trained (a late promotion or a retry continues one that already counts)."""
+    trained = {lineage(t) for t in trials if is_trained(t)}
+    return len(
+        {
+            lineage(t)
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and t.user_attrs.get("status") not in REJECTED
+            and lineage(t) not in trained
+        }
     )
+
+
+def _promotions_waiting(trials: list[optuna.trial.FrozenTrial]) -> bool:
+    """A WAITING trial continues a candidate that counts already (a late promotion, or the
+    retry of one)."""
+    trained = {lineage(t) for t in trials if is_trained(t)}
+    return any(t.state == TrialState.WAITING and lineage(t) in trained for t in trials)
 
 
 def optimize(
@@ -47,10 +61,11 @@ def optimize(
 ) -> None:
     """Train candidates in this process until the study holds `total` trained ones.
 
-    Over-budget and duplicate proposals do not count. When the remaining slots are taken by
-    RUNNING trials, wait for them: a trial whose worker died is failed once its heartbeat is
-    stale, and its retry (a WAITING trial) is picked up here and resumes from its checkpoint.
-    A database failure raises StorageFailed (one line, its real cause).
+    Over-budget and duplicate proposals do not count, nor does a late promotion (it continues
+    a candidate that counts); queued ones are run before the loop ends. When the remaining
+    slots are taken by RUNNING trials, wait for them: a trial whose worker died is failed once
+    its heartbeat is stale, and its retry (a WAITING trial) is picked up here and resumes from
+    its checkpoint. A database failure raises StorageFailed (one line, its real cause).
     """
     quiet_optuna_tracebacks()
     try:
@@ -75,12 +90,14 @@ def _optimize(study, objective, total, timeout, callbacks, poll) -> None:
     while True:
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)  # one read per loop
-        done = sum(map(is_trained, trials))
-        if done >= total:
+        done = trained_candidates(trials)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        # queued late promotions run before the loop ends: they continue candidates that
+        # already count (search.asha)
+        if done >= total and not _promotions_waiting(trials):
             return
         if deadline is not None and time.monotonic() >= deadline:
             return
-        waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and done + _in_training(trials) >= total:
             time.sleep(poll)  # others hold the last slots; a dead one goes stale and retries
             continue

@@ -10,7 +10,8 @@ cluster). A candidate:
 3. trains on the study's rung schedule (`trainers.rungs`): equal tokens per rung for every
    candidate, validation loss reported after each rung, and the pruner (successive halving)
    decides whether it continues; a promoted candidate continues, never restarts. Its stable
-   state is checkpointed after every rung, so a killed worker's retry resumes from there.
+   state is checkpointed after every rung, so a killed worker's retry resumes from there, and
+   a cut candidate's checkpoint is kept, so that a late promotion (`search.asha`) resumes too.
 
 Everything a user later needs is written on the trial as user attributes, so the dashboard,
 export and scaling read only the database. Rejected and duplicate proposals stay in the study as
@@ -30,6 +31,8 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from search.asha import PROMOTED, lineage, superseded_by
+from search.samplers import promotes_late
 from search.settings import RunSettings
 from spaces.config import ArchConfig
 from spaces.flops import (
@@ -172,12 +175,14 @@ class Objective:
         """A trained trial of the study that built the same model (`ArchConfig.identity`:
         equal configs, or configs that differ only in fields without effect)."""
         config, identity = cfg.to_dict(), None
+        own = checkpoint_key(trial)  # a late promotion continues its own original
         for t in trial.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
         ):
             stored = t.user_attrs.get("config")
             if (
                 t.number == trial.number
+                or lineage(t) == own
                 or t.user_attrs.get("status") not in ("ok", "stopped")
                 or not isinstance(stored, dict)
                 or stored.get("attention") != config["attention"]
@@ -217,6 +222,20 @@ class Objective:
             raise optuna.TrialPruned(reason)
         return original.values[0] if len(original.values) == 1 else tuple(original.values)
 
+    def check_superseded(self, trial: optuna.Trial) -> None:
+        """Raise TrialPruned for the second copy of a late promotion that two workers queued at
+        the same moment (`search.asha.superseded_by`): the first one trains it."""
+        trials = trial.study.get_trials(deepcopy=False)
+        frozen = next(t for t in trials if t.number == trial.number)
+        if PROMOTED not in frozen.system_attrs:
+            return
+        first = superseded_by(trials, frozen)
+        if first is not None:
+            reason = f"the same late promotion as trial {first.number}; not trained twice"
+            trial.set_user_attr("status", "superseded")
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+
     # -- 3. train ----------------------------------------------------------------------------
     def schedule_for(self, flops: int) -> RungSchedule:
         """The study's schedule; under --evaluation compute, stretched so that every candidate
@@ -237,6 +256,7 @@ class Objective:
     def _evaluate(self, trial: optuna.Trial):
         s = self.settings
         cfg, flops = self.suggest(trial)
+        self.check_superseded(trial)
         original = self.find_duplicate(trial, cfg)
         if original is not None:
             return self.reuse(trial, original)
@@ -278,8 +298,8 @@ class Objective:
         outcome = trainer.run(on_rung, progress)
         last = outcome.last
         _record(trial, outcome)
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)  # finished, whatever the outcome
+        if checkpoint is not None and not (outcome.status == "stopped" and promotes_late(s)):
+            checkpoint.unlink(missing_ok=True)  # finished (a cut one may be promoted later)
         if outcome.status == "stopped":
             raise optuna.TrialPruned(outcome.reason)
         if outcome.status != "ok" or last is None:
@@ -293,6 +313,28 @@ class Objective:
             return None
         name = f"trial-{checkpoint_key(trial)}.pt"
         return self.checkpoint_dir / _safe(trial.study.study_name) / name
+
+
+def forget_finished_checkpoints(study: optuna.Study, checkpoint_dir: str | Path) -> int:
+    """Delete the rung checkpoints that cut candidates kept for a late promotion, once their
+    run has ended and nothing of the candidate runs or waits; the number deleted. (A later
+    session that promotes one of them late trains it again from the start, to the same
+    results.)"""
+    folder = Path(checkpoint_dir) / _safe(study.study_name)
+    if not folder.is_dir():
+        return 0
+    active = {
+        lineage(t)
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.RUNNING, TrialState.WAITING)
+    }
+    gone = 0
+    for path in folder.glob("trial-*.pt"):
+        number = path.stem.removeprefix("trial-")
+        if number.isdigit() and int(number) not in active:
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
 
 
 def _record(trial: optuna.Trial, outcome: RungOutcome) -> None:

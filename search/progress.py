@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.budget import format_flops
-from search.results import attention_label, is_trained, trained_count
+from search.results import attention_label, trained_candidates, trained_count
 
 
 def _tokens(n: float) -> str:
@@ -66,7 +66,7 @@ class StudyProgress:
     def refresh(self) -> None:
         try:
             trials = self.study.get_trials(deepcopy=False)  # one read per refresh
-            self.bar.n = min(sum(map(is_trained, trials)), self.total)
+            self.bar.n = min(trained_candidates(trials), self.total)
             running = describe_running(trials)
             self.bar.set_postfix_str(f"best loss {best_loss(trials)}; {running}"[:400])
         except Exception:  # a transient database error must never end the search

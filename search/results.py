@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from search.asha import PROMOTED, lineage, one_per_lineage
 from search.budget import format_flops
 from search.chance import is_at_chance, mostly_at_chance
 from trainers.rungs import RungSchedule
@@ -41,15 +42,23 @@ def is_trained(t: optuna.trial.FrozenTrial) -> bool:
     return t.state.is_finished() and t.user_attrs.get("status") in TRAINED
 
 
+def trained_candidates(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trained candidates among `trials`: a candidate promoted late (`search.asha`) or retried
+    is one, however many trials it took."""
+    return len({lineage(t) for t in trials if is_trained(t)})
+
+
 def trained_count(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if is_trained(t))
+    return trained_candidates(study.get_trials(deepcopy=False))
 
 
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trained candidates within the budget, best first: higher rung, then lower loss."""
+    """Trained candidates within the budget, best first: higher rung, then lower loss. A
+    candidate promoted late is listed once, by the furthest rung it reached."""
     budget = study.user_attrs.get("budget")
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    for t in one_per_lineage(study.get_trials(deepcopy=False, states=states)):
         a = t.user_attrs
         if a.get("status") not in ("ok", "stopped") or a.get("loss") is None:
             continue
@@ -60,13 +69,16 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return out
 
 
-OPTIONAL_COUNTS = ("interrupted", "running", "waiting")  # shown only when non-zero
+OPTIONAL_COUNTS = ("promoted_late", "superseded", "interrupted", "running", "waiting")
+# (shown only when non-zero)
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
     counts = {
         "complete": 0,
         "pruned": 0,
+        "promoted_late": 0,  # cut, then promoted: a later trial of the same candidate went on
+        "superseded": 0,  # a second copy of one late promotion (two workers queued it at once)
         "over_budget": 0,
         "duplicate": 0,
         "failed": 0,
@@ -74,10 +86,18 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         "running": 0,
         "waiting": 0,
     }
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    continued = {lineage(t) for t in trials if PROMOTED in t.system_attrs}
+    for t in trials:
         status = t.user_attrs.get("status")
         if status in REJECTED and t.state != TrialState.RUNNING:
             counts[status] += 1
+        elif status == "superseded" and t.state.is_finished():
+            counts["superseded"] += 1
+        elif (
+            t.state == TrialState.PRUNED and lineage(t) in continued and _promoted_after(t, trials)
+        ):
+            counts["promoted_late"] += 1
         elif t.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif t.state == TrialState.PRUNED:
@@ -89,6 +109,15 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         elif t.state == TrialState.WAITING:
             counts["waiting"] += 1
     return counts
+
+
+def _promoted_after(t: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
+    """A later trial of `t`'s candidate is a late promotion from the rung `t` was cut at."""
+    rung = t.user_attrs.get("rung")
+    return any(
+        o.number > t.number and lineage(o) == lineage(t) and o.system_attrs.get(PROMOTED) == rung
+        for o in trials
+    )
 
 
 def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

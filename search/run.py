@@ -17,7 +17,7 @@ import optuna
 from search.budget import format_flops
 from search.driver import SpaceExhausted
 from search.interrupts import raise_interrupt
-from search.objective import make_task
+from search.objective import forget_finished_checkpoints, make_task
 from search.plan import PlanError, SearchPlan, default_parallelism, make_plan
 from search.run_flags import SETTINGS_FLAGS, parser
 from search.samplers import holds_at_chance
@@ -226,6 +226,7 @@ def search(
         )
         summarize(study, settings, args.storage, args.top)
         return 130
+    forget_finished_checkpoints(study, checkpoint_dir)  # kept for late promotions until now
     return summarize(study, settings, args.storage, args.top)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from search.asha import AshaPruner
 from search.chance import HoldAtChance
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ class Entry:
     # a rung pruner wrapped in search.chance.HoldAtChance unless --cut-at-chance: it cuts
     # nobody at a rung that ranks mostly at-chance candidates
     holds_at_chance: bool = True
+    # a cut candidate keeps its checkpoint: search.asha.AshaPruner may promote it later
+    promotes_late: bool = False
 
 
 SAMPLERS: dict[str, Entry] = {
@@ -46,10 +49,10 @@ SAMPLERS: dict[str, Entry] = {
 # Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths in first-rung units).
 PRUNERS: dict[str, Entry] = {
     "halving": Entry(
-        lambda s: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=s.eta, min_early_stopping_rate=0
-        ),
-        "successive halving, asynchronous (ASHA): the best 1/eta of each rung continue",
+        lambda s: AshaPruner(s.eta),
+        "successive halving, asynchronous (ASHA): the best 1/eta of each rung continue, "
+        "and a candidate cut on arrival that later ranks in that best 1/eta is promoted late",
+        promotes_late=True,
     ),
     "hyperband": Entry(
         lambda s: optuna.pruners.HyperbandPruner(
@@ -101,14 +104,23 @@ def make_sampler(settings: RunSettings, offset: int = 0) -> optuna.samplers.Base
 
 def make_pruner(settings: RunSettings) -> optuna.pruners.BasePruner:
     """The rung pruner. Trials report validation loss at steps 1, eta, eta^2, ... (rung lengths
-    in first-rung units), so successive halving with min_resource 1 and reduction factor eta
-    keeps the best 1/eta of each rung (asynchronously: ASHA, Li et al. 2018). Unless
+    in first-rung units), so successive halving keeps the best 1/eta of each rung
+    (asynchronously, with late promotion: ASHA, Li et al. 2018; `search.asha`). Unless
     --cut-at-chance, a rung that ranks mostly at-chance candidates cuts nobody
     (`search.chance.HoldAtChance`)."""
     if settings.objectives != "single" or settings.rungs == 1:
         return optuna.pruners.NopPruner()  # multi-objective studies cannot prune
     pruner = PRUNERS[settings.pruner].make(settings)
     return HoldAtChance(pruner) if holds_at_chance(settings) else pruner
+
+
+def promotes_late(settings: RunSettings) -> bool:
+    """The run's pruner may promote a cut candidate later, so its checkpoint is kept."""
+    return (
+        settings.objectives == "single"
+        and settings.rungs > 1
+        and (PRUNERS[settings.pruner].promotes_late)
+    )
 
 
 def holds_at_chance(settings: RunSettings) -> bool:
