@@ -11,6 +11,7 @@ Running a search:
     run_flags    the search.run command line: every flag, default and help
     settings     what defines a run: defaults, a preset, the flags (RunSettings)
     samplers     samplers and pruners by name, and their seeds
+    asha         successive halving with late promotion; a candidate's trials (its lineage)
     chance       candidates at the chance loss; the rule that a rung ranking them cuts nobody
     plan         rung lengths, workers and expected time, from the budget and the clock
     study        opening a study (create or resume) and reading back what it was made with

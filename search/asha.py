@@ -151,17 +151,20 @@ def promote(study: optuna.Study, cut: FrozenTrial, rung: int) -> None:
 
 
 def superseded_by(trials: Iterable[FrozenTrial], t: FrozenTrial) -> FrozenTrial | None:
-    """An earlier late promotion of the same lineage from the same rung, if two workers queued
-    one each at the same moment: the later copy is redundant and trains nothing."""
+    """An earlier copy of the same late promotion (same lineage, same rung) that is queued,
+    running or done, if two workers queued one each at the same moment: then `t` is redundant
+    and trains nothing. A copy that failed or was interrupted does not count: its retry (`t`,
+    possibly) carries the promotion on."""
     rung = t.system_attrs.get(PROMOTED)
-    if rung is None or t.system_attrs.get("retry_history"):
+    if rung is None:
         return None
     for other in trials:
         if (
             other.number < t.number
             and other.system_attrs.get(PROMOTED) == rung
             and lineage(other) == lineage(t)
-            and not other.system_attrs.get("retry_history")
+            and other.state != TrialState.FAIL
+            and other.user_attrs.get("status") != "superseded"
         ):
             return other
     return None

@@ -48,11 +48,10 @@ class HoldAtChance(optuna.pruners.BasePruner):
         self.pruner = pruner
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        # The wrapped pruner is always asked, held or not: successive halving records the
-        # trial's value on the rung it completed (system attr `completed_rung_<k>`) and counts
-        # those records to tell which rung a trial is on. Skipping it for a held trial would
-        # make its next report count as rung 0 there, and that value, from a longer rung, would
-        # then compete on rung 0 and cut other candidates against the wrong yardstick.
+        # The wrapped pruner is always asked, held or not: it keeps its own records of each
+        # trial's rungs (search.asha.DECIDED; Optuna's halving counts `completed_rung_<k>`
+        # records to tell a trial's rung, and skipping it would file the next report on the
+        # wrong rung).
         cut = self.pruner.prune(study, trial)
         chance = study.user_attrs.get("chance_loss")
         step = trial.last_step

@@ -63,7 +63,7 @@ def make_task(settings: RunSettings) -> Task:
 
 def rung_step(rung: int, eta: int) -> int:
     """The step a rung is reported at: its length in first-rung units (1, eta, eta^2, ...), so
-    Optuna's SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta) cuts at each rung."""
+    `search.asha.AshaPruner` (and Optuna's Hyperband with min_resource=1) cuts at each rung."""
     return eta**rung
 
 

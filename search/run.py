@@ -209,6 +209,7 @@ def search(
             )
     except SpaceExhausted as exc:
         print(f"error: {exc}", file=sys.stderr)
+        forget_finished_checkpoints(study, checkpoint_dir)
         return summarize(study, settings, args.storage, args.top) or 1
     except StorageFailed as exc:
         if str(exc):  # empty: a worker has printed it

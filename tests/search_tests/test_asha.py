@@ -99,13 +99,20 @@ def test_two_copies_of_one_late_promotion_train_once():
     first, second = study.get_trials(states=(TrialState.WAITING,))
     assert superseded_by(study.trials, first) is None
     assert superseded_by(study.trials, second).number == first.number
-    retry = optuna.trial.create_trial(
-        state=TrialState.WAITING,
-        params=first.params,
-        distributions=first.distributions,
-        system_attrs={**first.system_attrs, "retry_history": [first.number]},
+    a, b = study.ask(), study.ask()  # two workers pick them up
+    assert (a.number, b.number) == (first.number, second.number)
+    b.set_user_attr("status", "superseded")
+    study.tell(b, state=TrialState.PRUNED)
+    a.set_user_attr("status", "interrupted")  # Ctrl-C: its requeued copy carries it on
+    study.tell(a, state=TrialState.FAIL)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=first.params,
+            distributions=first.distributions,
+            system_attrs=first.system_attrs,
+        )
     )
-    study.add_trial(retry)  # a retry of the first copy (its worker died) is not redundant
     assert superseded_by(study.trials, study.trials[-1]) is None
 
 

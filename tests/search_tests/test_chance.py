@@ -6,6 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.asha import DECIDED, AshaPruner
 from search.chance import HoldAtChance, is_at_chance, rung_losses
 from search.run_flags import SETTINGS_FLAGS, parser
 from search.samplers import holds_at_chance, make_pruner
@@ -25,7 +26,6 @@ def _study(rung0: list[float], chance: float | None = CHANCE, status: str = "ok"
                 state=TrialState.PRUNED,
                 intermediate_values={1: loss},
                 user_attrs={"status": status},
-                system_attrs={"completed_rung_0": loss},  # what halving compares a rung by
             )
         )
     return study
@@ -40,9 +40,7 @@ def _decide(study: optuna.Study, pruner: optuna.pruners.BasePruner, loss: float)
 
 
 def halving() -> optuna.pruners.BasePruner:
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=1, reduction_factor=3, min_early_stopping_rate=0
-    )
+    return AshaPruner(3)  # what --pruner halving makes (search.asha)
 
 
 def test_at_chance_is_within_two_percent_of_the_chance_loss_or_above() -> None:
@@ -57,18 +55,18 @@ def test_a_rung_mostly_at_chance_cuts_nobody_where_halving_would() -> None:
     assert not _decide(study, HoldAtChance(halving()), 2.40)
 
 
-def test_a_held_trial_is_recorded_on_the_rung_it_completed() -> None:
-    # halving counts a trial's `completed_rung_<k>` records to know its rung; a held trial must
-    # get its rung-0 record, or its rung-1 value would later compete on rung 0
+def test_a_held_trial_is_decided_again_on_the_next_rung() -> None:
+    # the wrapped pruner is asked even for a held trial (it records its decision); the held
+    # trial's next report is judged on rung 1, against rung 1's candidates
     study = _study([2.30, 2.28, 2.25, 2.21, 1.50])
     study.pruner = HoldAtChance(halving())
     trial = study.ask()
     trial.report(2.40, step=1)
     assert not trial.should_prune()  # held: halving alone cuts it (previous test)
     trial.report(1.90, step=3)
-    trial.should_prune()
+    assert not trial.should_prune()  # the first on rung 1: the best there
     attrs = study._storage.get_trial(trial._trial_id).system_attrs
-    assert attrs["completed_rung_0"] == 2.40 and attrs["completed_rung_1"] == 1.90
+    assert attrs[f"{DECIDED}0"] == "cut" and attrs[f"{DECIDED}1"] == "continue"
 
 
 def test_a_rung_of_learning_candidates_is_cut_as_halving_cuts_it() -> None:
