@@ -121,9 +121,12 @@ def late_promotions(
     out = []
     for root in sorted(top):
         group = members.get(root, [])
-        if not group or any(not t.state.is_finished() for t in group):
+        if any(not t.state.is_finished() for t in group):
             continue  # running, or already queued
-        last = max(group, key=lambda t: t.number)
+        trained = [t for t in group if t.user_attrs.get("status") != "superseded"]
+        if not trained:
+            continue
+        last = max(trained, key=lambda t: t.number)
         stopped = last.user_attrs.get("status") == "stopped"
         if last.state == TrialState.PRUNED and stopped and last.user_attrs.get("rung") == rung:
             out.append(last)

@@ -58,13 +58,14 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     budget = study.user_attrs.get("budget")
     out = []
     states = (TrialState.COMPLETE, TrialState.PRUNED)
-    for t in one_per_lineage(study.get_trials(deepcopy=False, states=states)):
+    for t in study.get_trials(deepcopy=False, states=states):
         a = t.user_attrs
         if a.get("status") not in ("ok", "stopped") or a.get("loss") is None:
             continue
         if budget is not None and a.get("flops", 0) > budget:
             continue
         out.append(t)
+    out = one_per_lineage(out)
     out.sort(key=lambda t: (-(t.user_attrs.get("rung") or 0), t.user_attrs["loss"]))
     return out
 

@@ -114,6 +114,10 @@ def test_two_copies_of_one_late_promotion_train_once():
         )
     )
     assert superseded_by(study.trials, study.trials[-1]) is None
+    # the redundant copy (it carries the original's rung and loss) hides nothing: the
+    # candidate is still ranked, by its original
+    assert 4 in [t.number for t in ranked_trials(study)]
+    assert trained_count(study) == 6
 
 
 def test_a_late_promotion_resumes_from_the_cut_candidates_checkpoint(tmp_path, tiny_preset):
