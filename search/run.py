@@ -253,4 +253,7 @@ def run_on_ray(args, settings, name, timeout, checkpoint_dir) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, raise_interrupt)  # `kill` stops like Ctrl-C
+    # A shell's background job (`cmd &`) starts with SIGINT ignored, while the workers always
+    # stop on it: the parent stops on it too, so `kill -INT` never leaves it without workers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
