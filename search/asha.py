@@ -135,20 +135,21 @@ def late_promotions(
 
 def promote(study: optuna.Study, cut: FrozenTrial, rung: int) -> None:
     """Queue a late promotion of `cut`: a WAITING copy that resumes from its checkpoint."""
+    queue_copy(study, cut, {PROMOTED: rung, "retry_history": []})
+
+
+def queue_copy(study: optuna.Study, t: FrozenTrial, system: dict) -> None:
+    """Queue a WAITING copy of `t` in its lineage (a retry or a late promotion): the same
+    parameters and user attributes (less its outcome), `failed_trial` naming the original,
+    and `system` over its system attributes."""
     drop = ("status", "reason", "progress")
-    system = {
-        **cut.system_attrs,
-        "failed_trial": lineage(cut),
-        PROMOTED: rung,
-        "retry_history": [],
-    }
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
-            params=cut.params,
-            distributions=cut.distributions,
-            user_attrs={k: v for k, v in cut.user_attrs.items() if k not in drop},
-            system_attrs=system,
+            params=t.params,
+            distributions=t.distributions,
+            user_attrs={k: v for k, v in t.user_attrs.items() if k not in drop},
+            system_attrs={**t.system_attrs, "failed_trial": lineage(t), **system},
         )
     )
 

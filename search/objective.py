@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from search.asha import PROMOTED, lineage, superseded_by
+from search.asha import PROMOTED, lineage, queue_copy, superseded_by
 from search.samplers import promotes_late
 from search.settings import RunSettings
 from spaces.config import ArchConfig
@@ -70,8 +69,7 @@ def rung_step(rung: int, eta: int) -> int:
 def checkpoint_key(trial: optuna.Trial) -> int:
     """The trial number a checkpoint belongs to: the original one for a retried trial."""
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    return trial.number if original is None else int(original)
+    return lineage(frozen)
 
 
 INTERRUPTED = "interrupted: Ctrl-C or a stopped parent; a WAITING retry resumes from its checkpoint"
@@ -86,22 +84,8 @@ def requeue(trial: optuna.Trial) -> None:
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
     trial.set_user_attr("status", "interrupted")
     trial.set_user_attr("reason", INTERRUPTED)
-    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    system = {
-        **frozen.system_attrs,
-        "failed_trial": frozen.number if original is None else original,
-        "retry_history": list(frozen.system_attrs.get("retry_history", [])),
-    }
-    drop = ("status", "reason", "progress")
-    study.add_trial(
-        optuna.create_trial(
-            state=TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in drop},
-            system_attrs=system,
-        )
-    )
+    history = list(frozen.system_attrs.get("retry_history", []))
+    queue_copy(study, frozen, {"retry_history": history})
 
 
 class Objective:
