@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.asha import PROMOTED, lineage, queue_copy, superseded_by
+from search.optuna_private import frozen
 from search.samplers import promotes_late
 from search.settings import RunSettings
 from spaces.config import ArchConfig
@@ -68,8 +69,7 @@ def rung_step(rung: int, eta: int) -> int:
 
 def checkpoint_key(trial: optuna.Trial) -> int:
     """The trial number a checkpoint belongs to: the original one for a retried trial."""
-    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    return lineage(frozen)
+    return lineage(frozen(trial))
 
 
 INTERRUPTED = "interrupted: Ctrl-C or a stopped parent; a WAITING retry resumes from its checkpoint"
@@ -80,12 +80,11 @@ def requeue(trial: optuna.Trial) -> None:
     (this run's re-run, or another worker) picks up next. The copy carries the same
     `failed_trial` system attr as Optuna's heartbeat retry, so it resumes from the original's
     rung checkpoint; an interruption is the user's doing, so it does not spend a crash retry."""
-    study = trial.study
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    record = frozen(trial)
     trial.set_user_attr("status", "interrupted")
     trial.set_user_attr("reason", INTERRUPTED)
-    history = list(frozen.system_attrs.get("retry_history", []))
-    queue_copy(study, frozen, {"retry_history": history})
+    history = list(record.system_attrs.get("retry_history", []))
+    queue_copy(trial.study, record, {"retry_history": history})
 
 
 class Objective:

@@ -39,6 +39,11 @@ def trial_id(trial: optuna.trial.FrozenTrial | optuna.Trial) -> int:
     return trial._trial_id
 
 
+def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """A running trial's stored record (its system attributes included), read alone."""
+    return storage_of(trial.study).get_trial(trial_id(trial))
+
+
 def storage_url(study: optuna.Study) -> str | None:
     """The database URL the study was loaded from, or None for in-memory storage."""
     storage = storage_of(study)
