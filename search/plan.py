@@ -87,16 +87,18 @@ WORKERS_PER_GPU = 4
 
 
 def default_parallelism(workers: int | None, threads: int | None, device: str) -> tuple[int, int]:
-    """(workers, torch threads per worker). CPU: one thread per worker and a worker per core
-    (2 torch threads on a busy 2-core machine measured 23x slower than 1); CUDA: WORKERS_PER_GPU
-    workers per visible GPU (worker i on GPU i mod GPUs), the CPU cores shared among them."""
+    """(workers, torch threads per worker). CPU: one thread per worker whatever `workers` is
+    (2 torch threads on a busy 2-core machine measured 23x slower than 1, and 20x for two
+    `search.train` processes side by side, while 2 threads on a quiet machine gained only 1.2x),
+    and a worker per core unless `workers` says otherwise; CUDA: WORKERS_PER_GPU workers per
+    visible GPU (worker i on GPU i mod GPUs), the CPU cores shared among them."""
     if device.startswith("cuda"):
         gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
         workers = workers or WORKERS_PER_GPU * (gpus if device == "cuda" else 1)
         return workers, threads or max(1, cpu_count() // workers)
     if workers is None:
         workers = max(1, cpu_count() // (threads or 1))
-    return workers, threads or max(1, cpu_count() // workers)
+    return workers, threads or 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,8 +133,28 @@ def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
     monkeypatch.setattr("search.plan.cpu_count", lambda: 4)
     assert default_parallelism(None, None, "cpu") == (4, 1)
     assert default_parallelism(None, 2, "cpu") == (2, 2)
-    assert default_parallelism(2, None, "cpu") == (2, 2)
     assert default_parallelism(3, 1, "cpu") == (3, 1)
+    # fewer workers than cores still get 1 thread each: robust when the machine is busy
+    assert default_parallelism(2, None, "cpu") == (2, 1)
+    assert default_parallelism(1, None, "cpu") == (1, 1)  # search.train's default
+
+
+def test_search_train_defaults_to_one_torch_thread_on_the_cpu(monkeypatch, tmp_path):
+    from search import train
+
+    monkeypatch.setattr("search.plan.cpu_count", lambda: 4)
+    threads: list[int] = []
+    monkeypatch.setattr("torch.set_num_threads", threads.append)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        '{"vocab_size": 16, "seq_len": 32, "causal": false, "num_classes": 10, "depth": 1, '
+        '"d_model": 32, "n_heads": 1}'
+    )
+    argv = [str(cfg), "--task", "listops", "--tokens", "1K", "--out", str(tmp_path / "r")]
+    trainer, _ = train.build(train.parser().parse_args(argv))
+    assert threads == [1] and trainer.steps == 1
+    train.build(train.parser().parse_args([*argv, "--threads", "3"]))
+    assert threads == [1, 3]
 
 
 def test_cuda_defaults_to_four_workers_per_gpu_sharing_the_cores(monkeypatch):
