@@ -68,6 +68,7 @@ def optimize(
     its checkpoint. A database failure raises StorageFailed (one line, its real cause).
     """
     quiet_optuna_tracebacks()
+    objective.trials = total  # a new candidate past it is not trained (Objective.check_surplus)
     try:
         _optimize(study, objective, total, timeout, callbacks, poll)
     except Exception as exc:  # a database error becomes one line naming its real cause

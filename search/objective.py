@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 
 from search.asha import PROMOTED, lineage, queue_copy, superseded_by
 from search.optuna_private import frozen
+from search.results import REJECTED, is_trained
 from search.samplers import promotes_late
 from search.settings import RunSettings
 from spaces.config import ArchConfig
@@ -50,6 +51,7 @@ CONSTRAINT_ATTR = "constraint"  # (flops - budget) / budget: <= 0 is feasible
 PRESCREEN_MARGIN = 0.05  # formula counts above budget x 1.05 are rejected without a trace
 PROGRESS_EVERY = 5.0  # seconds between live progress writes to the study
 MAX_COMPUTE_STRETCH = 64  # --evaluation compute: a small model trains at most 64x the tokens
+NOT_CANDIDATES = (*REJECTED, "superseded", "interrupted")  # a RUNNING trial with one is not new
 
 
 def make_task(settings: RunSettings) -> Task:
@@ -103,6 +105,8 @@ class Objective:
         self.threads = threads
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.on_progress = on_progress
+        # the run's --trials, set by search.driver.optimize: a new candidate past it is surplus
+        self.trials: int | None = None
         self._task: Task | None = None
         self._identities: dict[int, str | None] = {}  # trial number -> ArchConfig.identity
 
@@ -219,6 +223,33 @@ class Objective:
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
 
+    def check_surplus(self, trial: optuna.Trial) -> None:
+        """Raise TrialPruned for a new candidate the run has no room for: `self.trials`
+        candidates are trained already, or are, counting the new ones that started before this
+        one. (At the run's end two workers can both see one queued late promotion; the one that
+        does not get it has Optuna's ask create a new trial instead.) The earliest trials keep
+        the slots, so two workers never both step back. A retry or late promotion continues a
+        candidate that counts, and is never surplus."""
+        if self.trials is None:
+            return
+        trials = trial.study.get_trials(deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)
+        if lineage(me) != me.number:
+            return
+        taken = {lineage(t) for t in trials if is_trained(t) or t.state == TrialState.WAITING}
+        taken |= {  # in training: continuations, and the new candidates that started first
+            lineage(t)
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and t.user_attrs.get("status") not in NOT_CANDIDATES
+            and (t.number < me.number or lineage(t) != t.number)
+        }
+        if len(taken) >= self.trials:
+            reason = f"the run's {self.trials} candidates are trained or training; not trained"
+            trial.set_user_attr("status", "surplus")
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+
     # -- 3. train ----------------------------------------------------------------------------
     def schedule_for(self, flops: int) -> RungSchedule:
         """The study's schedule; under --evaluation compute, stretched so that every candidate
@@ -243,6 +274,7 @@ class Objective:
         original = self.find_duplicate(trial, cfg)
         if original is not None:
             return self.reuse(trial, original)
+        self.check_surplus(trial)
         trial.set_user_attr("status", "training")
         schedule = self.schedule_for(flops)
         single = s.objectives == "single"

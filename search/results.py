@@ -32,7 +32,7 @@ COLUMNS = [
     "metric",
     "tokens/s",
 ]
-REJECTED = ("over_budget", "duplicate")  # proposals recorded but never trained
+REJECTED = ("over_budget", "duplicate", "surplus")  # proposals recorded but never trained
 TRAINED = ("ok", "stopped", "diverged", "oom")  # final statuses of a trained candidate
 
 
@@ -70,7 +70,7 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return out
 
 
-OPTIONAL_COUNTS = ("promoted_late", "superseded", "interrupted", "running", "waiting")
+OPTIONAL_COUNTS = ("promoted_late", "superseded", "surplus", "interrupted", "running", "waiting")
 # (shown only when non-zero)
 
 
@@ -82,6 +82,7 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         "superseded": 0,  # a second copy of one late promotion (two workers queued it at once)
         "over_budget": 0,
         "duplicate": 0,
+        "surplus": 0,  # a new proposal past --trials at the run's end (Objective.check_surplus)
         "failed": 0,
         "interrupted": 0,  # returned to the queue by Ctrl-C; its retry is "waiting"
         "running": 0,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from search.asha import PROMOTED, AshaPruner, lineage, superseded_by
@@ -165,3 +166,39 @@ def test_checkpoints_kept_for_late_promotion_go_when_the_run_ends(tmp_path, tiny
     (folder / f"trial-{running.number}.pt").write_bytes(b"state")
     assert forget_finished_checkpoints(study, tmp_path / "ck") == 1
     assert [p.name for p in folder.glob("*.pt")] == [f"trial-{running.number}.pt"]
+
+
+def test_a_new_trial_past_trials_at_the_end_is_surplus_and_not_trained(tmp_path, tiny_preset):
+    # the race: two workers see one queued late promotion when the study holds its --trials;
+    # one pops it, and the other's ask creates a new trial instead
+    _settings, study, objective = setup(tmp_path, tiny_preset)
+    study.pruner = AshaPruner(3)
+    for v in (5, 1, 4, 3, 2, 6):
+        arrive(study, v)
+    assert trained_count(study) == 6
+    objective.trials = 6  # what optimize(study, objective, total=6) sets
+    promotion = study.ask()  # the first worker pops the queued promotion of trial 4
+    assert lineage(study.trials[promotion.number]) == 4
+    study.enqueue_trial(SMALL)  # the second worker's ask: a new candidate
+    study.optimize(objective, n_trials=1)
+    new = study.trials[-1]
+    assert new.state == TrialState.PRUNED and new.user_attrs["status"] == "surplus"
+    assert "tokens" not in new.user_attrs and not list((tmp_path / "ck").rglob("*.pt"))
+    assert trained_count(study) == 6 and trial_counts(study)["surplus"] == 1
+    # the promotion itself continues a candidate that counts: never surplus
+    objective.check_surplus(promotion)
+
+
+def test_of_two_new_candidates_for_the_last_slot_the_earlier_trains(tmp_path, tiny_preset):
+    _settings, study, objective = setup(tmp_path, tiny_preset)
+    arrive(study, 1.0)
+    objective.trials = 2
+    first, second = study.ask(), study.ask()  # two workers, one slot left
+    first.set_user_attr("status", "training")
+    objective.check_surplus(first)  # the earlier keeps the slot, whatever the later is doing
+    with pytest.raises(optuna.TrialPruned):
+        objective.check_surplus(second)
+    assert second.study.trials[second.number].user_attrs["status"] == "surplus"
+    first.set_user_attr("status", "over_budget")  # the earlier was rejected: the slot is free
+    third = study.ask()
+    objective.check_surplus(third)
