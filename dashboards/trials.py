@@ -15,6 +15,8 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
+from search.results import promoted_late
+
 UNKNOWN = "unknown"
 MIN_IMPORTANCE_TRIALS = 3  # completed trials needed before importances are attempted
 FEW_IMPORTANCE_TRIALS = 50  # below this the report says the importances are rough
@@ -25,7 +27,7 @@ class Point:
     """One trial as the report draws it."""
 
     number: int
-    kind: str  # complete, pruned (stopped early), over_budget, failed, running
+    kind: str  # complete, pruned (stopped early), promoted_late, over_budget, failed, running
     variant: str
     flops: float | None
     metric: float | None
@@ -53,10 +55,14 @@ def family(attrs: dict) -> str:
 
 def points(study: optuna.Study) -> list[Point]:
     out = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    promoted = promoted_late(trials)  # a later trial continued the candidate: not a result
+    for t in trials:
         a = t.user_attrs
         if t.state == TrialState.COMPLETE:
             kind, metric = "complete", as_float(t.values[0]) if t.values else None
+        elif t.number in promoted:
+            kind, metric = "promoted_late", None
         elif t.state == TrialState.PRUNED:
             over = a.get("status") == "over_budget"
             kind = "over_budget" if over else "pruned"

@@ -89,16 +89,14 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         "waiting": 0,
     }
     trials = study.get_trials(deepcopy=False)
-    continued = {lineage(t) for t in trials if PROMOTED in t.system_attrs}
+    promoted = promoted_late(trials)
     for t in trials:
         status = t.user_attrs.get("status")
         if status in REJECTED and t.state != TrialState.RUNNING:
             counts[status] += 1
         elif status == "superseded" and t.state.is_finished():
             counts["superseded"] += 1
-        elif (
-            t.state == TrialState.PRUNED and lineage(t) in continued and _promoted_after(t, trials)
-        ):
+        elif t.number in promoted:
             counts["promoted_late"] += 1
         elif t.state == TrialState.COMPLETE:
             counts["complete"] += 1
@@ -113,13 +111,24 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def _promoted_after(t: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
-    """A later trial of `t`'s candidate is a late promotion from the rung `t` was cut at."""
-    rung = t.user_attrs.get("rung")
-    return any(
-        o.number > t.number and lineage(o) == lineage(t) and o.system_attrs.get(PROMOTED) == rung
+def promoted_late(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """The numbers of the cut (PRUNED) trials that a later trial of the same candidate continued
+    as a late promotion from the rung they were cut at: the candidate went on, so they are not
+    its result."""
+    promotions = {
+        (lineage(o), o.system_attrs[PROMOTED], o.number)
         for o in trials
-    )
+        if PROMOTED in o.system_attrs
+    }
+    return {
+        t.number
+        for t in trials
+        if t.state == TrialState.PRUNED
+        and any(
+            line == lineage(t) and rung == t.user_attrs.get("rung") and number > t.number
+            for line, rung, number in promotions
+        )
+    }
 
 
 def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

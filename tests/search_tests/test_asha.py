@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from dashboards.trials import points
 from search.asha import PROMOTED, AshaPruner, lineage, superseded_by
 from search.driver import optimize
 from search.objective import forget_finished_checkpoints
@@ -89,6 +90,10 @@ def test_a_late_promotion_replays_its_decided_rungs_and_counts_once():
     assert len(ranked) == 6 and 4 not in [t.number for t in ranked]
     counts = trial_counts(study)
     assert counts["promoted_late"] == 1 and counts["pruned"] == 3 and counts["complete"] == 3
+    # the report draws the candidate once: by its promotion, not also by its cut original
+    kinds = {p.number: p.kind for p in points(study)}
+    assert kinds[4] == "promoted_late" and kinds[6] == "complete"
+    assert sorted(kinds.values()).count("pruned") == 3
 
 
 def test_two_copies_of_one_late_promotion_train_once():
