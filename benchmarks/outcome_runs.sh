@@ -10,6 +10,7 @@ out=docs/measurements/outcome
 db=${DB_DIR:-/tmp/outcome}
 mkdir -p "$out" "$db"
 rung=${RUNG_TOKENS:-65536}  # RUNG_TOKENS=131072 doubles every rung (and the outcome's tokens)
+# OUTCOME_ARGS="--val-sequences 4096" passes flags to benchmarks.outcome
 # BATCH_TOKENS=1024 caps the tokens per optimizer step (Recipe.batch_tokens, default 4096)
 recipe=${BATCH_TOKENS:+$'[recipe]\nbatch_tokens = '$BATCH_TOKENS$'\n'}
 run() {  # task budget seq_len [task options as TOML]
@@ -20,7 +21,8 @@ run() {  # task budget seq_len [task options as TOML]
         --rung-tokens "$rung" --timeout 0 --workers 2 --storage "sqlite:///$db/$name.db" \
         --study "$name" --preset "$db/$name.toml" --quiet; } > "$out/$name-search.log" 2>&1
     { time python -m benchmarks.outcome --study "$name" --storage "sqlite:///$db/$name.db" \
-        --top 3 --random 3 --jobs 2 --json "$out/$name-outcome.json"; } > "$out/$name-outcome.log" 2>&1
+        --top 3 --random 3 --jobs 2 --json "$out/$name-outcome.json" ${OUTCOME_ARGS:-}; } \
+        > "$out/$name-outcome.log" 2>&1
 }
 # recall: 8 pairs of 32 keys/values at 128 tokens (the default 4 pairs at 64 tokens saturate:
 # every in-budget model reached the same loss, 1.259 +- 0.001, after 5.9M tokens)
@@ -30,6 +32,7 @@ for task in text recall listops; do
     case $task in
         text) run text 20MFLOPs 128 ;;
         recall) run recall 10MFLOPs 128 "$recall8" ;;
-        listops) run listops 20MFLOPs 256 ;;
+        # LISTOPS_SEQ=128 LISTOPS_BUDGET=10MFLOPs: the same shapes at half the length
+        listops) run listops "${LISTOPS_BUDGET:-20MFLOPs}" "${LISTOPS_SEQ:-256}" ;;
     esac
 done
