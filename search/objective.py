@@ -236,13 +236,16 @@ class Objective:
         me = next(t for t in trials if t.number == trial.number)
         if lineage(me) != me.number:
             return
-        taken = {lineage(t) for t in trials if is_trained(t) or t.state == TrialState.WAITING}
-        taken |= {  # in training: continuations, and the new candidates that started first
+        taken = {lineage(t) for t in trials if is_trained(t)}
+        taken |= {  # queued or in training: continuations, and new candidates that started first
             lineage(t)
             for t in trials
-            if t.state == TrialState.RUNNING
-            and t.user_attrs.get("status") not in NOT_CANDIDATES
-            and (t.number < me.number or lineage(t) != t.number)
+            if (t.state == TrialState.WAITING and lineage(t) != t.number)
+            or (
+                t.state == TrialState.RUNNING
+                and t.user_attrs.get("status") not in NOT_CANDIDATES
+                and (t.number < me.number or lineage(t) != t.number)
+            )
         }
         if len(taken) >= self.trials:
             reason = f"the run's {self.trials} candidates are trained or training; not trained"
