@@ -24,7 +24,7 @@ import warnings
 
 import optuna
 
-from benchmarks.outcome import describe, load_finished_study, train_rows
+from benchmarks.outcome import INTERRUPTED, describe, load_finished_study, train_rows
 from search.budget import format_flops, parse_flops
 from search.results import ranked_trials
 from search.storage import DEFAULT_STORAGE
@@ -138,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    results = train_rows(rows, settings, tokens, schedule.batch_size, args)
+    try:
+        results = train_rows(rows, settings, tokens, schedule.batch_size, args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED)
+        return 130
     print(
         f"\n{'family':10s} {'config':44s} {'FLOPs':>11s} {'budget':>7s} {'global':>7s} "
         f"{'search':>6s} {'val loss':>9s} {task.metric:>10s} {'wall s':>7s}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing as mp
 import random
 import sys
 import time
@@ -35,7 +34,7 @@ from scipy.stats import kendalltau
 from search.budget import format_flops, whole_number_arg
 from search.objective import make_task
 from search.results import ranked_trials
-from search.retrain import train_config
+from search.retrain import run_jobs, train_config
 from search.storage import DEFAULT_STORAGE, open_existing_storage
 from search.study import settings_from_study, stored_schedule
 from spaces import ArchConfig
@@ -78,6 +77,9 @@ def load_finished_study(name: str, storage: str):
     return study, schedule, settings, make_task(settings)
 
 
+INTERRUPTED = "interrupted: the training processes were stopped; nothing was written"
+
+
 def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) -> list[dict]:
     """Each row's config trained for `tokens` (`args.jobs` processes x `args.threads`
     threads); `done(result)` sees each as it finishes. Rows that name the same model
@@ -86,12 +88,7 @@ def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) ->
     first = {key: i for i, key in reversed(list(enumerate(keys)))}  # key -> its first row
     order = sorted(first.values())  # the rows that train
     jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
-    trained: dict[str, dict] = {}
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for i, res in zip(order, pool.imap(_run, jobs)):  # imap keeps the jobs' order
-            trained[keys[i]] = res
-            if done is not None:
-                done(res)
+    trained = {keys[i]: res for i, res in zip(order, run_jobs(_run, jobs, args.jobs, done))}
     return [{**trained[key], **r} for r, key in zip(rows, keys)]
 
 
@@ -226,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    results = train_rows(rows, settings, tokens, schedule.batch_size, args, done)
+    try:
+        results = train_rows(rows, settings, tokens, schedule.batch_size, args, done)
+    except KeyboardInterrupt:
+        print(INTERRUPTED)
+        return 130
     report(results, task, budget, tokens, time.perf_counter() - started, args)
     return 0
 

@@ -101,6 +101,24 @@ def raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def stop_on_signals():
+    """While the block runs, SIGTERM and SIGINT raise KeyboardInterrupt in this process, even
+    when SIGINT came inherited ignored (a shell's background job). A `with Pool(...)` inside
+    then terminates its workers on `kill`, where the default SIGTERM would kill the parent
+    alone and leave them training on, orphaned. Off the main thread it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    term = signal.signal(signal.SIGTERM, raise_interrupt)
+    intr = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, term)
+        signal.signal(signal.SIGINT, intr)
+
+
 def _watch_parent(parent: mp.process.BaseProcess) -> None:
     parent.join()  # returns when the parent process is gone
     os.kill(os.getpid(), signal.SIGINT)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import optuna
 
+from search.interrupts import stop_on_signals
 from search.objective import make_task
 from search.settings import RunSettings
 from search.study import stored_schedule
 from spaces import ArchConfig
 from trainers.final import FinalTrainer
 from trainers.rungs import RungSchedule, RungTrainer
+
+R = TypeVar("R")
 
 
 def train_config(
@@ -93,8 +96,23 @@ def train_final_job(job: tuple) -> dict[str, Any]:
     return train_config(*job)
 
 
-def run_jobs(fn, jobs: list[tuple], workers: int) -> list[dict[str, Any]]:
+def run_jobs(
+    fn: Callable[[Any], R], jobs: list, workers: int, done: Callable[[R], None] | None = None
+) -> list[R]:
+    """`fn` over `jobs`, in order, in `workers` spawned processes (in this one when there is one
+    worker or one job); `done` sees each result as it comes. `kill` or Ctrl-C raises
+    KeyboardInterrupt here and terminates the processes (`search.interrupts.stop_on_signals`),
+    where before they trained on without their parent."""
+    results: list[R] = []
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(job) for job in jobs]
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(fn, jobs))
+        for job in jobs:
+            results.append(fn(job))
+            if done is not None:
+                done(results[-1])
+        return results
+    with stop_on_signals(), mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        for result in pool.imap(fn, jobs):  # in the jobs' order
+            results.append(result)
+            if done is not None:
+                done(result)
+    return results

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 import warnings
 
@@ -16,7 +15,7 @@ import optuna
 
 from search.budget import format_flops
 from search.driver import SpaceExhausted
-from search.interrupts import raise_interrupt
+from search.interrupts import stop_on_signals
 from search.objective import forget_finished_checkpoints, make_task
 from search.plan import PlanError, SearchPlan, default_parallelism, make_plan
 from search.run_flags import SETTINGS_FLAGS, parser
@@ -252,8 +251,8 @@ def run_on_ray(args, settings, name, timeout, checkpoint_dir) -> None:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, raise_interrupt)  # `kill` stops like Ctrl-C
-    # A shell's background job (`cmd &`) starts with SIGINT ignored, while the workers always
-    # stop on it: the parent stops on it too, so `kill -INT` never leaves it without workers.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.exit(main())
+    # `kill` stops like Ctrl-C; and a shell's background job (`cmd &`), which starts with SIGINT
+    # ignored, stops on `kill -INT` as its workers do, so it is never left without workers
+    with stop_on_signals():
+        code = main()
+    sys.exit(code)

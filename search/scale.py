@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.budget import count_arg, flops_list_arg, format_flops, whole_number_arg
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import RATIO_TOLERANCE, grid
+from search.interrupts import stop_on_signals
 from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
 from search.retrain import run_jobs, study_schedule, train_final_job, train_rungs_job
@@ -163,6 +164,18 @@ class ScaleFailed(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C or `kill`: run_jobs has stopped its processes
+        print(
+            "interrupted: nothing was written (the scaled study is written once all its "
+            "training is done)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -385,4 +398,6 @@ def seed_losses(g: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_on_signals():  # `kill` stops like Ctrl-C, even as a background job
+        code = main()
+    sys.exit(code)

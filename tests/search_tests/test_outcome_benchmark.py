@@ -1,11 +1,19 @@
-"""benchmarks.outcome's command line: a replicate's seed."""
+"""benchmarks.outcome's command line (a replicate's seed), its shared runs, and `kill`."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from benchmarks.outcome import final_settings, parser
 from search.settings import RunSettings
+from tests.search_tests.conftest import ROOT
 
 
 def test_train_seed_defaults_to_the_studys_and_rejects_a_negative_one(capsys):
@@ -69,3 +77,64 @@ def test_rows_that_name_the_same_model_share_one_run():
     pick, _, baseline = results
     assert pick["status"] == baseline["status"] == "ok"
     assert baseline["loss"] == pick["loss"] and baseline["rank"] is None
+
+
+POOL_SCRIPT = """
+import argparse
+from benchmarks.outcome import train_rows
+from search.settings import RunSettings
+
+if __name__ == "__main__":
+    config = {"vocab_size": 16, "seq_len": 32, "causal": False, "num_classes": 10, "depth": 1,
+              "d_model": 16, "n_heads": 1, "ffn_mult": 1.0, "attention": "full"}
+    rows = [{"kind": "pick", "rank": 1, "config": config},
+            {"kind": "top", "rank": 2, "config": {**config, "d_model": 32}}]
+    settings = RunSettings(budget=10**6, task="listops", seq_len=32,
+                           task_options={"n_val": 16, "min_length": 8})
+    train_rows(rows, settings, 10**9, 2, argparse.Namespace(jobs=2, threads=1))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_kill_stops_the_final_training_processes_not_only_the_parent():
+    # before: the parent died on SIGTERM and its pool workers trained on, orphaned, for hours
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's background job
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], cwd=ROOT, env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    children: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while len(children) < 3 and time.time() < deadline:  # the resource tracker + 2 workers
+            assert proc.poll() is None
+            time.sleep(0.2)
+            children = _children(proc.pid)
+        assert len(children) >= 3
+        time.sleep(2)  # the worker is importing or training
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        deadline = time.time() + 30
+        while any(_alive(c) for c in children) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(c) for c in children)
+    finally:
+        proc.kill()
+        for c in children:
+            if _alive(c):
+                os.kill(c, signal.SIGKILL)
