@@ -88,8 +88,9 @@ WORKERS_PER_GPU = 4
 
 def default_parallelism(workers: int | None, threads: int | None, device: str) -> tuple[int, int]:
     """(workers, torch threads per worker). CPU: one thread per worker whatever `workers` is
-    (2 torch threads on a busy 2-core machine measured 23x slower than 1, and 20x for two
-    `search.train` processes side by side, while 2 threads on a quiet machine gained only 1.2x),
+    (2 torch threads on a busy 2-core machine measured 23x slower than 1, and two `search.train`
+    processes side by side with 2 threads each 2.4-25x slower than with 1, by the machine's
+    load, while 2 threads alone on a quiet machine gained only 1.2x),
     and a worker per core unless `workers` says otherwise; CUDA: WORKERS_PER_GPU workers per
     visible GPU (worker i on GPU i mod GPUs), the CPU cores shared among them."""
     if device.startswith("cuda"):
