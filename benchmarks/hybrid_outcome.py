@@ -26,6 +26,7 @@ import optuna
 
 from benchmarks.outcome import INTERRUPTED, describe, load_finished_study, train_rows
 from search.budget import format_flops, parse_flops
+from search.interrupts import run_interruptible
 from search.results import ranked_trials
 from search.storage import DEFAULT_STORAGE
 from spaces import ArchConfig
@@ -138,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    try:
-        results = train_rows(rows, settings, tokens, schedule.batch_size, args)
-    except KeyboardInterrupt:
-        print(INTERRUPTED)
-        return 130
+    results = train_rows(rows, settings, tokens, schedule.batch_size, args)
     print(
         f"\n{'family':10s} {'config':44s} {'FLOPs':>11s} {'budget':>7s} {'global':>7s} "
         f"{'search':>6s} {'val loss':>9s} {task.metric:>10s} {'wall s':>7s}"
@@ -163,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, INTERRUPTED))

@@ -32,6 +32,7 @@ import optuna
 from scipy.stats import kendalltau
 
 from search.budget import format_flops, whole_number_arg
+from search.interrupts import run_interruptible
 from search.objective import make_task
 from search.results import ranked_trials
 from search.retrain import run_jobs, train_config
@@ -223,11 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    try:
-        results = train_rows(rows, settings, tokens, schedule.batch_size, args, done)
-    except KeyboardInterrupt:
-        print(INTERRUPTED)
-        return 130
+    results = train_rows(rows, settings, tokens, schedule.batch_size, args, done)
     report(results, task, budget, tokens, time.perf_counter() - started, args)
     return 0
 
@@ -287,4 +284,4 @@ def report(results: list[dict], task, budget: int, tokens: int, wall: float, arg
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, INTERRUPTED))

@@ -25,7 +25,8 @@ import time
 import optuna
 from scipy.stats import kendalltau
 
-from benchmarks.outcome import describe
+from benchmarks.outcome import INTERRUPTED, describe
+from search.interrupts import run_interruptible
 from search.retrain import run_jobs, train_rungs_job
 from search.settings import RunSettings
 from search.study import settings_from_study
@@ -119,4 +120,4 @@ def report(names: list[str], final: list[float], got: list[list[float | None]]) 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, INTERRUPTED))

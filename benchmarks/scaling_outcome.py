@@ -29,10 +29,11 @@ from typing import Any
 
 import optuna
 
-from benchmarks.outcome import describe
+from benchmarks.outcome import INTERRUPTED, describe
 from search import scale
 from search.budget import count_arg, format_flops, whole_number_arg
 from search.compound import Coefficients, scale_to_targets
+from search.interrupts import run_interruptible
 from search.retrain import run_jobs, study_schedule, train_final_job
 from search.storage import DEFAULT_STORAGE, open_storage
 from search.study import settings_from_study
@@ -190,4 +191,4 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, INTERRUPTED))

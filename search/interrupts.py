@@ -19,8 +19,10 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 
 STOP_TIMEOUT = 60.0  # seconds the parent waits for interrupted workers to return their trial
 
@@ -119,6 +121,17 @@ def stop_on_signals():
         signal.signal(signal.SIGINT, intr)
 
 
+def run_interruptible(main: Callable[[], int], message: str) -> int:
+    """A CLI's `__main__`: `main()` under `stop_on_signals`; Ctrl-C or `kill` prints `message`
+    (one line on stderr, no traceback) and gives exit status 130."""
+    with stop_on_signals():
+        try:
+            return main()
+        except KeyboardInterrupt:
+            print(message, file=sys.stderr)
+            return 130
+
+
 def _watch_parent(parent: mp.process.BaseProcess) -> None:
     parent.join()  # returns when the parent process is gone
     os.kill(os.getpid(), signal.SIGINT)
@@ -153,6 +166,7 @@ def stop_workers(procs: list, timeout: float = STOP_TIMEOUT) -> None:
 __all__ = [
     "quiet_optuna_tracebacks",
     "raise_interrupt",
+    "run_interruptible",
     "stop_workers",
     "supervise_worker",
 ]

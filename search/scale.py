@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.budget import count_arg, flops_list_arg, format_flops, whole_number_arg
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import RATIO_TOLERANCE, grid
-from search.interrupts import stop_on_signals
+from search.interrupts import run_interruptible
 from search.plan import default_parallelism
 from search.results import best_trial, ranked_trials
 from search.retrain import run_jobs, study_schedule, train_final_job, train_rungs_job
@@ -163,19 +163,12 @@ class ScaleFailed(Exception):
     """Every grid point failed to train: exit 1 (the reasons are printed above)."""
 
 
+INTERRUPTED = (
+    "interrupted: nothing was written (the scaled study is written once all its training is done)"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:  # Ctrl-C or `kill`: run_jobs has stopped its processes
-        print(
-            "interrupted: nothing was written (the scaled study is written once all its "
-            "training is done)",
-            file=sys.stderr,
-        )
-        return 130
-
-
-def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -398,6 +391,4 @@ def seed_losses(g: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    with stop_on_signals():  # `kill` stops like Ctrl-C, even as a background job
-        code = main()
-    sys.exit(code)
+    sys.exit(run_interruptible(main, INTERRUPTED))  # `kill` stops like Ctrl-C: one line, 130
