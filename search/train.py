@@ -270,14 +270,16 @@ def announce(trainer: FinalTrainer, cfg: ArchConfig) -> None:
 
 def run_with_progress(trainer: FinalTrainer, resume: bool, quiet: bool) -> FinalResult:
     """Train with a progress bar (tokens, loss, tokens/s) and evaluation lines; the first Ctrl-C
-    finishes the step, checkpoints and returns an "interrupted" result, a second one aborts."""
+    or `kill` (SIGTERM) finishes the step, checkpoints and returns an "interrupted" result, a
+    second one aborts."""
     stop = {"requested": False}
 
-    def on_sigint(signum, frame):
+    def on_stop(signum, frame):
         stop["requested"] = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -304,7 +306,8 @@ def run_with_progress(trainer: FinalTrainer, resume: bool, quiet: bool) -> Final
             should_stop=lambda: stop["requested"],
         )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if bar is not None:
             bar.close()
 

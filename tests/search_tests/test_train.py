@@ -164,3 +164,23 @@ def test_ctrl_c_keeps_a_valid_checkpoint_and_resume_finishes(export, tmp_path):
     assert "ok: 256,000 tokens" in resumed.stdout, resumed.stdout
     history = json.loads((out / "history.json").read_text())
     assert history[0]["step"] == 10 and history[-1]["step"] == 1000
+
+
+@pytest.mark.slow
+def test_kill_checkpoints_like_ctrl_c(export, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "search.train", str(export), "--tokens", "256k"]
+    cmd += ["--out", str(out), "--eval-every", "2560", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "history.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # before: the process ended at once, mid-step
+    stdout, stderr = proc.communicate(timeout=guard(120))
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
+    state = json.loads((out / "history.json").read_text())[-1]
+    assert state["step"] >= 10 and (out / "train_state.pt").is_file()
