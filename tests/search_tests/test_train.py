@@ -126,40 +126,42 @@ def test_usage_errors_exit_2(export):
     assert exc.value.code == 2
 
 
-@pytest.mark.slow
-def test_ctrl_c_keeps_a_valid_checkpoint_and_resume_finishes(export, tmp_path):
-    out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "search.train",
-        str(export),
-        "--tokens",
-        "256k",
-        "--out",
-        str(out),
-        "--eval-every",
-        "2560",
-        "--quiet",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def train_cmd(export, out) -> list[str]:
+    """search.train of `export` for 256K tokens into `out`, evaluating every 10 steps."""
+    cmd = [sys.executable, "-m", "search.train", str(export), "--tokens", "256k"]
+    return [*cmd, "--out", str(out), "--eval-every", "2560", "--quiet"]
+
+
+def stop_after_the_first_checkpoint(cmd: list[str], out, sig: int) -> None:
+    """Start `cmd` (a search.train run into `out`), send `sig` once it has checkpointed, and
+    check it stopped as Ctrl-C should: exit 130, one line naming --resume, a checkpoint."""
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
     while not (out / "history.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=guard(120))
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
-    step = json.loads((out / "history.json").read_text())[-1]["step"]
-    assert step >= 10
+    assert json.loads((out / "history.json").read_text())[-1]["step"] >= 10
+    assert (out / "train_state.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_a_valid_checkpoint_and_resume_finishes(export, tmp_path):
+    out = tmp_path / "run"
+    cmd = train_cmd(export, out)
+    stop_after_the_first_checkpoint(cmd, out, signal.SIGINT)
     other = subprocess.run(
-        [*cmd[:5], "30720", *cmd[6:], "--resume"], cwd=ROOT, env=env, capture_output=True, text=True
+        [*cmd[:5], "30720", *cmd[6:], "--resume"], cwd=ROOT, env=ENV, capture_output=True, text=True
     )
     assert other.returncode == 2 and "different run" in other.stderr  # other --tokens: refused
-    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "ok: 256,000 tokens" in resumed.stdout, resumed.stdout
     history = json.loads((out / "history.json").read_text())
@@ -168,19 +170,7 @@ def test_ctrl_c_keeps_a_valid_checkpoint_and_resume_finishes(export, tmp_path):
 
 @pytest.mark.slow
 def test_kill_checkpoints_like_ctrl_c(export, tmp_path):
+    # before: SIGTERM ended the process at once, mid-step (exit -15)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "search.train", str(export), "--tokens", "256k"]
-    cmd += ["--out", str(out), "--eval-every", "2560", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not (out / "history.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)  # before: the process ended at once, mid-step
-    stdout, stderr = proc.communicate(timeout=guard(120))
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
-    state = json.loads((out / "history.json").read_text())[-1]
-    assert state["step"] >= 10 and (out / "train_state.pt").is_file()
+    cmd = train_cmd(export, out)
+    stop_after_the_first_checkpoint(cmd, out, signal.SIGTERM)
