@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search.asha import lineage
 from search.interrupts import quiet_optuna_tracebacks
 from search.objective import Objective, TrialFailed
-from search.results import REJECTED, is_trained, trained_candidates
+from search.results import REJECTED, is_trained, slots_taken, trained_candidates
 from search.storage import storage_failure
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -26,21 +26,6 @@ MAX_CONSECUTIVE_REJECTIONS = 200  # proposals in a row that were over budget or 
 
 class SpaceExhausted(RuntimeError):
     """The sampler keeps proposing configs that are over budget or already evaluated."""
-
-
-def _in_training(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """New candidates in training: RUNNING trials (whose worker may have died) of a candidate
-    not yet trained (a late promotion or a retry continues one that already counts)."""
-    trained = {lineage(t) for t in trials if is_trained(t)}
-    return len(
-        {
-            lineage(t)
-            for t in trials
-            if t.state == TrialState.RUNNING
-            and t.user_attrs.get("status") not in REJECTED
-            and lineage(t) not in trained
-        }
-    )
 
 
 def _promotions_waiting(trials: list[optuna.trial.FrozenTrial]) -> bool:
@@ -99,7 +84,7 @@ def _optimize(study, objective, total, timeout, callbacks, poll) -> None:
             return
         if deadline is not None and time.monotonic() >= deadline:
             return
-        if not waiting and done + _in_training(trials) >= total:
+        if not waiting and len(slots_taken(trials)) >= total:
             time.sleep(poll)  # others hold the last slots; a dead one goes stale and retries
             continue
         seen.clear()

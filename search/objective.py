@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from search.asha import PROMOTED, lineage, queue_copy, superseded_by
 from search.optuna_private import frozen
-from search.results import REJECTED, is_trained
+from search.results import slots_taken
 from search.samplers import promotes_late
 from search.settings import RunSettings
 from spaces.config import ArchConfig
@@ -51,7 +51,6 @@ CONSTRAINT_ATTR = "constraint"  # (flops - budget) / budget: <= 0 is feasible
 PRESCREEN_MARGIN = 0.05  # formula counts above budget x 1.05 are rejected without a trace
 PROGRESS_EVERY = 5.0  # seconds between live progress writes to the study
 MAX_COMPUTE_STRETCH = 64  # --evaluation compute: a small model trains at most 64x the tokens
-NOT_CANDIDATES = (*REJECTED, "superseded", "interrupted")  # a RUNNING trial with one is not new
 
 
 def make_task(settings: RunSettings) -> Task:
@@ -236,18 +235,7 @@ class Objective:
         me = next(t for t in trials if t.number == trial.number)
         if lineage(me) != me.number:
             return
-        taken = {lineage(t) for t in trials if is_trained(t)}
-        taken |= {  # queued or in training: continuations, and new candidates that started first
-            lineage(t)
-            for t in trials
-            if (t.state == TrialState.WAITING and lineage(t) != t.number)
-            or (
-                t.state == TrialState.RUNNING
-                and t.user_attrs.get("status") not in NOT_CANDIDATES
-                and (t.number < me.number or lineage(t) != t.number)
-            )
-        }
-        if len(taken) >= self.trials:
+        if len(slots_taken(trials, before=me.number)) >= self.trials:
             reason = f"the run's {self.trials} candidates are trained or training; not trained"
             trial.set_user_attr("status", "surplus")
             trial.set_user_attr("reason", reason)

@@ -42,6 +42,27 @@ def is_trained(t: optuna.trial.FrozenTrial) -> bool:
     return t.state.is_finished() and t.user_attrs.get("status") in TRAINED
 
 
+NOT_CANDIDATES = (*REJECTED, "superseded", "interrupted")  # a RUNNING trial with one is not new
+
+
+def slots_taken(trials: list[optuna.trial.FrozenTrial], before: int | None = None) -> set[int]:
+    """The candidates (lineages) that hold a `--trials` slot: trained ones, queued or running
+    continuations (a late promotion, a retry), and running new candidates (whose worker may have
+    died), only those numbered below `before` when it is given."""
+    taken = {lineage(t) for t in trials if is_trained(t)}
+    taken |= {
+        lineage(t)
+        for t in trials
+        if (t.state == TrialState.WAITING and lineage(t) != t.number)
+        or (
+            t.state == TrialState.RUNNING
+            and t.user_attrs.get("status") not in NOT_CANDIDATES
+            and (before is None or t.number < before or lineage(t) != t.number)
+        )
+    }
+    return taken
+
+
 def trained_candidates(trials: list[optuna.trial.FrozenTrial]) -> int:
     """Trained candidates among `trials`: a candidate promoted late (`search.asha`) or retried
     is one, however many trials it took."""
