@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from spaces.registry import Registry
+from trainers.tasks.cache import TRAIN_BATCHES
 
 IGNORE_INDEX = -100  # targets equal to this are not scored (F.cross_entropy's default)
 METRICS = {"accuracy": "maximize", "bits_per_byte": "minimize"}
@@ -95,6 +96,9 @@ class Task(ABC):
     allow_zero: ClassVar[frozenset[str]] = frozenset()  # int options that may be 0
     uses_data: ClassVar[bool] = False  # True if the task reads user files (`data`)
     default_n_val: ClassVar[int] = 256
+    # > 0: keep up to this many MB of training batches per process (trainers/tasks/cache.py),
+    # for tasks whose `sample` is slow; every candidate and rung re-reads the stream from step 0
+    train_cache_mb: ClassVar[float] = 0
 
     vocab_size: int
     num_classes: int  # 0 = LM head over the vocabulary; > 0 = classification
@@ -190,7 +194,16 @@ class Task(ABC):
         owner = f"task {self.name!r}"
         step = _positive_int(owner, "step", step, 0, zero_ok=True)
         batch_size = _positive_int(owner, "batch_size", batch_size, 32)
-        return self.sample(rng_for(self.seed, _TRAIN_STREAM, step), batch_size)
+        if not self.train_cache_mb:
+            return self.sample(rng_for(self.seed, _TRAIN_STREAM, step), batch_size)
+
+        def make() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            batch = self.sample(rng_for(self.seed, _TRAIN_STREAM, step), batch_size)
+            return batch.tokens, batch.targets, batch.mask
+
+        key = (type(self), repr(self), tuple(self.data or ()), step, batch_size)
+        parts = TRAIN_BATCHES.get(key, make, self.vocab_size, self.train_cache_mb)
+        return Batch(*parts)
 
     def val_batches(self, batch_size: int) -> list[Batch]:
         """The fixed validation set in batches of `batch_size` (the last may be smaller)."""
