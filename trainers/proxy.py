@@ -27,7 +27,7 @@ import torch
 
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
-from trainers.step import is_oom, oom_reason
+from trainers.step import clip_gradients, is_oom, make_optimizer, oom_reason
 from trainers.tasks import Task
 
 STATUSES = ("ok", "diverged", "stopped", "oom")
@@ -171,10 +171,7 @@ def train(
     try:
         torch.manual_seed(seed)
         model = build_model(cfg).to(dev).train()
-        lr = recipe.lr_for(cfg)
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay
-        )
+        opt, _ = make_optimizer(model, cfg, recipe)
         warmup = max(1, round(recipe.warmup_frac * steps))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: _lr_factor(s, steps, warmup, recipe.final_lr_frac)
@@ -189,7 +186,7 @@ def train(
                 return result("diverged", f"non-finite training loss at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            clip_gradients(model, recipe.grad_clip)
             opt.step()
             sched.step()
             train_time += time.perf_counter() - t0

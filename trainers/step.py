@@ -59,7 +59,7 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, float]:
     """(AdamW, peak learning rate): `lr` if given, else the recipe's width-scaled rule. On CUDA
     the fused AdamW kernel (one launch for all parameters). On the CPU the multi-tensor
-    (foreach) one: the same numbers bit for bit as the per-tensor loop, 5-15% faster steps for
+    (foreach) one: the same numbers bit for bit as the per-tensor loop, 3-16% faster steps for
     the small models a CPU search trains (the fused CPU kernel rounds differently)."""
     peak = recipe.lr_for(cfg) if lr is None else lr
     params = list(model.parameters())
@@ -104,12 +104,18 @@ def train_step(
         raise Diverged(f"non-finite training loss at step {step + 1}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for p in model.parameters() if p.grad is not None]
-    # foreach: one norm kernel per dtype, not per tensor (the same numbers on the CPU)
-    foreach = {p.device.type for p in params} <= {"cpu", "cuda"} or None
-    torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=foreach)
+    clip_gradients(model, grad_clip)
     opt.step()
     return loss.detach()
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the gradients' total norm to `max_norm`; the norm before clipping. Multi-tensor
+    (foreach) on the CPU and CUDA: one norm kernel per dtype, not per tensor, and on the CPU the
+    same numbers as torch's per-tensor loop."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    foreach = {p.device.type for p in params} <= {"cpu", "cuda"} or None
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -128,6 +134,7 @@ __all__ = [
     "Diverged",
     "autocast",
     "check_finite_weights",
+    "clip_gradients",
     "is_oom",
     "make_optimizer",
     "oom_reason",
