@@ -89,8 +89,34 @@ def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) ->
     first = {key: i for i, key in reversed(list(enumerate(keys)))}  # key -> its first row
     order = sorted(first.values())  # the rows that train
     jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
-    trained = {keys[i]: res for i, res in zip(order, run_jobs(_run, jobs, args.jobs, done))}
+    costs = expected_seconds([rows[i] for i in order], tokens)
+    trained = {keys[i]: res for i, res in zip(order, run_jobs(_run, jobs, args.jobs, done, costs))}
     return [{**trained[key], **r} for r, key in zip(rows, keys)]
+
+
+def expected_seconds(rows: list[dict], tokens: int) -> list[float] | None:
+    """Each row's training time at the speed the search measured (`search_tokens_per_s`); rows
+    without one are assumed as fast per FLOP as the median of those with one. None when no row
+    has a speed (the jobs then start in order)."""
+    speeds = [r.get("search_tokens_per_s") for r in rows]
+    flops = [r.get("flops") or count_flops(ArchConfig.from_dict(r["config"])) for r in rows]
+    known = sorted(f * s for f, s in zip(flops, speeds) if s)  # FLOPs x tokens/s
+    if not known:
+        return None
+    typical = known[len(known) // 2]
+    return [tokens / s if s else tokens * f / typical for f, s in zip(flops, speeds)]
+
+
+def search_speeds(study: optuna.Study) -> dict[Any, float]:
+    """Training tokens/s the search measured, by model (`ArchConfig.identity`), the fastest
+    of its trials."""
+    speeds: dict[Any, float] = {}
+    for t in study.get_trials(deepcopy=False):
+        rate, cfg = t.user_attrs.get("tokens_per_s"), t.user_attrs.get("config")
+        if rate and cfg:
+            key = ArchConfig.from_dict(cfg).identity()
+            speeds[key] = max(speeds.get(key, 0.0), float(rate))
+    return speeds
 
 
 def distinct_models(rows: list[dict]) -> int:
@@ -205,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: study {args.study!r} has no trained candidate", file=sys.stderr)
         return 1
     rows += baselines(task.interface(), budget)
+    speeds = search_speeds(study)
     for r in rows:
-        r["flops"] = count_flops(ArchConfig.from_dict(r["config"]))
+        cfg = ArchConfig.from_dict(r["config"])
+        r["flops"] = count_flops(cfg)
+        r["search_tokens_per_s"] = speeds.get(cfg.identity())  # orders the jobs, longest first
     print(
         f"study {args.study}: budget {format_flops(budget)} (fvcore: 1 multiply-add = 1 FLOP), "
         f"top rung {schedule.tokens(schedule.top):,} tokens; training {distinct_models(rows)} "

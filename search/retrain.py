@@ -97,22 +97,36 @@ def train_final_job(job: tuple) -> dict[str, Any]:
 
 
 def run_jobs(
-    fn: Callable[[Any], R], jobs: list, workers: int, done: Callable[[R], None] | None = None
+    fn: Callable[[Any], R],
+    jobs: list,
+    workers: int,
+    done: Callable[[R], None] | None = None,
+    costs: list[float] | None = None,
 ) -> list[R]:
-    """`fn` over `jobs`, in order, in `workers` spawned processes (in this one when there is one
-    worker or one job); `done` sees each result as it comes. `kill` or Ctrl-C raises
-    KeyboardInterrupt here and terminates the processes (`search.interrupts.stop_on_signals`),
-    where before they trained on without their parent."""
-    results: list[R] = []
+    """`fn` over `jobs` in `workers` spawned processes (in this one when there is one worker or
+    one job); the results in the jobs' order, while `done` sees each as it comes. With `costs`
+    (e.g. expected seconds, one per job) the costliest start first, so that no long job starts
+    last while the other processes sit idle (longest-processing-time-first); without them the
+    jobs start in order. `kill` or Ctrl-C raises KeyboardInterrupt here and terminates the
+    processes (`search.interrupts.stop_on_signals`), where before they trained on without their
+    parent."""
+    if costs is not None and len(costs) != len(jobs):
+        raise ValueError(f"costs: {len(costs)} for {len(jobs)} jobs; give one per job")
+    order = list(range(len(jobs)))
+    if costs is not None:
+        order.sort(key=lambda i: -costs[i])  # stable: equal costs keep the jobs' order
+    results: dict[int, R] = {}
+
+    def record(i: int, result: R) -> None:
+        results[i] = result
+        if done is not None:
+            done(result)
+
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(fn(job))
-            if done is not None:
-                done(results[-1])
-        return results
-    with stop_on_signals(), mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-        for result in pool.imap(fn, jobs):  # in the jobs' order
-            results.append(result)
-            if done is not None:
-                done(result)
-    return results
+        for i in order:
+            record(i, fn(jobs[i]))
+    else:
+        with stop_on_signals(), mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            for i, result in zip(order, pool.imap(fn, [jobs[i] for i in order])):
+                record(i, result)
+    return [results[i] for i in range(len(jobs))]
