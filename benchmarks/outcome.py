@@ -14,7 +14,8 @@ Trains, for the same number of final tokens (default 10x the study's top rung), 
 It prints one table (config, FLOPs, fraction of the budget, search rank, final loss and metric,
 wall time), Kendall tau between the search's ranking and the final ranking of the search's
 candidates, and whether the pick is at least as good as the best baseline. Runs go to
-`--jobs` processes with one torch thread each. `--json` writes every figure.
+`--jobs` processes with one torch thread each, the longest first (by the tokens/s the search
+measured), so that no long run starts last. `--json` writes every figure.
 """
 
 from __future__ import annotations
