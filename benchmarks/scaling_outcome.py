@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     jobs = [(r["config"].to_dict(), final, args.tokens, schedule.batch_size, 1) for r in rows]
-    for r, res in zip(rows, run_jobs(train_final_job, jobs, args.jobs)):
+    costs = [float(estimate_flops(r["config"])) for r in rows]  # the largest configs first
+    for r, res in zip(rows, run_jobs(train_final_job, jobs, args.jobs, costs=costs)):
         r.update(res)
     report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
     return 0

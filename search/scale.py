@@ -204,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         configs = [base] + [cfg for _, cfg, _ in scaled]
         jobs = [(c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs]
-        trained = cast("list[dict[str, Any] | None]", run_jobs(train_final_job, jobs, workers))
+        costs = [float(estimate_flops(c)) for c in configs]  # equal tokens: FLOPs set the time
+        trained = cast(
+            "list[dict[str, Any] | None]", run_jobs(train_final_job, jobs, workers, costs=costs)
+        )
     outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
     write_study(storage, study, out_name, outcome, args.tolerance, settings)
     print_outcome(args, outcome, out_name)
@@ -288,7 +291,8 @@ def choose_coefficients(
         for c in reachable
         for s in seeds
     ]
-    got = run_jobs(train_rungs_job, jobs, workers)
+    costs = [float(estimate_flops(cast(ArchConfig, c[2]))) for c in reachable for _ in seeds]
+    got = run_jobs(train_rungs_job, jobs, workers, costs=costs)  # the largest points first
     grid_rows = []
     for i, (c, family, cfg, ratio) in enumerate(reachable):
         assert cfg is not None and ratio is not None  # grid points carry both

@@ -11,6 +11,7 @@ from search.retrain import train_final_job
 from search.scale import result_text
 from search.settings import RunSettings
 from spaces import ArchConfig
+from spaces.flops import estimate_flops
 from tests.search_tests.conftest import TINY_BUDGET, TINY_PRESET, run_cli, search_args
 from trainers.proxy import Recipe
 
@@ -174,9 +175,10 @@ def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
     ]
     # (depth, seed) -> loss: depth 2 has the best single run (1.0) but the worse mean (2.0)
     losses = {(2, 0): 1.0, (2, 1): 3.0, (3, 0): 1.5, (3, 1): 1.7}
-    seen = []
+    seen, given_costs = [], []
 
-    def fake_run_jobs(fn, jobs, workers):
+    def fake_run_jobs(fn, jobs, workers, costs=None):
+        given_costs.append(costs)
         out = []
         for cfg_dict, settings, schedule, _ in jobs:
             seen.append((cfg_dict["depth"], settings.seed, schedule.first_steps))
@@ -191,6 +193,8 @@ def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
         args, reachable, RunSettings(budget=10**6), schedule, 1, 1
     )
     assert seen == [(2, 0, 12), (2, 1, 12), (3, 0, 12), (3, 1, 12)]  # rungs x3: 13,824 >= 9,217
+    two, three = estimate_flops(cfg(2)), estimate_flops(cfg(3))
+    assert given_costs == [[two, two, three, three]]  # one per job: the deeper point starts first
     assert (family, coeffs) == ("width", Coefficients(1.0, 1.4, 1.0))
     assert [r["loss"] for r in rows] == [2.0, 1.6] and [r["losses"] for r in rows] == [
         [1.0, 3.0],
