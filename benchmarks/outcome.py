@@ -100,10 +100,10 @@ def expected_seconds(rows: list[dict], tokens: int) -> list[float] | None:
     without one are assumed as fast per FLOP as the median of those with one. None when no row
     has a speed (the jobs then start in order)."""
     speeds = [r.get("search_tokens_per_s") for r in rows]
+    if not any(speeds):
+        return None
     flops = [r.get("flops") or count_flops(ArchConfig.from_dict(r["config"])) for r in rows]
     known = sorted(f * s for f, s in zip(flops, speeds) if s)  # FLOPs x tokens/s
-    if not known:
-        return None
     typical = known[len(known) // 2]
     return [tokens / s if s else tokens * f / typical for f, s in zip(flops, speeds)]
 

@@ -94,7 +94,7 @@ def test_a_task_without_a_cap_draws_every_batch(monkeypatch) -> None:
 def test_ids_beyond_the_vocabulary_are_kept_whole() -> None:
     cache = BatchCache()
     tokens = torch.tensor([[1, 300, 2]])
-    parts = (tokens, torch.tensor([0]), torch.ones(1, 3, dtype=torch.bool))
-    cache.get("k", lambda: parts, vocab_size=4, limit_mb=1)
+    batch = Batch(tokens, torch.tensor([0]), torch.ones(1, 3, dtype=torch.bool))
+    cache.get("k", lambda: batch, vocab_size=4, limit_mb=1)
     got = cache.get("k", lambda: pytest.fail("drawn again"), vocab_size=4, limit_mb=1)
     assert torch.equal(got[0], tokens) and cache.hits == 1

@@ -194,16 +194,14 @@ class Task(ABC):
         owner = f"task {self.name!r}"
         step = _positive_int(owner, "step", step, 0, zero_ok=True)
         batch_size = _positive_int(owner, "batch_size", batch_size, 32)
-        if not self.train_cache_mb:
+
+        def draw() -> Batch:
             return self.sample(rng_for(self.seed, _TRAIN_STREAM, step), batch_size)
 
-        def make() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            batch = self.sample(rng_for(self.seed, _TRAIN_STREAM, step), batch_size)
-            return batch.tokens, batch.targets, batch.mask
-
+        if not self.train_cache_mb:
+            return draw()
         key = (type(self), repr(self), tuple(self.data or ()), step, batch_size)
-        parts = TRAIN_BATCHES.get(key, make, self.vocab_size, self.train_cache_mb)
-        return Batch(*parts)
+        return Batch(*TRAIN_BATCHES.get(key, draw, self.vocab_size, self.train_cache_mb))
 
     def val_batches(self, batch_size: int) -> list[Batch]:
         """The fixed validation set in batches of `batch_size` (the last may be smaller)."""

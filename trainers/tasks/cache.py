@@ -14,10 +14,22 @@ place cannot change what the next caller gets.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import Protocol
 
 import torch
 
 Parts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a Batch's (tokens, targets, mask)
+
+
+class Drawn(Protocol):  # trainers.tasks.Batch (not imported: base.py imports this module)
+    @property
+    def tokens(self) -> torch.Tensor: ...
+    @property
+    def targets(self) -> torch.Tensor: ...
+    @property
+    def mask(self) -> torch.Tensor: ...
+
+
 _MB = 1 << 20
 
 
@@ -39,17 +51,18 @@ class BatchCache:
         self.hits = self.misses = 0
 
     def get(
-        self, key: Hashable, make: Callable[[], Parts], vocab_size: int, limit_mb: float
+        self, key: Hashable, make: Callable[[], Drawn], vocab_size: int, limit_mb: float
     ) -> Parts:
-        """The parts stored under `key` (new tensors, int64 tokens), else `make()`'s, which
-        are stored while the cache stays within `limit_mb`."""
+        """The (tokens, targets, mask) stored under `key` (new tensors, int64 tokens), else
+        those of the batch `make()` draws, stored while the cache stays within `limit_mb`."""
         stored = self._batches.get(key)
         if stored is not None:
             self.hits += 1
             tokens, targets, mask = stored
             return tokens.long(), targets.clone(), mask.clone()
         self.misses += 1
-        tokens, targets, mask = made = make()
+        batch = make()
+        tokens, targets, mask = made = batch.tokens, batch.targets, batch.mask
         small = tokens.to(_compact_dtype(vocab_size))
         if not torch.equal(small.long(), tokens):  # ids outside the vocabulary: keep int64
             small = tokens.clone()
