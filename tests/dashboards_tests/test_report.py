@@ -125,6 +125,33 @@ def test_scaled_study_gets_a_scaling_figure(tmp_path):
     assert_self_contained(page)
 
 
+def test_importances_get_a_figure_when_enough_trials_completed(tmp_path):
+    from dashboards.trials import importances
+
+    study = _study(budget=1_000_000, direction="maximize", metric="accuracy")
+    dist = {
+        "depth": IntDistribution(1, 8),
+        "attention": CategoricalDistribution(["full", "window"]),
+    }
+    for i in range(20):  # the metric follows depth alone; attention alternates
+        depth, attention = 1 + i % 8, ("full", "window")[i % 2]
+        study.add_trial(
+            create_trial(
+                value=0.1 * depth,
+                params={"depth": depth, "attention": attention},
+                distributions=dist,
+                user_attrs={"variant": attention, "flops": 100_000 * depth},
+            )
+        )
+    imp, note = importances(study)
+    assert imp is not None and set(imp) == {"depth", "attention"}
+    assert imp["depth"] > imp["attention"] and abs(sum(imp.values()) - 1) < 1e-9
+    assert note.startswith("PED-ANOVA importances (Optuna) over 20 completed trials")
+    page = write_report(study, tmp_path).read_text(encoding="utf-8")
+    assert_figure(tmp_path / "importances.png")
+    assert "PED-ANOVA" in page and "need at least" not in page
+
+
 def test_nearly_empty_study_and_unknown_variant(tmp_path):
     study = _study(budget=1_000_000, direction="minimize", metric="loss")
     dist = {"attention": CategoricalDistribution(["full", "mystery"])}

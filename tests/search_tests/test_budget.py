@@ -200,10 +200,20 @@ def test_format_flops(n: float, expected: str) -> None:
     assert format_flops(n) == expected
 
 
-@pytest.mark.parametrize("text", ["2GFLOPs", "500MFLOPs", "750KFLOPs", "1TFLOPs", "3.14G"])
-def test_format_then_parse_round_trips_to_three_digits(text: str) -> None:
-    n = parse_flops(text)
-    assert parse_flops(format_flops(n)) == pytest.approx(n, rel=5e-3)
+@pytest.mark.parametrize(
+    ("text", "back"),
+    [
+        ("2GFLOPs", 2 * 10**9),
+        ("500MFLOPs", 500 * 10**6),
+        ("750KFLOPs", 750 * 10**3),
+        ("1TFLOPs", 10**12),
+        ("3.14G", 314 * 10**7),
+        ("1234567", 123 * 10**4),  # three significant digits: 1.23 MFLOPs
+        ("9876543", 988 * 10**4),  # 9.88 MFLOPs
+    ],
+)
+def test_format_then_parse_round_trips_to_three_digits(text: str, back: int) -> None:
+    assert parse_flops(format_flops(parse_flops(text))) == back
 
 
 @pytest.mark.parametrize(
@@ -343,5 +353,7 @@ def test_parse_flops_decimal_fraction_is_exact(whole: int, frac_digits: int, pre
     denominator = 10**frac_digits
     expected = (2 * numerator + denominator) // (2 * denominator)  # round half up
     if expected == 0:
+        with pytest.raises(BudgetError, match="rounds to 0 FLOPs"):
+            parse_flops(f"{text}{prefix}")
         return
     assert parse_flops(f"{text}{prefix}") == expected

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.budget import parse_flops
-from search.results import cut_at_rung, first_rung_advice, trained_count
+from search.results import cut_at_rung, feasible_trials, first_rung_advice, trained_count
 from spaces import ArchConfig, build_model
 from spaces.flops import count_flops, count_params
 from tests.search_tests.conftest import ROOT, TINY_BUDGET, run_cli, search_args
@@ -119,13 +119,27 @@ def test_infeasible_budget_exits_2_with_smallest_feasible(tmp_path, tiny_preset)
     assert proc.returncode == 2
     assert "smallest feasible budget" in proc.stderr
     smallest = int(proc.stderr.split("--budget ")[1].split()[0])
+    below = run_cli(
+        "search.run",
+        *search_args(tiny_preset, f"sqlite:///{tmp_path}/s.db", "below", 1),
+        "--budget",
+        str(smallest - 1),
+    )
+    assert below.returncode == 2 and "below the cheapest config" in below.stderr
+    assert f"--budget {smallest} " in below.stderr  # the same smallest, one FLOP below it
     ok = run_cli(
         "search.run",
         *search_args(tiny_preset, f"sqlite:///{tmp_path}/s.db", "edge", 1),
         "--budget",
         str(smallest),
     )
-    assert ok.returncode in (0, 1), ok.stderr  # feasible now (a run may still prune its trial)
+    assert ok.returncode == 0, ok.stderr  # the cheapest config fits: one candidate, trained
+    assert "Traceback" not in ok.stderr and "smallest feasible" not in ok.stderr
+    edge = load(f"sqlite:///{tmp_path}/s.db", "edge")
+    assert trained_count(edge) == 1
+    assert [t.user_attrs["flops"] for t in edge.trials if t.user_attrs.get("status") == "ok"] == [
+        smallest
+    ]
 
 
 def test_two_sqlite_workers(tmp_path, tiny_preset):
@@ -201,6 +215,8 @@ def test_export_round_trip_and_example_script(tmp_path, tiny_preset):
     run_cli("search.export", "--study", "exp", "--storage", storage, "--out", str(out), check=True)
     doc = json.loads(out.read_text())
     cfg = ArchConfig.from_file(out)
+    ranked = feasible_trials(load(storage, "exp"))
+    assert doc["provenance"]["trial"] == ranked[0].number  # the best completed trial
     trial = [t for t in load(storage, "exp").get_trials() if t.number == doc["provenance"]["trial"]]
     assert trial and trial[0].state == TrialState.COMPLETE
     a = trial[0].user_attrs
@@ -221,6 +237,10 @@ def test_export_round_trip_and_example_script(tmp_path, tiny_preset):
         check=True,
     )
     assert ArchConfig.from_file(tmp_path / "top-1.yaml") == cfg
+    assert len(ranked) >= 2, "the tiny search should complete at least two candidates"
+    assert ArchConfig.from_file(tmp_path / "top-2.yaml") == ArchConfig.from_dict(
+        ranked[1].user_attrs["config"]
+    )
     example = run_cli("examples.train_exported", str(out), "--steps", "3", check=True)
     assert "step 3" in example.stdout
 

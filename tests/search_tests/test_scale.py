@@ -131,7 +131,11 @@ def test_bad_input_exits_2_and_writes_nothing(base_study):
 def test_password_never_printed():
     url = "postgresql://user:secret@127.0.0.1:1/db"
     proc = run_cli("search.scale", "--study", "x", "--storage", url, "--targets", "5M")
-    assert proc.returncode != 0 and "secret" not in proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "secret" not in proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(
+        "error: cannot open --storage postgresql://user:***@127.0.0.1:1/db"
+    )
 
 
 def test_divergence_reason_reaches_the_table(tmp_path):

@@ -98,10 +98,13 @@ def test_no_chance_note_when_the_rungs_rank_learning_models(capsys, tmp_path):
     assert "chance loss" not in capsys.readouterr().out
 
 
-def test_a_study_without_a_chance_loss_gets_no_note(tmp_path):
+def test_a_study_without_a_chance_loss_gets_no_note(capsys, tmp_path):
     (tmp_path / "old").mkdir()
     study = _study_with(tmp_path / "old", [[2.3, 2.3, 2.3]] * 3, chance=None)
     assert at_chance_by_rung(study) == []
+    assert summarize(study, RunSettings(budget=10**6), "sqlite:///x.db", top=3) == 0
+    out = capsys.readouterr().out
+    assert "top candidates" in out and "chance loss" not in out
 
 
 def test_the_note_names_the_first_rung_where_most_had_left_chance(capsys, tmp_path):

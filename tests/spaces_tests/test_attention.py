@@ -43,10 +43,18 @@ def test_shape_and_finite(variant, dtype):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shorter_sequence_than_built_for(variant):
+    """A sequence 3 shorter than built for gives what the full length gives with the last 3
+    positions padded and masked off."""
     attn = make(variant, seq_len=T)
     x = torch.randn(2, T - 3, C, dtype=torch.float64)
+    padded = torch.cat([x, torch.randn(2, 3, C, dtype=torch.float64)], dim=1)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[:, T - 3 :] = False
     for causal in modes(variant):
-        assert torch.isfinite(attn(x, causal=causal)).all()
+        y = attn(x, causal=causal)
+        assert y.shape == (2, T - 3, C)
+        reference = attn(padded, mask, causal)[:, : T - 3]
+        torch.testing.assert_close(y, reference, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
