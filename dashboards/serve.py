@@ -57,14 +57,22 @@ def parser() -> argparse.ArgumentParser:
         help=f"address to bind, default {DEFAULT_HOST} (this machine only); "
         "anything else exposes an unauthenticated dashboard",
     )
-    p.add_argument("--port", type=port_arg, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument(
+        "--port",
+        type=port_arg,
+        default=DEFAULT_PORT,
+        help=f"port to serve on, default {DEFAULT_PORT}",
+    )
     p.add_argument(
         "--artifacts",
         help="artifact directory (exported configs of the best trials); default: artifacts/ "
         "next to a SQLite database file, i.e. studies/artifacts for the default storage",
     )
     p.add_argument(
-        "--top", type=int, default=3, help="best trials per study that get a config artifact"
+        "--top",
+        type=int,
+        default=3,
+        help="best trials per study that get a config artifact, default 3",
     )
     p.add_argument(
         "--no-annotate",

@@ -47,6 +47,7 @@ def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, 
             "tokens": a.get("tokens"),
             "schedule": s.get("schedule"),
             "corpus": s.get("corpus"),
+            "data": s.get("data") or [],  # the search's --data files; search.train reads them
             "seed": s.get("seed"),
             "versions": s.get("versions"),
         },

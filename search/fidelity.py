@@ -61,7 +61,7 @@ from search.storage import (
     safe_url,
     set_finished_trial_user_attr,
 )
-from search.study import check_task_trusted, settings_from_study
+from search.study import check_task_trusted, settings_from_study, stored_schedule
 from spaces import ArchConfig
 from spaces.flops import FLOP_UNIT
 from trainers.proxy import train
@@ -86,7 +86,8 @@ EPILOG = f"""examples:
   python -m search.fidelity --study recall-2.00GFLOPs --top 5 --random 10 --factor 8 --threads 2
 verdict (Kendall tau between proxy and long-run metric over the retrained trials):
   tau >= {TRUSTWORTHY} trustworthy; {ROUGH_GUIDE} <= tau < {TRUSTWORTHY} rough guide (consider
-  more proxy compute); tau < {ROUGH_GUIDE} not trustworthy (raise --proxy-compute).
+  longer rungs); tau < {ROUGH_GUIDE} not trustworthy (give the search longer rungs: a longer
+  --timeout or a larger --rung-tokens).
 FLOPs: fvcore convention, one multiply-add = one FLOP."""
 
 
@@ -161,8 +162,12 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the random choice of trials, default 0 (training uses the study's seed)",
     )
-    a("--threads", type=whole_number_arg("--threads", 1), help="torch threads, e.g. 2")
-    a("--device", default=None, help="cpu (default) or cuda")
+    a(
+        "--threads",
+        type=whole_number_arg("--threads", 1),
+        help="torch threads (default: torch's, all cores), e.g. 1 on a busy machine",
+    )
+    a("--device", default=None, help="cpu (default), cuda or cuda:N")
     a(
         "--allow-task",
         metavar="IMPORT_PATH",
@@ -239,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         "factor": args.factor,
         "proxy_compute": settings.proxy_compute,
         "long_compute": long_compute,
+        "first_rung_tokens": first_rung_tokens(study),
         "top": args.top,
         "random": args.random,
         "seed": args.seed,
@@ -337,6 +343,12 @@ def long_run(t, role, args, storage, settings, task, long_compute, metric_name) 
     }
 
 
+def first_rung_tokens(study: optuna.Study) -> int | None:
+    """Training tokens of the study's first rung (None for a study without a stored schedule)."""
+    schedule = stored_schedule(study)
+    return None if schedule is None else schedule.tokens(0)
+
+
 def print_report(args: argparse.Namespace, f: dict, direction: str, k: int, n: int) -> None:
     def num(x: float | None) -> str:
         return "undefined" if x is None else f"{x:.3f}"
@@ -358,8 +370,13 @@ def print_report(args: argparse.Namespace, f: dict, direction: str, k: int, n: i
         print(f"note: {n} trials give a noisy tau; retrain more with --random")
     if f["kendall_tau"] is not None and f["kendall_tau"] < TRUSTWORTHY:
         print(
-            f"hint: e.g. python -m search.run ... --proxy-compute "
-            f"{format_flops(f['long_compute']).replace(' ', '')} --study <new name>"
+            "hint: the search's rungs are too short to rank these candidates; give a new "
+            "study longer rungs: a longer --timeout, or "
+            + (
+                f"--rung-tokens {3 * f['first_rung_tokens']} (3x this study's first rung)"
+                if f.get("first_rung_tokens")
+                else "a larger --rung-tokens"
+            )
         )
     print(
         "stored: trial attrs long_metric/long_factor, study attr 'fidelity' in "

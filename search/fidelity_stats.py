@@ -5,9 +5,9 @@ Pure statistics behind `python -m search.fidelity`: Kendall tau and Spearman rho
 and the plain-language reading of tau (`verdict`, thresholds `TRUSTWORTHY` and `ROUGH_GUIDE`):
 
     tau >= 0.6          trustworthy: the proxy ranks candidates as a longer run would
-    0.3 <= tau < 0.6    rough guide: the top few are worth a longer look; consider more
-                        proxy compute
-    tau < 0.3           not trustworthy: raise --proxy-compute before believing the search
+    0.3 <= tau < 0.6    rough guide: the top few are worth a longer look; consider longer
+                        rungs
+    tau < 0.3           not trustworthy: give the search longer rungs before believing it
 """
 
 from __future__ import annotations
@@ -90,13 +90,14 @@ def verdict(tau: float | None) -> str:
     if tau >= ROUGH_GUIDE:
         return (
             f"rough guide ({ROUGH_GUIDE} <= tau {tau:.2f} < {TRUSTWORTHY}): the proxy's top few "
-            "are worth a longer look, but its exact order is not; consider more proxy compute "
-            "(--proxy-compute)"
+            "are worth a longer look, but its exact order is not; consider longer rungs "
+            "(--timeout, --rung-tokens)"
         )
     says = "says little about" if tau >= 0 else "runs against"
     return (
         f"not trustworthy (tau {tau:.2f} < {ROUGH_GUIDE}): the proxy ranking {says} the ranking "
-        "after longer training; raise --proxy-compute before believing the search"
+        "after longer training; give the search longer rungs (--timeout, --rung-tokens) "
+        "before believing it"
     )
 
 

@@ -94,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--workers",
         type=int,
-        help="worker processes sharing the study (default: one per CPU core; with --device "
-        "cuda, 4 per GPU: a budget-sized candidate leaves a GPU mostly idle)",
+        help="worker processes sharing the study (default: CPU cores / --threads, one per core "
+        "by default; with --device cuda, 4 per GPU: a budget-sized candidate leaves a GPU "
+        "mostly idle)",
     )
     a("--sampler", choices=list(SAMPLERS), help=describe(SAMPLERS, RunSettings.sampler))
     a(
@@ -114,8 +115,9 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--proxy-compute",
         type=flops_arg,
-        help="training FLOPs of the equal-compute proxy runs that search.fidelity uses; "
-        f"default {format_flops(DEFAULT_PROXY_COMPUTE)}",
+        help="training FLOPs that set the length of search.fidelity's long runs (--factor x "
+        "this); it does not change how the search ranks candidates; default "
+        f"{format_flops(DEFAULT_PROXY_COMPUTE)}",
     )
     a("--seed", type=int, help="seed for data, initialisation and the sampler; default 0")
     a("--device", help="cpu (default) or cuda, e.g. --device cuda")
@@ -129,7 +131,8 @@ def parser() -> argparse.ArgumentParser:
         "--checkpoint-dir",
         metavar="DIR",
         help="rung checkpoints, so a killed worker's trial resumes (default: checkpoints/ "
-        "next to the SQLite file); use a shared folder for several machines",
+        "next to the SQLite file, studies/checkpoints for other databases); use a shared "
+        "folder for several machines",
     )
     a("--preset", help="study preset TOML that overrides defaults, e.g. studies/recall.toml")
     a(
@@ -144,8 +147,18 @@ def parser() -> argparse.ArgumentParser:
         default="optuna",
         help="optuna (default, local processes) or ray (Ray Tune, local or a cluster)",
     )
-    a("--address", help="Ray cluster address for --backend ray, e.g. auto or ray://host:10001")
-    a("--cpus-per-trial", type=int, default=1, help="CPUs per Ray trial (--backend ray), e.g. 2")
+    a(
+        "--address",
+        help="Ray cluster address for --backend ray, e.g. auto or ray://host:10001 (default: a "
+        "private Ray instance on this machine)",
+    )
+    a(
+        "--cpus-per-trial",
+        type=int,
+        default=1,
+        help="CPUs and torch threads per Ray trial (--backend ray; replaces --threads), "
+        "default 1, e.g. 2",
+    )
     a(
         "--gpus-per-trial",
         type=float,

@@ -94,12 +94,14 @@ def parser() -> argparse.ArgumentParser:
         help="train each grid point for at least this many tokens, e.g. 2M (default: the "
         "study's rungs; longer rungs keep the study's batch and anytime schedule)",
     )
-    a("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
+    a("--storage", default=DEFAULT_STORAGE, help=f"study database URL, default {DEFAULT_STORAGE}")
     a(
         "--tolerance",
         type=float,
         default=RATIO_TOLERANCE,
-        help=f"grid points measure 2x the base FLOPs +- this fraction, default {RATIO_TOLERANCE}",
+        help="coefficient sets whose rounded config measures 2x the base FLOPs +- this fraction "
+        f"are candidates for grid points (default {RATIO_TOLERANCE}); each chosen point is then "
+        "fitted to 2x +- 0.2x",
     )
     a(
         "--train",
@@ -115,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     a("--threads", type=int, help="torch threads per process (default 1 on CPU)")
     a("--out-study", help="name of the scaled study (default <study>-scaled)")
     a("--overwrite", action="store_true", help="replace an existing scaled study")
-    a("--device", default=None, help="cpu or cuda (default: the study's)")
+    a("--device", default=None, help="cpu (default), cuda or cuda:N")
     a(
         "--allow-task",
         metavar="IMPORT_PATH",

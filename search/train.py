@@ -68,7 +68,13 @@ def parser() -> argparse.ArgumentParser:
         help="task (text, recall, listops or pkg.module:Class); default: the export's, else "
         f"{DEFAULT_TASK}",
     )
-    a("--data", nargs="+", metavar="PATH", help="UTF-8 text files for --task text")
+    a(
+        "--data",
+        nargs="+",
+        metavar="PATH",
+        help="UTF-8 text files for --task text; default: the export's (the search's --data), "
+        "else the interpreter's stdlib sources",
+    )
     a(
         "--option",
         type=option_arg,
@@ -152,8 +158,9 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
     cfg, prov = read_export(path)
     options = dict(prov.get("task_options") or {}) if args.task is None else {}
     options.update(dict(args.option))
-    if args.data:
-        options["data"] = list(args.data)
+    data = args.data or (prov.get("data") if args.task is None else None)
+    if data:  # --data, else the search's own files (an export from a --data search)
+        options["data"] = list(data)
     task_name = args.task or prov.get("task") or DEFAULT_TASK
     seed = args.seed if args.seed is not None else int(prov.get("seed") or 0)
     task = get_task(task_name, seed=seed, seq_len=cfg.seq_len, **options)

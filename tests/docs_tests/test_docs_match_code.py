@@ -55,3 +55,30 @@ def test_readme_flag_rows_list_every_sampler_and_pruner():
     for flag, registry in (("--sampler", SAMPLERS), ("--pruner", PRUNERS)):
         row = next(line for line in lines if line.startswith(f"| `{flag}` |"))
         assert [n for n in registry if f"`{n}`" not in row] == [], row
+
+
+def _table_flags(first_row: str) -> set[str]:
+    """The `--flags` named in the first column of the README table that starts at `first_row`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_row))
+    flags: set[str] = set()
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        flags.update(re.findall(r"`(--[a-z-]+)", line.split("|")[1]))
+    return flags
+
+
+@pytest.mark.parametrize(
+    ("module", "first_row"),
+    [("search.run_flags", "| `--budget` |"), ("search.train", "| `CONFIG` |")],
+)
+def test_readme_flag_table_lists_every_flag(module, first_row):
+    import importlib
+
+    parser = importlib.import_module(module).parser()
+    flags = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    flags.discard("--help")
+    documented = _table_flags(first_row)
+    assert sorted(flags - documented) == [], f"README's {module} table misses these flags"
+    assert sorted(documented - flags) == [], f"README's {module} table names unknown flags"

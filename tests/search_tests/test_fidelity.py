@@ -121,7 +121,34 @@ def test_verdict_thresholds(tau, start):
     text = verdict(tau)
     assert text.startswith(start)
     if start != "trustworthy":
-        assert "--" in text  # says what to do: --proxy-compute / --random
+        assert "--" in text  # says what to do: --timeout, --rung-tokens / --random
+        assert "--proxy-compute" not in text  # it lengthens the long runs, not the rungs
+
+
+def test_a_low_tau_hint_asks_for_longer_rungs(capsys):
+    import argparse
+
+    from search.fidelity import print_report
+
+    f = {
+        "proxy_compute": 30 * 10**9,
+        "long_compute": 120 * 10**9,
+        "metric": "val_loss",
+        "kendall_tau": 0.2,
+        "kendall_p": 0.5,
+        "spearman_rho": 0.3,
+        "spearman_p": 0.5,
+        "top_k_overlap": 0.5,
+        "proxy_pick_long_rank": 3,
+        "verdict": verdict(0.2),
+        "first_rung_tokens": 65536,
+    }
+    args = argparse.Namespace(storage="sqlite:///x.db")
+    print_report(args, f, "minimize", 2, 8)
+    out = capsys.readouterr().out
+    assert "give a new study longer rungs: a longer --timeout, or --rung-tokens 196608" in out
+    print_report(args, {**f, "first_rung_tokens": None}, "minimize", 2, 8)
+    assert "a longer --timeout, or a larger --rung-tokens" in capsys.readouterr().out
 
 
 def test_fidelity_stats_hand_example():

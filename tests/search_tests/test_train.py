@@ -174,3 +174,45 @@ def test_kill_checkpoints_like_ctrl_c(export, tmp_path):
     out = tmp_path / "run"
     cmd = train_cmd(export, out)
     stop_after_the_first_checkpoint(cmd, out, signal.SIGTERM)
+
+
+def test_an_export_from_a_data_search_trains_on_that_data(tmp_path):
+    """The search's --data travels in the export, so search.train trains on the same text."""
+    import optuna
+
+    from search.export import document
+    from search.train import build, parser
+    from trainers.tasks.text import corpus_name
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 400, encoding="utf-8")
+    task = get_task("text", seq_len=32, data=[str(corpus)])
+    cfg = ArchConfig(**task.interface(), depth=1, d_model=32, n_heads=2)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    for key, value in {
+        "task": "text",
+        "task_options": {},
+        "data": [str(corpus)],
+        "seed": 0,
+    }.items():
+        study.set_user_attr(key, value)
+    study.add_trial(
+        optuna.trial.create_trial(value=1.0, user_attrs={"config": cfg.to_dict(), "flops": 1})
+    )
+    doc = document(study, study.trials[0])
+    assert doc["provenance"]["data"] == [str(corpus)]
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps(doc))
+
+    def corpus_of(*extra: str) -> str:
+        ns = parser().parse_args(
+            [str(path), "--tokens", "1k", "--out", str(tmp_path / "r"), *extra]
+        )
+        return build(ns)[0].task.corpus
+
+    other = tmp_path / "other.txt"
+    other.write_text("x = 1\n" * 2000, encoding="utf-8")
+    assert corpus_of() == corpus_name([str(corpus)])  # the export's data
+    assert corpus_of("--data", str(other)) == corpus_name([str(other)])  # --data wins
+    assert corpus_of("--task", "text") == corpus_name(None)  # another --task: the export's
+    # options and data are dropped, so text falls back to the stdlib sources
