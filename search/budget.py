@@ -243,6 +243,35 @@ def whole_number_arg(name: str, minimum: int):
     return parse
 
 
+DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
+
+
+def device_arg(text: str) -> str:
+    """``argparse`` ``type=`` callable for ``--device``: cpu, cuda or cuda:N."""
+    if not DEVICE_RE.match(text):
+        raise argparse.ArgumentTypeError(f"invalid --device {text!r}: expected cpu, cuda or cuda:N")
+    return text
+
+
+def number_arg(name: str, low: float, high: float, example: str):
+    """``argparse`` ``type=`` callable for a finite number in the open range (low, high), e.g.
+    ``--lr`` or ``--tolerance``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low < value < high):
+            bounds = f"> {low:g}" if high == math.inf else f"in ({low:g}, {high:g})"
+            raise argparse.ArgumentTypeError(
+                f"invalid {name} {text!r}: expected a finite number {bounds}, e.g. {example}"
+            )
+        return value
+
+    return parse
+
+
 _COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
 
 

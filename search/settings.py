@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from search.budget import parse_flops
+from search.budget import DEVICE_RE, parse_flops
 from search.samplers import PRUNERS, SAMPLERS
 from spaces.config import LIMITS
 from spaces.space import SearchSpace
@@ -82,9 +81,6 @@ def load_preset(path: str | Path) -> dict[str, Any]:
             f"--preset {str(path)!r}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}"
         )
     return data
-
-
-DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
 
 
 def build_settings(preset: dict[str, Any], flags: dict[str, Any]) -> RunSettings:
