@@ -249,3 +249,20 @@ def test_export_errors(tmp_path):
     proc = run_cli("search.export", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db")
     assert proc.returncode == 2 and "no study database at" in proc.stderr
     assert not (tmp_path / "x.db").exists()  # a read-only command creates nothing
+
+
+def test_an_unusable_checkpoint_dir_exits_2_before_any_study(tmp_path, tiny_preset):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    storage = f"sqlite:///{tmp_path}/c.db"
+    for folder, message in (
+        (afile, f"error: --checkpoint-dir '{afile}' is a file; give a folder"),
+        (
+            afile / "sub",
+            f"error: cannot create --checkpoint-dir '{afile / 'sub'}': Not a directory",
+        ),
+    ):
+        args = search_args(tiny_preset, storage, "c", 1)
+        proc = run_cli("search.run", *args, "--checkpoint-dir", str(folder))
+        assert proc.returncode == 2 and proc.stderr == message + "\n", proc.stderr
+    assert not (tmp_path / "c.db").exists()  # refused before the study was created
