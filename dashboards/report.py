@@ -42,6 +42,7 @@ from dashboards.trials import (
     points,
     scaling_rows,
 )
+from search.budget import whole_number_arg
 from search.results import top_table
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces.atomic import write_text
@@ -169,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--storage", default=DEFAULT_STORAGE, help=f"study database URL, default {DEFAULT_STORAGE}"
     )
-    p.add_argument("--top", type=int, default=10, help="rows of the top-configs table, default 10")
+    p.add_argument(
+        "--top",
+        type=whole_number_arg("--top", 1),
+        default=10,
+        help="rows of the top-configs table, default 10",
+    )
     args = p.parse_args(argv)
     try:
         storage = open_existing_storage(args.storage)
@@ -189,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         print(f"error: --out {args.out!r} is a file; give a directory", file=sys.stderr)
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create --out {args.out!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     index = write_report(study, out, args.top, args.storage)
     print(f"wrote {index} (open it in a browser; figures also as PNG files in {out})")

@@ -90,6 +90,17 @@ def test_report_refuses_bad_input(built_study, tmp_path, capsys):
     code = report.main(["--study", "x", "--out", str(tmp_path), "--storage", "studies.db"])
     assert code == 2 and "not a database URL" in capsys.readouterr().err
 
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    name, url = built_study.name, built_study.storage
+    code = report.main(["--study", name, "--out", str(afile / "sub"), "--storage", url])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: cannot create --out '{afile / 'sub'}': Not a directory\n"
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--study", name, "--out", str(tmp_path / "r"), "--storage", url, "--top", "0"])
+    assert exit_info.value.code == 2
+    assert "invalid --top '0': expected a whole number >= 1" in capsys.readouterr().err
+
 
 def _study(**attrs) -> optuna.Study:
     study = optuna.create_study(direction=attrs.pop("study_direction", "maximize"))
