@@ -55,6 +55,11 @@ def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, 
 
 
 def write(doc: dict[str, Any], path: Path) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a folder")
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -66,17 +71,46 @@ def write(doc: dict[str, Any], path: Path) -> None:
         raise ValueError(f"--out {str(path)!r}: use a .json, .yaml or .yml file name")
 
 
+# trial statuses that never trained to a result (search.objective, search.asha)
+UNTRAINED = (
+    "over_budget",
+    "duplicate",
+    "surplus",
+    "superseded",
+    "diverged",
+    "oom",
+    "interrupted",
+    "training",
+)
+
+
 def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | None = None):
     """Write the chosen trial(s); returns the written paths."""
+    scaled = study.user_attrs.get("kind") == "scaled"
     if trial is not None:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not matches or "config" not in matches[0].user_attrs:
             raise ValueError(
                 f"--trial {trial}: study {study.study_name!r} has no such trial with a config"
             )
+        status = matches[0].user_attrs.get("status")
+        if not scaled and status in UNTRAINED:  # a scaled study's targets may be untrained
+            a = matches[0].user_attrs
+            why = f"duplicate of trial {a['duplicate_of']}" if "duplicate_of" in a else status
+            raise ValueError(
+                f"--trial {trial} was never trained or failed ({why}"
+                + (f": {a['reason']}" if a.get("reason") else "")
+                + "); export a trained trial from the run's table, or omit --trial for the best"
+            )
         chosen = matches
     else:
         chosen = feasible_trials(study)[: top or 1]
+        if not chosen and scaled:
+            raise ValueError(
+                f"study {study.study_name!r} is a scaled study (from "
+                f"{study.user_attrs.get('base_study')!r}); pass --trial N, the row of the target "
+                "to export (search.scale printed them)"
+            )
         if not chosen:
             raise ValueError(f"study {study.study_name!r} has no completed trial within budget")
     paths = []
@@ -98,8 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         "--storage", default=DEFAULT_STORAGE, help=f"database URL, default {DEFAULT_STORAGE}"
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--trial", type=int, help="export this trial number instead of the best")
-    g.add_argument("--top", type=int, help="export the K best feasible trials")
+    g.add_argument(
+        "--trial",
+        type=int,
+        help="export this trial number (default: the best completed trial within the budget)",
+    )
+    g.add_argument(
+        "--top",
+        type=int,
+        help="export the K best feasible trials as <out stem>-1, -2, ... (default: the best)",
+    )
     p.add_argument("--out", default="best.json", help="output .json or .yaml, default best.json")
     args = p.parse_args(argv)
     if args.top is not None and args.top < 1:

@@ -266,3 +266,43 @@ def test_an_unusable_checkpoint_dir_exits_2_before_any_study(tmp_path, tiny_pres
         proc = run_cli("search.run", *args, "--checkpoint-dir", str(folder))
         assert proc.returncode == 2 and proc.stderr == message + "\n", proc.stderr
     assert not (tmp_path / "c.db").exists()  # refused before the study was created
+
+
+def test_export_refuses_untrained_trials_and_explains_scaled_studies(tmp_path, capsys):
+    from search.export import main as export_main
+
+    cfg = {"vocab_size": 16, "seq_len": 32, "causal": True, "depth": 1, "d_model": 32}
+    cfg = ArchConfig(**cfg, n_heads=1).to_dict()
+    url = f"sqlite:///{tmp_path}/x.db"
+    study = optuna.create_study(storage=url, study_name="s")
+    study.set_user_attr("budget", 10**6)
+    over = {"config": cfg, "status": "over_budget", "reason": "2 MFLOPs > budget 1 MFLOPs"}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=over))
+    dup = {"config": cfg, "status": "duplicate", "duplicate_of": 0}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=dup))
+    out = str(tmp_path / "t.json")
+    assert export_main(["--study", "s", "--storage", url, "--trial", "0", "--out", out]) == 2
+    assert capsys.readouterr().err == (
+        "error: --trial 0 was never trained or failed (over_budget: 2 MFLOPs > budget 1 MFLOPs); "
+        "export a trained trial from the run's table, or omit --trial for the best\n"
+    )
+    assert export_main(["--study", "s", "--storage", url, "--trial", "1", "--out", out]) == 2
+    assert "(duplicate of trial 0)" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()
+    (tmp_path / "afile").write_text("x")
+    bad = str(tmp_path / "afile" / "t.json")
+
+    scaled = optuna.create_study(storage=url, study_name="s-scaled")
+    scaled.set_user_attr("kind", "scaled")
+    scaled.set_user_attr("base_study", "s")
+    untrained = {"config": cfg, "status": "untrained", "target": 4 * 10**6}
+    scaled.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=untrained))
+    assert export_main(["--study", "s-scaled", "--storage", url, "--out", out]) == 2
+    assert "is a scaled study (from 's'); pass --trial N" in capsys.readouterr().err
+    assert export_main(["--study", "s-scaled", "--storage", url, "--trial", "0", "--out", out]) == 0
+    assert ArchConfig.from_file(out).to_dict() == cfg  # a scaled target exports untrained
+    capsys.readouterr()
+    assert export_main(["--study", "s-scaled", "--storage", url, "--trial", "0", "--out", bad]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {bad!r}: {str(tmp_path / 'afile')!r} is a file, not a folder\n"
+    )
