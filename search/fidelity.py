@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from search.budget import format_flops, whole_number_arg
+from search.budget import device_arg, format_flops, whole_number_arg
 from search.fidelity_stats import (
     ROUGH_GUIDE,
     TRUSTWORTHY,
@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
         type=whole_number_arg("--threads", 1),
         help="torch threads (default: torch's, all cores), e.g. 1 on a busy machine",
     )
-    a("--device", default=None, help="cpu (default), cuda or cuda:N")
+    a("--device", type=device_arg, default=None, help="cpu (default), cuda or cuda:N")
     a(
         "--allow-task",
         metavar="IMPORT_PATH",
@@ -269,6 +269,12 @@ def open_checked(args: argparse.Namespace):
         raise FidelityError(str(exc)) from None
     study = _load(storage, args.study, args.storage)
     check_task_trusted(study, args.allow_task)  # before any trained-trial checks
+    if study.user_attrs.get("kind") == "scaled":
+        raise FidelityError(
+            f"{args.study!r} is a scaled study (from {study.user_attrs.get('base_study')!r}); "
+            "search.fidelity measures a search study: pass --study "
+            f"{study.user_attrs.get('base_study')}"
+        )
     if "identity" not in study.user_attrs:
         raise FidelityError(
             f"study {args.study!r} was not made by search.run (no 'identity' attribute), so "

@@ -210,6 +210,7 @@ def test_default_k():
         (["--random", "two"], "--random"),
         (["--threads", "0"], "--threads"),
         (["--seed", "-3"], "--seed"),
+        (["--device", "bogus"], "invalid --device 'bogus': expected cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_numbers_exit_2(flags, message, capsys):
@@ -241,6 +242,15 @@ def test_error_exits(tiny_study, tmp_path, tmp_path_factory, capsys):
     optuna.create_study(study_name="plain", storage=other)  # not made by search.run
     assert fidelity.main(["--study", "plain", "--storage", other]) == 2
     assert "identity" in capsys.readouterr().err
+
+    scaled = optuna.create_study(study_name="few-scaled", storage=other)
+    scaled.set_user_attr("kind", "scaled")
+    scaled.set_user_attr("base_study", "few")
+    assert fidelity.main(["--study", "few-scaled", "--storage", other]) == 2
+    assert capsys.readouterr().err == (
+        "error: 'few-scaled' is a scaled study (from 'few'); search.fidelity measures a search "
+        "study: pass --study few\n"
+    )
 
 
 def test_hand_baseline_is_the_largest_that_fits():
