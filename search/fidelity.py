@@ -1,9 +1,14 @@
 """`python -m search.fidelity --study NAME`: does the proxy ranking survive longer training?
 
-A search ranks candidates by a short proxy run. This command measures how far that ranking can
-be trusted: it retrains the `--top K` best and `--random R` randomly chosen (seeded by `--seed`)
-completed trials of a study with `--factor F` times the study's proxy compute, with the same
-recipe and the same training seed as the study, and compares the two rankings:
+A search ranks candidates by short training (its rungs). This command measures how far that
+ranking can be trusted: it retrains the `--top K` best and `--random R` randomly chosen (seeded
+by `--seed`) completed trials of a study `--factor F` times longer, with the same recipe, batch
+and training seed as the study, and compares the two rankings. The long run is what a user
+does with the pick: F x the tokens the search judged the trial on, with `search.train`'s
+trainer (`search.retrain.train_config`), so every candidate of a `--evaluation tokens` study
+sees the same tokens. A study without a stored rung schedule (made before the rung evaluator)
+was ranked by equal-compute proxy runs, and its long runs keep that: F x its proxy compute with
+`trainers.proxy`. The statistics:
 
 * Kendall tau and Spearman rho (`scipy.stats.kendalltau` (tau-b, ties handled) and
   `scipy.stats.spearmanr`) between the proxy metric (the trial's value) and the long-run
@@ -23,7 +28,8 @@ metrics, where a few noisy swaps pull tau down.
 Verdict: `search.fidelity_stats.verdict(tau)` (thresholds `TRUSTWORTHY`, `ROUGH_GUIDE` there).
 
 Stored results: on each retrained trial the user attributes `long_metric` (None when the long
-run failed), `long_factor`, `long_compute`, `long_status`, `long_wall_time`; on the study the
+run failed), `long_factor`, `long_tokens` (or `long_compute` for an equal-compute study),
+`long_status`, `long_wall_time`; on the study the
 user attribute `fidelity` (the statistics, the verdict, the trials and their metrics). A trial
 already retrained with the same factor is not trained again unless `--retrain` is given (the
 same seed gives the same result on CPU). FLOPs: fvcore's convention, 1 multiply-add = 1 FLOP.
@@ -35,6 +41,7 @@ than 3 completed trials, bad numbers).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -53,7 +60,10 @@ from search.fidelity_stats import (
 )
 from search.objective import make_task
 from search.optuna_private import trial_id
+from search.plan import default_parallelism
 from search.results import feasible_trials
+from search.retrain import train_config
+from search.settings import RunSettings
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
@@ -65,6 +75,7 @@ from search.study import check_task_trusted, settings_from_study, stored_schedul
 from spaces import ArchConfig
 from spaces.flops import FLOP_UNIT
 from trainers.proxy import train
+from trainers.rungs import RungSchedule
 
 __all__ = [
     "DEFAULT_FACTOR",
@@ -116,8 +127,8 @@ def _factor(text: str) -> float:
         value = float("nan")
     if not (math.isfinite(value) and value > 1):
         raise argparse.ArgumentTypeError(
-            f"invalid --factor {text!r}: expected a finite number > 1 (the long run's compute "
-            "as a multiple of the proxy compute), e.g. 4"
+            f"invalid --factor {text!r}: expected a finite number > 1 (the long run as a "
+            "multiple of the search's training), e.g. 4"
         )
     return value
 
@@ -153,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
         "--factor",
         type=_factor,
         default=DEFAULT_FACTOR,
-        help=f"long run = F x the study's proxy compute, default {DEFAULT_FACTOR:g}",
+        help="long run = F x the tokens the search trained each trial on (older equal-compute "
+        f"studies: F x their proxy compute), default {DEFAULT_FACTOR:g}",
     )
     a("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL, default {DEFAULT_STORAGE}")
     a(
@@ -165,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--threads",
         type=whole_number_arg("--threads", 1),
-        help="torch threads (default: torch's, all cores), e.g. 1 on a busy machine",
+        help="torch threads (default 1 on CPU: robust on a busy machine), e.g. 2",
     )
     a("--device", type=device_arg, default=None, help="cpu (default), cuda or cuda:N")
     a(
@@ -210,20 +222,18 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise FidelityError("--device cuda was given but torch sees no CUDA device")
-    task = make_task(settings)
-    long_compute = round(settings.proxy_compute * args.factor)
+    schedule = stored_schedule(study)
+    _, threads = default_parallelism(1, args.threads, settings.device)
+    plan = LongRuns(args.factor, schedule, settings, threads, args.retrain)
     print(
         f"study {args.study!r}: {len(trials)} completed trials; retraining {len(chosen)} "
         f"({sum(r == 'top' for _, r in chosen)} best, {sum(r == 'random' for _, r in chosen)} "
-        f"random, seed {args.seed}) with {args.factor:g} x the proxy compute = "
-        f"{format_flops(long_compute)} training FLOPs each (proxy "
-        f"{format_flops(settings.proxy_compute)}; fvcore: 1 multiply-add = 1 FLOP), "
-        f"training seed {settings.seed}",
+        f"random, seed {args.seed}) {plan.describe()}, training seed {settings.seed}",
         flush=True,
     )
     rows = []
     for t, role in chosen:
-        rows.append(long_run(t, role, args, storage, settings, task, long_compute, metric_name))
+        rows.append(long_run(t, role, storage, plan, metric_name))
     usable = [r for r in rows if r["long"] is not None]
     if len(usable) < MIN_TRIALS:
         print(
@@ -243,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
         "metric": metric_name,
         "factor": args.factor,
         "proxy_compute": settings.proxy_compute,
-        "long_compute": long_compute,
+        "long_compute": plan.compute,
+        "long_runs": plan.describe(),
         "first_rung_tokens": first_rung_tokens(study),
         "top": args.top,
         "random": args.random,
@@ -294,40 +305,103 @@ def open_checked(args: argparse.Namespace):
     return storage, study, trials
 
 
-def long_run(t, role, args, storage, settings, task, long_compute, metric_name) -> dict:
-    """One trial's long-run metric: stored from an earlier run with the same factor, else
-    trained now and stored on the trial; prints one line."""
+@dataclasses.dataclass(frozen=True)
+class LongRuns:
+    """How the long runs train: F x each trial's tokens with search.train's trainer (a study
+    with a rung schedule), or F x the proxy compute with trainers.proxy (an older study)."""
+
+    factor: float
+    schedule: RungSchedule | None
+    settings: RunSettings
+    threads: int
+    retrain: bool
+
+    @property
+    def compute(self) -> int | None:
+        if self.schedule is not None:
+            return None
+        return round(self.settings.proxy_compute * self.factor)
+
+    def tokens(self, t: optuna.trial.FrozenTrial) -> int | None:
+        if self.schedule is None:
+            return None
+        return round(self.factor * int(t.user_attrs["tokens"]))
+
+    def describe(self) -> str:
+        if self.schedule is None:
+            return (
+                f"with {self.factor:g} x the proxy compute = "
+                f"{format_flops(round(self.settings.proxy_compute * self.factor))} "
+                f"training FLOPs each (equal compute, as this older study was ranked; proxy "
+                f"{format_flops(self.settings.proxy_compute)}; fvcore: 1 multiply-add = 1 FLOP)"
+            )
+        return (
+            f"for {self.factor:g} x the tokens the search trained each on (search.train's "
+            f"trainer, batch {self.schedule.batch_size} x {self.schedule.seq_len})"
+        )
+
+    def stored(self, t: optuna.trial.FrozenTrial) -> bool:
+        """Whether `t` already holds this long run."""
+        a = t.user_attrs
+        if self.retrain or a.get("long_factor") != self.factor or "long_status" not in a:
+            return False
+        if self.schedule is None:
+            return a.get("long_compute") == self.compute
+        return a.get("long_tokens") == self.tokens(t)
+
+    def train(self, t: optuna.trial.FrozenTrial) -> dict:
+        """{"status", "reason", "loss", "metric", "wall_time"} of one long run."""
+        cfg = t.user_attrs["config"]
+        if self.schedule is not None:
+            tokens = round(self.factor * int(t.user_attrs["tokens"]))
+            return train_config(cfg, self.settings, tokens, self.schedule.batch_size, self.threads)
+        r = train(
+            ArchConfig.from_dict(cfg),
+            make_task(self.settings),
+            round(self.settings.proxy_compute * self.factor),
+            recipe=self.settings.recipe,
+            seed=self.settings.seed,
+            device=self.settings.device,
+            threads=self.threads,
+        )
+        return {
+            "status": r.status,
+            "reason": r.reason,
+            "loss": r.loss,
+            "metric": r.metric,
+            "wall_time": r.wall_time,
+        }
+
+
+def long_run(t, role, storage, plan: LongRuns, metric_name) -> dict:
+    """One trial's long-run metric: stored from an earlier run of the same length, else trained
+    now and stored on the trial; prints one line."""
     a = t.user_attrs
-    reuse = (
-        not args.retrain
-        and a.get("long_factor") == args.factor
-        and a.get("long_compute") == long_compute
-        and "long_status" in a
-    )
+    reuse = plan.stored(t)
     if reuse:
         long_metric, status, wall = a.get("long_metric"), a["long_status"], None
     else:
-        r = train(
-            ArchConfig.from_dict(a["config"]),
-            task,
-            long_compute,
-            recipe=settings.recipe,
-            seed=settings.seed,
-            device=settings.device,
-            threads=args.threads,
-        )
-        status, wall = r.status, r.wall_time
-        if r.status not in ("ok", "stopped") and r.reason:
-            status = f"{r.status}: {r.reason}"  # the reason is printed, not only stored
+        r = plan.train(t)
+        status, wall = r["status"], r["wall_time"]
+        if r["status"] not in ("ok", "stopped") and r["reason"]:
+            status = f"{r['status']}: {r['reason']}"  # the reason is printed, not only stored
         # studies ranked by validation loss (the rung evaluator) compare losses
-        long_value = r.loss if metric_name == "val_loss" else r.metric
-        long_metric = long_value if r.status == "ok" and long_value is not None else None
+        long_value = r["loss"] if metric_name == "val_loss" else r["metric"]
+        long_metric = long_value if r["status"] == "ok" and long_value is not None else None
         if long_metric is not None and not math.isfinite(long_metric):
             long_metric, status = None, "diverged"
+        length = (
+            ("long_compute", plan.compute)
+            if plan.schedule is None
+            else (
+                "long_tokens",
+                plan.tokens(t),
+            )
+        )
         for key, value in (
             ("long_metric", long_metric),
-            ("long_factor", args.factor),
-            ("long_compute", long_compute),
+            ("long_factor", plan.factor),
+            length,
             ("long_status", status),
             ("long_wall_time", wall),
         ):
@@ -360,9 +434,8 @@ def print_report(args: argparse.Namespace, f: dict, direction: str, k: int, n: i
         return "undefined" if x is None else f"{x:.3f}"
 
     print(
-        f"\nproxy ({format_flops(f['proxy_compute'])}) vs long run "
-        f"({format_flops(f['long_compute'])}) over {n} trials, metric {f['metric']} "
-        f"({direction}):"
+        f"\nthe search's ranking vs long runs ({f.get('long_runs') or f['long_compute']}) over "
+        f"{n} trials, metric {f['metric']} ({direction}):"
     )
     print(f"  Kendall tau    {num(f['kendall_tau'])}  (p {num(f['kendall_p'])})")
     print(f"  Spearman rho   {num(f['spearman_rho'])}  (p {num(f['spearman_p'])})")

@@ -115,9 +115,9 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--proxy-compute",
         type=flops_arg,
-        help="training FLOPs that set the length of search.fidelity's long runs (--factor x "
-        "this); it does not change how the search ranks candidates; default "
-        f"{format_flops(DEFAULT_PROXY_COMPUTE)}",
+        help="legacy: training FLOPs of the equal-compute runs that ranked studies made before "
+        "the rung evaluator (search.fidelity retrains those with --factor x this); it does not "
+        f"change how the search ranks candidates; default {format_flops(DEFAULT_PROXY_COMPUTE)}",
     )
     a("--seed", type=int, help="seed for data, initialisation and the sampler; default 0")
     a("--device", help="cpu (default) or cuda, e.g. --device cuda")

@@ -77,7 +77,9 @@ def test_cli_stores_long_metrics_and_scipy_statistics(tiny_study, capsys):
         if number in retrained:
             # the study ranks by validation loss, so the long runs report their loss too
             assert a["long_status"] == "ok" and 0.0 < a["long_metric"] < 10.0
-            assert a["long_factor"] == 2.0 and a["long_compute"] == 2 * PROXY_COMPUTE
+            # the user's training: 2x the tokens the search judged it on, not equal compute
+            assert a["long_factor"] == 2.0 and a["long_tokens"] == 2 * a["tokens"]
+            assert "long_compute" not in a
         else:
             assert "long_metric" not in a and "long_factor" not in a
 
@@ -314,3 +316,28 @@ def test_benchmark_table_median_and_spread():
         },
     )
     assert text.count("\n| recall |") == 2 and "best val loss (median)" in text
+
+
+def test_a_study_without_a_rung_schedule_keeps_equal_compute_long_runs(
+    tmp_path, tmp_path_factory, capsys
+):
+    """Studies made before the rung evaluator were ranked by equal-compute proxy runs; their
+    long runs stay equal compute (F x the proxy compute, trainers.proxy)."""
+    from spaces import ArchConfig
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    settings = _settings(tmp_path_factory)
+    task = make_task(settings)
+    study = open_study(settings, "old", url, task)  # no schedule stored
+    assert study.user_attrs.get("schedule") is None
+    for i, width in enumerate((8, 16, 16)):
+        cfg = ArchConfig(**task.interface(), depth=1 + i % 2, d_model=width, n_heads=1)
+        attrs = {"config": cfg.to_dict(), "flops": 1000, "variant": "full", "tokens": 4096}
+        study.add_trial(create_trial(value=3.0 - 0.1 * i, user_attrs=attrs))
+    assert fidelity.main(["--study", "old", "--storage", url, "--top", "3", "--random", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "with 4 x the proxy compute = 200 MFLOPs training FLOPs each (equal compute" in out
+    for t in optuna.load_study(study_name="old", storage=url).trials:
+        a = t.user_attrs
+        assert a["long_compute"] == 4 * PROXY_COMPUTE and "long_tokens" not in a
+        assert a["long_status"] == "ok" and 0.0 < a["long_metric"] < 10.0
