@@ -34,6 +34,35 @@ def check_interface(cfg: ArchConfig, task: Task, source: str) -> None:
         raise ValueError(f"the teacher {source} does not share the task's interface: {got}")
 
 
+def _some(keys: list[str], shown: int = 2) -> str:
+    """The first `shown` keys and how many more, e.g. "a, b and 3 more"."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def weights_mismatch(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> str:
+    """One line on how `weights` differ from `model`'s parameters (missing, unexpected, other
+    shapes), "" when they load strictly."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    shapes = [
+        f"{k} {list(weights[k].shape)} vs {list(expected[k].shape)}"
+        for k in sorted(set(expected) & set(weights))
+        if weights[k].shape != expected[k].shape
+    ]
+    parts = [
+        f"{label}: {_some(keys)}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape in the file vs config.json", shapes),
+        )
+        if keys
+    ]
+    return "; ".join(parts)
+
+
 class Teacher:
     """A frozen trained model whose softened predictions the student learns from."""
 
@@ -66,6 +95,7 @@ class Teacher:
         cls, folder: str | Path, task: Task, device: str | torch.device = "cpu", **kw: Any
     ) -> Teacher:
         """The teacher in `folder` (a `search.train` output: config.json + model.safetensors)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -75,16 +105,25 @@ class Teacher:
                 f"--teacher {str(folder)!r} is not a trained run (missing {', '.join(missing)}); "
                 "pass a folder that python -m search.train wrote"
             )
-        cfg = ArchConfig.from_file(folder / "config.json")
+        where = f"--teacher {str(folder)!r}"
+        try:
+            cfg = ArchConfig.from_file(folder / "config.json")
+        except UnicodeDecodeError:
+            raise ValueError(f"{where}: config.json is not UTF-8 JSON") from None
         check_interface(cfg, task, repr(str(folder)))  # before building anything
         model = build_model(cfg)
         try:
-            model.load_state_dict(load_file(folder / "model.safetensors"))
-        except (RuntimeError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(
-                f"--teacher {str(folder)!r}: cannot load its weights: {first}"
-            ) from exc
+            weights = load_file(folder / "model.safetensors")
+        except (SafetensorError, OSError, ValueError) as exc:  # junk, truncated, unreadable
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{where}: model.safetensors is unreadable ({first})") from None
+        if problem := weights_mismatch(model, weights):
+            raise ValueError(f"{where}: its weights do not match its config.json ({problem})")
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{where}: cannot load its weights: {first}") from None
         return cls(model.to(device), cfg, task, source=repr(str(folder)), **kw)
 
     def logits(self, batch: Batch) -> torch.Tensor:
@@ -109,4 +148,10 @@ class Teacher:
         }
 
 
-__all__ = ["DEFAULT_KD_WEIGHT", "DEFAULT_TEMPERATURE", "Teacher", "check_interface"]
+__all__ = [
+    "DEFAULT_KD_WEIGHT",
+    "DEFAULT_TEMPERATURE",
+    "Teacher",
+    "check_interface",
+    "weights_mismatch",
+]

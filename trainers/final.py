@@ -83,6 +83,20 @@ class FinalResult:
         return dataclasses.asdict(self)
 
 
+class CheckpointMismatch(ValueError):
+    """`resume=True` found a checkpoint another run wrote: `theirs` and `ours` are the two
+    `FinalTrainer.identity()` dicts, `fields` the keys where they differ (a CLI maps them to
+    its flags)."""
+
+    def __init__(self, out: Path | None, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+        self.out, self.theirs, self.ours = out, theirs, ours
+        self.fields = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        super().__init__(
+            f"the checkpoint in {out} was written by a different run (differs in: "
+            f"{', '.join(self.fields)}); resume with the same config and flags, or use a new --out"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """Live progress for a bar: tokens so far, the last training loss, tokens per second."""
@@ -214,12 +228,7 @@ class FinalTrainer:
         except Exception as exc:
             raise ValueError(f"cannot read the checkpoint {path}: {exc}") from exc
         if state.get("identity") != self.identity():
-            theirs, ours = state.get("identity", {}), self.identity()
-            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            raise ValueError(
-                f"the checkpoint in {self.out} was written by a different run (differs in: "
-                f"{', '.join(diff)}); resume with the same config and flags, or use a new --out"
-            )
+            raise CheckpointMismatch(self.out, state.get("identity") or {}, self.identity())
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
@@ -337,4 +346,11 @@ def load_weights(folder: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-__all__ = ["Evaluation", "FinalResult", "FinalTrainer", "Progress", "load_weights"]
+__all__ = [
+    "CheckpointMismatch",
+    "Evaluation",
+    "FinalResult",
+    "FinalTrainer",
+    "Progress",
+    "load_weights",
+]
