@@ -182,7 +182,7 @@ def test_search_train_refuses_absurd_sizes_before_allocating(tmp_path, capsys, c
     path = tmp_path / "big.json"
     path.write_text(json.dumps({**cfg, "n_heads": 2, **change}))
     out = tmp_path / "run"
-    argv = [str(path), "--task", "text", "--tokens", "1K", "--out", str(out)]
+    argv = [str(path), "--task", "text", "--tokens", "4096", "--out", str(out)]
     one_line_exit_2(train.main(argv), capsys, message)
     assert not out.exists()
 

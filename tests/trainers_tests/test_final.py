@@ -115,7 +115,7 @@ def test_compile_is_on_with_cuda_by_default_and_off_on_the_cpu(task, tmp_path):
 
     cfg = tmp_path / "c.json"
     small_config(task).to_file(cfg)
-    args = ["--tokens", "1k", "--task", "recall", "--option", "num_pairs=4"]
+    args = ["--tokens", "4096", "--task", "recall", "--option", "num_pairs=4"]
     for extra, on in (([], False), (["--compile", "on"], True), (["--compile", "off"], False)):
         ns = parser().parse_args([str(cfg), *args, "--out", str(tmp_path / str(on)), *extra])
         assert build(ns)[0].compile_model is on
@@ -136,7 +136,7 @@ def test_compile_defaults_on_with_cuda(task, tmp_path, monkeypatch):
             return False
 
     monkeypatch.setattr(search.train, "FinalTrainer", Recorder)
-    args = ["--tokens", "1k", "--task", "recall", "--option", "num_pairs=4", "--device", "cuda"]
+    args = ["--tokens", "4096", "--task", "recall", "--option", "num_pairs=4", "--device", "cuda"]
     for extra in ([], ["--compile", "off"], ["--compile", "on"]):
         ns = search.train.parser().parse_args([str(cfg), *args, *extra])
         search.train.build(ns)
