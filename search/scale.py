@@ -211,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             "list[dict[str, Any] | None]", run_jobs(train_final_job, jobs, workers, costs=costs)
         )
     outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
-    write_study(storage, study, out_name, outcome, args.tolerance, settings)
+    try:  # open_base refused a non-scaled --out-study; this guards one made since then
+        write_study(storage, study, out_name, outcome, args.tolerance, settings)
+    except ValueError as exc:
+        return fail(str(exc))
     print_outcome(args, outcome, out_name)
     return 0
 
@@ -228,12 +231,30 @@ def open_base(args: argparse.Namespace):
         raise ValueError(f"no study {args.study!r} in {where}") from None
     except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
         raise ValueError(f"cannot open {where}: {safe_url(str(exc).splitlines()[0])}") from None
+    if study.user_attrs.get("kind") == "scaled":
+        base_name = study.user_attrs.get("base_study")
+        raise ValueError(
+            f"{args.study!r} is a scaled study (from {base_name!r}); pass --study {base_name}"
+        )
+    out_name = args.out_study or f"{args.study}-scaled"
+    named = (
+        f"--out-study {out_name!r}" if args.out_study else f"{out_name!r} (the default --out-study)"
+    )
+    if out_name == args.study:
+        raise ValueError(f"{named} is the base study; choose another name")
+    kinds = {
+        s.study_name: s.user_attrs.get("kind", "search")
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    }
+    if out_name in kinds and kinds[out_name] != "scaled":
+        raise ValueError(
+            f"{named} is a {kinds[out_name]} study, not a scaled study; "
+            '--overwrite only replaces scaled studies (study attr kind = "scaled")'
+        )
+    if out_name in kinds and not args.overwrite:
+        raise ValueError(f"study {out_name!r} exists; pass --overwrite or --out-study NAME")
     check_task_trusted(study, args.allow_task)
     base_t = pick_base(study, args.trial)
-    out_name = args.out_study or f"{args.study}-scaled"
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if out_name in existing and not args.overwrite:
-        raise ValueError(f"study {out_name!r} exists; pass --overwrite or --out-study NAME")
     return storage, study, base_t, out_name
 
 

@@ -34,8 +34,18 @@ class ScaleOutcome:
 def write_study(
     storage, study: optuna.Study, out_name: str, o: ScaleOutcome, tolerance: float, settings
 ) -> None:
-    """Store everything as the scaled study; only called once all work succeeded."""
-    if out_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+    """Store everything as the scaled study; only called once all work succeeded. Only a
+    scaled study is ever replaced (ValueError otherwise): never the base or a search study."""
+    kinds = {
+        s.study_name: s.user_attrs.get("kind", "search")
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    }
+    if out_name == study.study_name or kinds.get(out_name, "scaled") != "scaled":
+        raise ValueError(
+            f"study {out_name!r} is a {kinds[out_name]} study, not a scaled study; "
+            "nothing was written (choose another --out-study)"
+        )
+    if out_name in kinds:
         optuna.delete_study(study_name=out_name, storage=storage)
     out = optuna.create_study(study_name=out_name, storage=storage, direction="minimize")
     attrs = {

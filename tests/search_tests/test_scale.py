@@ -229,3 +229,115 @@ def test_grid_seeds_must_be_positive():
         and "whole number >= 1" in (proc.stderr)
     )
     assert "Traceback" not in proc.stderr
+
+
+def run_scale(capsys, *args: str) -> tuple[int, str, str]:
+    """`search.scale` in-process: (exit code, stdout, stderr); argparse's exits included."""
+    from search import scale
+
+    try:
+        code = scale.main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(storage: str) -> dict[str, list[tuple]]:
+    """Every study's trials, as (number, state, value, user attrs)."""
+    return {
+        s.study_name: [
+            (t.number, t.state, t.value, t.user_attrs)
+            for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
+        ]
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    }
+
+
+@pytest.fixture
+def base_copy(base_study, tmp_path):
+    """The base study's database, copied: each test may add studies of its own."""
+    import shutil
+
+    tmp, _ = base_study
+    shutil.copy(tmp / "s.db", tmp_path / "s.db")
+    return f"sqlite:///{tmp_path}/s.db"
+
+
+def test_out_study_never_replaces_the_base_or_a_search_study(capsys, base_copy):
+    storage = base_copy
+    if "base-scaled" in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        optuna.delete_study(study_name="base-scaled", storage=storage)
+    for name in ("other", "base-scaled"):  # search studies (no kind attribute)
+        other = optuna.create_study(study_name=name, storage=storage)
+        other.add_trial(optuna.trial.create_trial(value=1.5, user_attrs={"config": {}}))
+    before = snapshot(storage)
+    assert len(before["base"]) >= 3
+    search_study = (
+        "is a search study, not a scaled study; --overwrite only replaces scaled studies "
+        '(study attr kind = "scaled")'
+    )
+    cases = [
+        (
+            ["--out-study", "base", "--overwrite"],
+            "--out-study 'base' is the base study; choose another name",
+        ),
+        (["--out-study", "base"], "--out-study 'base' is the base study; choose another name"),
+        (["--out-study", "other", "--overwrite"], f"--out-study 'other' {search_study}"),
+        (["--out-study", "other"], f"--out-study 'other' {search_study}"),
+        (["--overwrite"], f"'base-scaled' (the default --out-study) {search_study}"),
+    ]
+    for extra, message in cases:
+        code, out, err = run_scale(
+            capsys,
+            "--study",
+            "base",
+            "--storage",
+            storage,
+            "--targets",
+            "12M",
+            "--coefficients",
+            "1.2,1.1,1.0",
+            *extra,
+        )
+        assert (code, out, err) == (2, "", f"error: {message}\n"), extra
+    assert snapshot(storage) == before
+    base = optuna.load_study(study_name="base", storage=storage)
+    assert "scaled_study" not in base.user_attrs or base.user_attrs["scaled_study"] != "other"
+
+
+def test_write_study_never_replaces_a_search_study(base_copy):
+    """The guard at the one place a study is deleted: a search study made while the scale
+    trained is refused there too, and kept."""
+    from search.compound import Coefficients
+    from search.scaled_study import ScaleOutcome, write_study
+
+    storage = base_copy
+    base = optuna.load_study(study_name="base", storage=storage)
+    optuna.create_study(study_name="late", storage=storage).add_trial(
+        optuna.trial.create_trial(value=2.0)
+    )
+    before = snapshot(storage)
+    cfg = ArchConfig.from_dict(base.best_trial.user_attrs["config"])
+    outcome = ScaleOutcome(0, cfg, Coefficients(1.2, 1.1, 1.0), "given", [], [], [None])
+    for name in ("late", "base"):
+        with pytest.raises(ValueError) as exc:
+            write_study(storage, base, name, outcome, 0.25, RunSettings(budget=10**6))
+        assert str(exc.value) == (
+            f"study {name!r} is a search study, not a scaled study; nothing was written "
+            "(choose another --out-study)"
+        )
+    assert snapshot(storage) == before
+
+
+def test_a_scaled_study_as_the_base_names_its_base(capsys, base_copy):
+    storage = base_copy
+    grown = optuna.create_study(study_name="grown", storage=storage)
+    grown.set_user_attr("kind", "scaled")
+    grown.set_user_attr("base_study", "base")
+    code, out, err = run_scale(capsys, "--study", "grown", "--storage", storage, "--targets", "12M")
+    assert (code, out, err) == (
+        2,
+        "",
+        "error: 'grown' is a scaled study (from 'base'); pass --study base\n",
+    )
