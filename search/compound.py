@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
+from search.budget import format_flops
 from spaces import ATTENTION, ArchConfig
 from spaces.config import LIMITS
 from spaces.layers import resize
@@ -186,7 +187,8 @@ def fit_to_target(
     nearest = below if above is None or target - below <= above - target else above
     raise ScalingError(
         f"no config near coefficients {coeffs.as_tuple()} lands in [{low:,.0f}, "
-        f"{target:,.0f}] FLOPs; the nearest reachable is {nearest:,} FLOPs",
+        f"{target:,.0f}] FLOPs; the nearest reachable is {nearest:,} FLOPs "
+        f"({format_flops(nearest)})",
         nearest=nearest,
     )
 
@@ -238,9 +240,10 @@ def _bracket(
         if hi > MAX_PHI:
             top = measure(scale_config(base, coeffs, lo, floor))
             raise ScalingError(
-                f"coefficients {coeffs.as_tuple()} stop growing at {top:,} FLOPs (a span "
-                f"reaches the sequence length, or a size hits spaces.config.LIMITS), below "
-                f"the target {target:,.0f}; the nearest reachable is {top:,} FLOPs",
+                f"coefficients {coeffs.as_tuple()} stop growing below the target "
+                f"{target:,.0f} FLOPs (a span reaches the sequence length, or a size hits "
+                f"spaces.config.LIMITS); the nearest reachable is {top:,} FLOPs "
+                f"({format_flops(top)})",
                 nearest=top,
             )
     for _ in range(40):  # bisection: the largest rounded config not above the target

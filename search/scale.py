@@ -30,7 +30,14 @@ import optuna
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.budget import count_arg, flops_list_arg, format_flops, whole_number_arg
+from search.budget import (
+    count_arg,
+    device_arg,
+    flops_list_arg,
+    format_flops,
+    number_arg,
+    whole_number_arg,
+)
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import RATIO_TOLERANCE, grid
 from search.interrupts import run_interruptible
@@ -57,10 +64,14 @@ def parse_coefficients(text: str) -> Coefficients:
         values = [float(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 3 or not all(math.isfinite(v) and v >= 1.0 for v in values):
+    if (
+        len(values) != 3
+        or not all(math.isfinite(v) and v >= 1.0 for v in values)
+        or not any(v > 1.0 for v in values)  # 1,1,1 grows nothing: no target is reachable
+    ):
         raise argparse.ArgumentTypeError(
             f"invalid --coefficients {text!r}: expected three numbers >= 1 for depth, width and "
-            "span, e.g. 1.2,1.1,1.15"
+            "span, at least one > 1, e.g. 1.2,1.1,1.15"
         )
     return Coefficients(*values)
 
@@ -97,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     a("--storage", default=DEFAULT_STORAGE, help=f"study database URL, default {DEFAULT_STORAGE}")
     a(
         "--tolerance",
-        type=float,
+        type=number_arg("--tolerance", 0, 1, str(RATIO_TOLERANCE)),
         default=RATIO_TOLERANCE,
         help="coefficient sets whose rounded config measures 2x the base FLOPs +- this fraction "
         f"are candidates for grid points (default {RATIO_TOLERANCE}); each chosen point is then "
@@ -113,11 +124,19 @@ def parser() -> argparse.ArgumentParser:
         type=count_arg,
         help="training tokens per config with --train (default: the study's top rung), e.g. 2M",
     )
-    a("--workers", type=int, help="training processes at once (default: one per CPU core)")
-    a("--threads", type=int, help="torch threads per process (default 1 on CPU)")
+    a(
+        "--workers",
+        type=whole_number_arg("--workers", 1),
+        help="training processes at once (default: one per CPU core)",
+    )
+    a(
+        "--threads",
+        type=whole_number_arg("--threads", 1),
+        help="torch threads per process (default 1 on CPU)",
+    )
     a("--out-study", help="name of the scaled study (default <study>-scaled)")
     a("--overwrite", action="store_true", help="replace an existing scaled study")
-    a("--device", default=None, help="cpu (default), cuda or cuda:N")
+    a("--device", type=device_arg, default=None, help="cpu (default), cuda or cuda:N")
     a(
         "--allow-task",
         metavar="IMPORT_PATH",
@@ -175,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        check_flags(args)
         storage, study, base_t, out_name = open_base(args)
         base = ArchConfig.from_dict(base_t.user_attrs["config"])
         base_flops = count_flops(base)
@@ -217,6 +237,28 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     print_outcome(args, outcome, out_name)
     return 0
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Usage errors the parser cannot see, before anything opens or trains (ValueError)."""
+    seen: set[int] = set()
+    for target in args.targets:
+        if target in seen:
+            raise ValueError(
+                f"--targets names {format_flops(target)} ({target:,} FLOPs) twice; "
+                "give each target once"
+            )
+        seen.add(target)
+    if args.tokens is not None and not args.train:
+        raise ValueError("--tokens needs --train (it sets how long --train trains each config)")
+    if args.device is not None and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "--device cuda was given but torch sees no CUDA device "
+                "(install a CUDA build of torch, see README)"
+            )
 
 
 def open_base(args: argparse.Namespace):
@@ -280,10 +322,8 @@ def reachable_candidates(args: argparse.Namespace, base: ArchConfig) -> list[Can
             reachable.append(cand)
         except ScalingError as exc:
             errors.append(exc)
-    if not reachable:
-        nearest = errors[0].nearest
-        assert nearest is not None  # scale_to_targets always names the nearest reachable
-        raise ValueError(f"{errors[0]} (nearest reachable: {format_flops(nearest)})")
+    if not reachable:  # the first candidate's error names the nearest reachable FLOPs
+        raise ValueError(str(errors[0]))
     return reachable
 
 

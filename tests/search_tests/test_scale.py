@@ -7,6 +7,7 @@ import json
 import optuna
 import pytest
 
+from search.budget import format_flops
 from search.retrain import train_final_job
 from search.scale import result_text
 from search.settings import RunSettings
@@ -243,6 +244,78 @@ def run_scale(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        *(
+            (
+                ["--tolerance", text],
+                f"argument --tolerance: invalid --tolerance {text!r}: expected a finite number "
+                "in (0, 1), e.g. 0.25",
+            )
+            for text in ("nan", "-1", "0", "1")
+        ),
+        *(
+            (
+                ["--device", "bogus", *train],
+                "argument --device: invalid --device 'bogus': expected cpu, cuda or cuda:N",
+            )
+            for train in ([], ["--train"])
+        ),
+        *(
+            (
+                [flag, text],
+                f"argument {flag}: invalid {flag} {text!r}: expected a whole number >= 1",
+            )
+            for flag, text in (("--threads", "-1"), ("--threads", "0"), ("--workers", "0"))
+        ),
+        (
+            ["--coefficients", "1,1,1"],
+            "argument --coefficients: invalid --coefficients '1,1,1': expected three numbers "
+            ">= 1 for depth, width and span, at least one > 1, e.g. 1.2,1.1,1.15",
+        ),
+    ],
+)
+def test_bad_flags_are_usage_errors(capsys, tmp_path, extra, message):
+    db = tmp_path / "s.db"
+    code, _, err = run_scale(
+        capsys, "--study", "s", "--storage", f"sqlite:///{db}", "--targets", "4M", *extra
+    )
+    assert code == 2 and err.splitlines()[-1] == f"python -m search.scale: error: {message}"
+    assert "Traceback" not in err and not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--targets", "4M,3M,4000000"],
+            "--targets names 4.00 MFLOPs (4,000,000 FLOPs) twice; give each target once",
+        ),
+        (
+            ["--targets", "4M", "--tokens", "2k"],
+            "--tokens needs --train (it sets how long --train trains each config)",
+        ),
+        (
+            ["--targets", "4M", "--device", "cuda", "--train"],
+            "--device cuda was given but torch sees no CUDA device (install a CUDA build of "
+            "torch, see README)",
+        ),
+    ],
+)
+def test_flag_combinations_are_refused_before_any_work(
+    capsys, tmp_path, monkeypatch, extra, message
+):
+    """One line, exit 2, and the storage is never even opened (no database file appears)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    db = tmp_path / "s.db"
+    code, out, err = run_scale(capsys, "--study", "s", "--storage", f"sqlite:///{db}", *extra)
+    assert (code, out, err) == (2, "", f"error: {message}\n")
+    assert not db.exists()
+
+
 def snapshot(storage: str) -> dict[str, list[tuple]]:
     """Every study's trials, as (number, state, value, user attrs)."""
     return {
@@ -341,3 +414,27 @@ def test_a_scaled_study_as_the_base_names_its_base(capsys, base_copy):
         "",
         "error: 'grown' is a scaled study (from 'base'); pass --study base\n",
     )
+
+
+def test_unreachable_targets_name_the_nearest_flops_once(capsys, base_copy):
+    code, _, err = run_scale(
+        capsys,
+        "--study",
+        "base",
+        "--storage",
+        base_copy,
+        "--targets",
+        "5T",
+        "--coefficients",
+        "1,1,2",
+        "--out-study",
+        "never",
+    )
+    assert code == 2 and err.count("\n") == 1 and err.count("nearest reachable") == 1, err
+    assert err.startswith(
+        "error: coefficients (1.0, 1.0, 2.0) stop growing below the target "
+        "5,000,000,000,000 FLOPs (a span reaches the sequence length, or a size hits "
+        "spaces.config.LIMITS); the nearest reachable is "
+    )
+    nearest = err.split("the nearest reachable is ")[1].split(" FLOPs (")[0]
+    assert err.endswith(f" FLOPs ({format_flops(int(nearest.replace(',', '')))})\n")
