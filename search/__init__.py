@@ -36,4 +36,8 @@ Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functi
     scaled_study    the study `search.scale` writes
     fidelity_stats  rank agreement between proxy and long runs
     retrain         training a study's configs again as it judged them (scale, benchmarks)
+
+Final training (search.train's parts):
+    train_input      reading and checking the config file, task, batch and --out folder
+    resume_mismatch  naming the flags in which a --resume differs from its checkpoint
 """

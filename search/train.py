@@ -16,13 +16,14 @@ import json
 import math
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from search.budget import count_arg, device_arg, format_flops, number_arg, whole_number_arg
 from search.plan import default_parallelism
+from search.resume_mismatch import mismatch_line
 from search.settings import DEFAULT_TASK
+from search.train_input import batch_of, check_task, prepare_out, read_export
 from spaces import ArchConfig
 from spaces.atomic import write_text
 from spaces.flops import FLOP_CONVENTION, count_flops
@@ -30,10 +31,9 @@ from spaces.layers import describe_stack
 from trainers.distill import DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Teacher
 from trainers.final import CheckpointMismatch, FinalResult, FinalTrainer
 from trainers.proxy import Recipe
-from trainers.tasks import TASKS, Task, get_task
+from trainers.tasks import get_task
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-EXPORT_KEYS = ("config", "provenance")  # the top level of an exported file
 
 EPILOG = """examples:
   python -m search.export --study text-2.00GFLOPs --out best.json
@@ -144,120 +144,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def read_document(path: Path) -> Any:
-    """The parsed JSON or YAML of the config file `path`; ValueError naming it otherwise."""
-    name = str(path)
-    if path.is_dir():
-        raise ValueError(f"{name} is a folder; give a config file (.json or .yaml)")
-    if not path.exists():
-        raise ValueError(f"config file {name!r} not found (export one with search.export)")
-    if not path.is_file():
-        raise ValueError(f"{name} is not a regular file; give a config file (.json or .yaml)")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{name}: not a UTF-8 JSON or YAML config") from None
-    if path.suffix.lower() not in (".yaml", ".yml"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{name}: not valid JSON: {exc}") from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{name}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"a {type(value).__name__}"
-
-
-def read_export(path: Path) -> tuple[ArchConfig, dict[str, Any]]:
-    """(config, provenance) of a config or export file; provenance is {} for a bare config.
-    ValueError naming the file when it is not one."""
-    name, data = str(path), read_document(path)
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{name}: expected a mapping of ArchConfig fields, or an export with "
-            f'"config" and "provenance"; got {_kind(data)}'
-        )
-    provenance: dict[str, Any] = {}
-    if "config" in data and "vocab_size" not in data:  # an export, as ArchConfig.from_file
-        if unknown := sorted(set(data) - set(EXPORT_KEYS)):
-            raise ValueError(
-                f"{name}: unknown key {unknown[0]!r} in an exported file; allowed: "
-                f"{', '.join(EXPORT_KEYS)}"
-            )
-        provenance, data = data.get("provenance") or {}, data["config"]
-        if not isinstance(provenance, dict):
-            raise ValueError(f'{name}: "provenance" must be a mapping, got {_kind(provenance)}')
-        if not isinstance(data, dict):
-            raise ValueError(
-                f'{name}: "config" must be a mapping of ArchConfig fields, got {_kind(data)}'
-            )
-    try:
-        return ArchConfig.from_dict(data), provenance
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}: {exc}") from None
-
-
-def fits(cfg: ArchConfig, name: str) -> bool:
-    """Whether the built-in task `name`, with its default options, fits `cfg`."""
-    try:
-        return not get_task(name, seq_len=cfg.seq_len).mismatch(cfg)
-    except Exception:  # a task that cannot be built at this length fits nothing
-        return False
-
-
-def check_task(cfg: ArchConfig, task: Task, name: str) -> None:
-    """ValueError naming the interface fields where `cfg` does not fit `task` and, where one
-    fits, a built-in task to pass instead."""
-    interface = task.interface()
-    differ = [k for k, v in interface.items() if getattr(cfg, k) != v]
-    if not differ:
-        return
-    ours = ", ".join(f"{k}={getattr(cfg, k)}" for k in differ)
-    theirs = ", ".join(f"{k} {interface[k]}" for k in differ)
-    others = [n for n in TASKS.names() if n != name and fits(cfg, n)]
-    hint = f", e.g. --task {others[0]}" if others else " with --task (and its --option values)"
-    verb = "does" if len(differ) == 1 else "do"
-    raise ValueError(
-        f"the config's {ours} {verb} not fit task {name!r} ({theirs}); pass the task it was "
-        f"searched on{hint}"
-    )
-
-
-def batch_of(args: argparse.Namespace, cfg: ArchConfig, schedule: dict[str, Any]) -> int:
-    """Sequences per step (flag, else the export's schedule, else the recipe's); ValueError
-    when --tokens is less than one batch (it would be rounded up to a whole one)."""
-    if args.batch_tokens:
-        batch_size = max(1, round(args.batch_tokens / cfg.seq_len))
-        source = f"--batch-tokens {args.batch_tokens:,}"
-    elif schedule.get("batch_size"):
-        batch_size = schedule["batch_size"]
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(
-                f"the export's schedule.batch_size must be a whole number >= 1, got "
-                f"{batch_size!r}; pass --batch-tokens"
-            )
-        source = "the export's batch"
-    else:
-        batch_size = max(1, round(Recipe().batch_tokens / cfg.seq_len))
-        source = "the default batch"
-    tokens = batch_size * cfg.seq_len
-    if args.tokens < tokens:
-        raise ValueError(
-            f"--tokens {args.tokens:,} is less than one batch ({source} = {batch_size:,} "
-            f"sequences of {cfg.seq_len} = {tokens:,} tokens); raise --tokens or lower "
-            "--batch-tokens"
-        )
-    return batch_size
-
-
 def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
     """The trainer the flags describe; ValueError / OSError for bad input. Writes nothing."""
     path = Path(args.config)
@@ -307,116 +193,6 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
             f"--resume: no run in {str(out)!r} to continue; drop --resume to start a new run"
         )
     return trainer, cfg
-
-
-def prepare_out(out: Path) -> None:
-    """Create the checkpoint folder and check that it takes a file, so that an --out that
-    cannot be a folder is refused before training (ValueError)."""
-    name = str(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {name!r} is a file; give a folder")
-    for parent in out.parents:  # the nearest existing one: under a file, mkdir says little
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot create --out {name!r}: {str(parent)!r} is a file")
-            break
-    existed = out.is_dir()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        verb = "write to" if existed else "create"
-        raise ValueError(f"cannot {verb} --out {name!r}: {exc.strerror or exc}") from None
-
-
-def tokens_of(identity: dict[str, Any], steps: bool = True) -> int | None:
-    """Training tokens (with steps=False, tokens per step) of a FinalTrainer identity."""
-    try:
-        per_step = int(identity["batch_size"]) * int(identity["config"]["seq_len"])
-        return per_step * int(identity["steps"]) if steps else per_step
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _count(n: Any) -> str:
-    return f"{n:,}" if isinstance(n, int) else str(n)
-
-
-def _fields(a: Any, b: Any) -> tuple[str, str]:
-    """The differing keys of two mappings, as "k=v, ..." for each side."""
-    a, b = (x if isinstance(x, dict) else {} for x in (a, b))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}={a.get(k)}" for k in keys), ", ".join(f"{k}={b.get(k)}" for k in keys)
-
-
-Row = tuple[str, Any, Any]  # what differs (a flag where one sets it), the checkpoint's, now
-
-
-def _same(t: dict[str, Any], o: dict[str, Any], *keys: str) -> bool:
-    return all(t.get(k) == o.get(k) for k in keys)
-
-
-def _teacher(t: dict[str, Any], o: dict[str, Any]) -> list[Row]:
-    then, now = t.get("teacher"), o.get("teacher")
-    if not (isinstance(then, dict) and isinstance(now, dict)):
-        return [("--teacher", "a teacher" if then else "none", "a teacher" if now else "none")]
-    rows: list[Row] = []
-    if then.get("config") != now.get("config"):
-        rows.append(("--teacher's config", *_fields(then.get("config"), now.get("config"))))
-    for key, flag in (("kd_weight", "--kd-weight"), ("temperature", "--temperature")):
-        if then.get(key) != now.get(key):
-            rows.append((flag, then.get(key), now.get(key)))
-    return rows
-
-
-def _lr(identity: dict[str, Any]) -> Any:
-    return "default" if identity.get("lr") is None else identity["lr"]
-
-
-#: How each FinalTrainer.identity() field that differs is named to the user: the flag that sets
-#: it with both values; derived fields (warmup follows --tokens) say nothing of their own.
-MISMATCH_ROWS: dict[str, Any] = {
-    "config": lambda t, o: [("the config file", *_fields(t.get("config"), o.get("config")))],
-    "task": lambda t, o: [("--task", t.get("task"), o.get("task"))],
-    "task_interface": lambda t, o: (
-        [("--option", *_fields(t.get("task_interface"), o.get("task_interface")))]
-        if _same(t, o, "config", "task")
-        else []
-    ),
-    "steps": lambda t, o: (
-        [("--tokens", _count(tokens_of(t)), _count(tokens_of(o)))]
-        if tokens_of(t) != tokens_of(o)
-        else []
-    ),
-    "batch_size": lambda t, o: [
-        ("--batch-tokens", _count(tokens_of(t, steps=False)), _count(tokens_of(o, steps=False)))
-    ],
-    "seed": lambda t, o: [("--seed", t.get("seed"), o.get("seed"))],
-    "lr": lambda t, o: [("--lr", _lr(t), _lr(o))],
-    "teacher": _teacher,
-    "version": lambda t, o: [
-        ("the checkpoint format", f"version {t.get('version')}", f"version {o.get('version')}")
-    ],
-    "recipe": lambda t, o: [
-        ("the recipe (another release)", *_fields(t.get("recipe"), o.get("recipe")))
-    ],
-    "warmup": lambda t, o: [],
-}
-
-
-def mismatch_line(exc: CheckpointMismatch) -> str:
-    """The flags, with both values, in which a resumed run differs from its checkpoint's."""
-    rows: list[Row] = []
-    for key in exc.fields:
-        rule = MISMATCH_ROWS.get(key, lambda t, o, k=key: [(k, t.get(k), o.get(k))])
-        rows += rule(exc.theirs, exc.ours)
-    parts = [f"{what} (the checkpoint's run: {then}; now {now})" for what, then, now in rows]
-    return (
-        f"the checkpoint in {exc.out} was written by a different run: it differs in "
-        f"{', '.join(parts or exc.fields)}; resume with the same config and flags, or use a new "
-        "--out"
-    )
 
 
 def write_result(trainer: FinalTrainer, result: FinalResult) -> None:
