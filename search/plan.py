@@ -15,6 +15,12 @@ process start-up, FLOP counting and the asynchronous halving's extra promotions,
 expected time is the model's time / UTILISATION. The top rung is then eta^(rungs-1) x r0, which
 is what the best candidates are finally judged on.
 
+A rung whose candidates are mostly at the chance loss cuts nobody (search.chance), so each
+candidate trains more than E: `expected_tokens_factor(..., held=h)` counts it when the lowest
+h rungs hold (everyone reaches rung h), and the printed plan gives the cost for h = 1 and for
+h = rungs - 1 (eta 3, 3 rungs, decay 0.2: 2.0x and 3.4x E). It cannot know in advance whether
+they will hold.
+
 Steps matter as much as tokens early in training: at 196K tokens of text, 192 steps of 8
 sequences reached 0.2-0.3 lower loss than 48 steps of 32, and ranked a 6-layer model above a
 2-layer one that won with the large batch. So the batch is chosen after the first rung's tokens:
@@ -113,6 +119,9 @@ class SearchPlan:
     flops_per_s: float  # measured training FLOP/s of one worker (fvcore convention)
     reference: ArchConfig  # the budget-sized model that was timed
     timeout: float | None
+    # training per candidate, as a multiple of the plan's, when rungs at the chance loss cut
+    # nobody (search.chance): (the first rung holds, every rung below the top holds)
+    held: tuple[float, float] = (1.0, 1.0)
 
     def describe(self, budget: int, holds_at_chance: bool = False) -> str:
         s = self.schedule
@@ -133,7 +142,8 @@ class SearchPlan:
         if holds_at_chance:  # search.chance.HoldAtChance: ListOps took 12.9 min, planned 2.8
             lines.append(
                 "      a rung whose candidates are mostly still at the chance loss cuts nobody "
-                "(--cut-at-chance cuts anyway), and then the run takes longer"
+                "(--cut-at-chance cuts anyway), and then each candidate trains longer: "
+                + self._held_cost()
             )
         if self.expected_candidates < self.trials:
             lines.append(
@@ -141,6 +151,22 @@ class SearchPlan:
                 f"the time; raise --timeout, lower the budget, or use --device cuda"
             )
         return "\n".join(lines)
+
+    def _held_cost(self) -> str:
+        """What rungs that hold at chance cost: the time, or the candidates that fit it."""
+        first, every = self.held
+        if self.timeout:
+            n1 = max(1, int(self.expected_candidates / first))
+            n2 = max(1, int(self.expected_candidates / every))
+            cost = f"x{first:.1f} if the first rung holds (about {n1} candidates fit the limit)"
+            if every > first:
+                cost += f", x{every:.1f} if every rung below the top holds (about {n2})"
+            return cost
+        t1, t2 = self.expected_seconds * first, self.expected_seconds * every
+        cost = f"about {_duration(t1)} if the first rung holds"
+        if every > first:
+            cost += f", {_duration(t2)} if every rung below the top holds"
+        return cost
 
 
 def measure_flops_per_s(
@@ -170,9 +196,13 @@ def measure_flops_per_s(
         torch.set_num_threads(previous)
 
 
-def expected_tokens_factor(schedule_eta: int, rungs: int, recipe: Recipe) -> float:
-    """First-rung token counts one candidate trains on average under successive halving."""
-    return 1 + (rungs - 1) * (1 - 1 / schedule_eta) + recipe.decay_frac * (rungs - 1)
+def expected_tokens_factor(schedule_eta: int, rungs: int, recipe: Recipe, held: int = 0) -> float:
+    """First-rung token counts one candidate trains on average under successive halving, when
+    the lowest `held` rungs cut nobody (search.chance: their candidates were at chance): rung k
+    (eta^k first-rung tokens in all) is reached by eta^-max(0, k - held) of the candidates."""
+    eta = schedule_eta
+    grown = sum(eta ** -max(0, k - held) * (eta**k - eta ** (k - 1)) for k in range(1, rungs))
+    return 1 + grown + recipe.decay_frac * (rungs - 1)
 
 
 def make_plan(
@@ -228,6 +258,11 @@ def make_plan(
     schedule = RungSchedule(
         first_steps=first, batch_size=batch, seq_len=seq_len, eta=eta, rungs=rungs
     )
+    factor = expected_tokens_factor(eta, rungs, recipe)
+    held = (
+        expected_tokens_factor(eta, rungs, recipe, held=1) / factor,
+        expected_tokens_factor(eta, rungs, recipe, held=max(1, rungs - 1)) / factor,
+    )
     return SearchPlan(
         schedule=schedule,
         trials=trials,
@@ -238,6 +273,7 @@ def make_plan(
         flops_per_s=c.flops_per_s,
         reference=reference,
         timeout=timeout,
+        held=held if rungs > 1 else (1.0, 1.0),
     )
 
 

@@ -129,6 +129,40 @@ def test_expected_tokens_factor_matches_halving():
     )
 
 
+def test_expected_tokens_factor_when_rungs_at_chance_cut_nobody():
+    no_decay = Recipe(decay_frac=0.0)
+    # the first rung holds: everyone trains on to 3x, 1/3 to 9x
+    assert expected_tokens_factor(3, 3, no_decay, held=1) == 1 + (3 - 1) + (1 / 3) * (9 - 3)
+    # every rung below the top holds: everyone trains every rung, 9 first-rung counts
+    assert expected_tokens_factor(3, 3, no_decay, held=2) == 9
+    assert expected_tokens_factor(3, 3, no_decay, held=0) == expected_tokens_factor(3, 3, no_decay)
+
+
+def test_the_plan_prices_rungs_that_hold_at_chance(task):
+    kw = dict(trials=20, workers=2, threads=1, flops_per_s=1e9)
+    timed = make_plan(task, 20_000_000, RECIPE, timeout=600, **kw)
+    base = expected_tokens_factor(3, 3, RECIPE)
+    first, every = (expected_tokens_factor(3, 3, RECIPE, held=h) / base for h in (1, 2))
+    assert timed.held == (first, every)
+    text = timed.describe(20_000_000, holds_at_chance=True)
+    n1, n2 = int(timed.expected_candidates / first), int(timed.expected_candidates / every)
+    assert (
+        f"and then each candidate trains longer: x{first:.1f} if the first rung holds (about "
+        f"{n1} candidates fit the limit), x{every:.1f} if every rung below the top holds "
+        f"(about {n2})"
+    ) in text
+    assert "holds" not in timed.describe(20_000_000, holds_at_chance=False)
+    untimed = make_plan(task, 20_000_000, RECIPE, timeout=None, first_rung_tokens=65536, **kw)
+    text = untimed.describe(20_000_000, holds_at_chance=True)
+    from search.plan import _duration
+
+    t1, t2 = (untimed.expected_seconds * r for r in (first, every))
+    assert (
+        f"about {_duration(t1)} if the first rung holds, {_duration(t2)} if every rung below "
+        "the top holds"
+    ) in text
+
+
 def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
     monkeypatch.setattr("search.plan.cpu_count", lambda: 4)
     assert default_parallelism(None, None, "cpu") == (4, 1)
