@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     t_tokens = args.teacher_tokens or args.tokens
     prov = json.loads(student.read_text()).get("provenance", {})
     task_args = ["--task", prov.get("task", "text")] if prov else []
+    if prov.get("data"):  # the student's search data: --task alone would drop it
+        task_args += ["--data", *prov["data"]]
     batch = (prov.get("schedule") or {}).get("batch_size")
     if batch:  # the teacher trains on the student's batches
         task_args += ["--batch-tokens", str(batch * student_cfg.seq_len)]

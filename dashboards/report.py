@@ -45,7 +45,7 @@ from dashboards.trials import (
 from search.budget import whole_number_arg
 from search.results import top_table
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
-from spaces.atomic import write_text
+from spaces.atomic import make_folder, write_text
 from spaces.flops import FLOP_UNIT
 
 __all__ = ["main", "write_report"]
@@ -197,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {args.out!r} is a file; give a directory", file=sys.stderr)
         return 2
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"error: cannot create --out {args.out!r}: {exc.strerror or exc}", file=sys.stderr)
+        make_folder(out, "--out")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     index = write_report(study, out, args.top, args.storage)
     print(f"wrote {index} (open it in a browser; figures also as PNG files in {out})")

@@ -16,10 +16,10 @@ from typing import Any
 
 import optuna
 
-from search.results import feasible_trials
+from search.results import NOT_CANDIDATES, feasible_trials
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces import ArchConfig
-from spaces.atomic import write_text
+from spaces.atomic import make_folder, write_text
 
 
 def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -55,12 +55,7 @@ def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, 
 
 
 def write(doc: dict[str, Any], path: Path) -> None:
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a folder")
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the folder of --out")
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
@@ -72,16 +67,7 @@ def write(doc: dict[str, Any], path: Path) -> None:
 
 
 # trial statuses that never trained to a result (search.objective, search.asha)
-UNTRAINED = (
-    "over_budget",
-    "duplicate",
-    "surplus",
-    "superseded",
-    "diverged",
-    "oom",
-    "interrupted",
-    "training",
-)
+UNTRAINED = (*NOT_CANDIDATES, "diverged", "oom", "training")
 
 
 def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | None = None):

@@ -381,7 +381,11 @@ def long_run(t, role, storage, plan: LongRuns, metric_name) -> dict:
     if reuse:
         long_metric, status, wall = a.get("long_metric"), a["long_status"], None
     else:
-        r = plan.train(t)
+        try:
+            r = plan.train(t)
+        except ValueError as exc:  # e.g. ModelTooLarge: this trial fails, the others go on
+            r = {"status": "failed", "reason": str(exc), "loss": None, "metric": None}
+            r["wall_time"] = 0.0
         status, wall = r["status"], r["wall_time"]
         if r["status"] not in ("ok", "stopped") and r["reason"]:
             status = f"{r['status']}: {r['reason']}"  # the reason is printed, not only stored

@@ -18,7 +18,7 @@ is what the best candidates are finally judged on.
 A rung whose candidates are mostly at the chance loss cuts nobody (search.chance), so each
 candidate trains more than E: `expected_tokens_factor(..., held=h)` counts it when the lowest
 h rungs hold (everyone reaches rung h), and the printed plan gives the cost for h = 1 and for
-h = rungs - 1 (eta 3, 3 rungs, decay 0.2: 2.0x and 3.4x E). It cannot know in advance whether
+h = rungs - 1 (eta 3, 3 rungs, decay 0.2: 2.1x and 3.6x E). It cannot know in advance whether
 they will hold.
 
 Steps matter as much as tokens early in training: at 196K tokens of text, 192 steps of 8
@@ -156,8 +156,13 @@ class SearchPlan:
         """What rungs that hold at chance cost: the time, or the candidates that fit it."""
         first, every = self.held
         if self.timeout:
-            n1 = max(1, int(self.expected_candidates / first))
-            n2 = max(1, int(self.expected_candidates / every))
+            limit = self.timeout
+            per = self.expected_seconds / max(1, self.expected_candidates)  # one candidate
+
+            def fit(ratio: float) -> int:
+                return max(1, min(self.expected_candidates, int(limit / (per * ratio))))
+
+            n1, n2 = fit(first), fit(every)
             cost = f"x{first:.1f} if the first rung holds (about {n1} candidates fit the limit)"
             if every > first:
                 cost += f", x{every:.1f} if every rung below the top holds (about {n2})"
@@ -202,7 +207,10 @@ def expected_tokens_factor(schedule_eta: int, rungs: int, recipe: Recipe, held: 
     (eta^k first-rung tokens in all) is reached by eta^-max(0, k - held) of the candidates."""
     eta = schedule_eta
     grown = sum(eta ** -max(0, k - held) * (eta**k - eta ** (k - 1)) for k in range(1, rungs))
-    return 1 + grown + recipe.decay_frac * (rungs - 1)
+    # each rung below the top ends in a decay branch of decay_frac x its tokens, for everyone
+    # who reached it: eta^min(k, held) first-rung counts per candidate
+    decays = sum(eta ** min(k, held) for k in range(rungs - 1))
+    return 1 + grown + recipe.decay_frac * decays
 
 
 def make_plan(

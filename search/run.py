@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import warnings
-from pathlib import Path
 
 import optuna
 
@@ -36,6 +34,7 @@ from search.study import StudyMismatch, open_study, stored_schedule
 from search.summary import summarize
 from search.workers import WorkerFailed, run_local
 from spaces import ArchConfig
+from spaces.atomic import make_folder
 from spaces.flops import estimate_flops
 from trainers.tasks import Task
 
@@ -75,8 +74,8 @@ def read_settings(args: argparse.Namespace) -> tuple[RunSettings, Task]:
             raise ValueError(f"--{name} must be >= 1, got {value}")
     if args.timeout < 0:
         raise ValueError(f"--timeout must be >= 0 seconds (0 = no limit), got {args.timeout}")
-    if args.checkpoint_dir:
-        check_writable_folder(args.checkpoint_dir, "--checkpoint-dir")
+    if args.checkpoint_dir and args.backend != "ray":  # Ray's may live on the cluster only
+        make_folder(args.checkpoint_dir, "--checkpoint-dir", probe=True)
     task = make_task(settings)
     if settings.device.startswith("cuda"):
         import torch
@@ -87,19 +86,6 @@ def read_settings(args: argparse.Namespace) -> tuple[RunSettings, Task]:
                 "(install a CUDA build of torch, see README)"
             )
     return settings, task
-
-
-def check_writable_folder(path: str, flag: str) -> None:
-    """Create `path` if needed; ValueError naming `flag` when it is not a writable folder."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{flag} {path!r} is a file; give a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"cannot create {flag} {path!r}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path!r} is not writable; give a folder you can write to")
 
 
 def cheapest_config(settings: RunSettings, task: Task) -> ArchConfig:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from spaces import ArchConfig
+from spaces.atomic import make_folder
 from trainers.proxy import Recipe
 from trainers.tasks import TASKS, Task, get_task
 
@@ -134,22 +134,7 @@ def batch_of(args: argparse.Namespace, cfg: ArchConfig, schedule: dict[str, Any]
 def prepare_out(out: Path) -> None:
     """Create the checkpoint folder and check that it takes a file, so that an --out that
     cannot be a folder is refused before training (ValueError)."""
-    name = str(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {name!r} is a file; give a folder")
-    for parent in out.parents:  # the nearest existing one: under a file, mkdir says little
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot create --out {name!r}: {str(parent)!r} is a file")
-            break
-    existed = out.is_dir()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        verb = "write to" if existed else "create"
-        raise ValueError(f"cannot {verb} --out {name!r}: {exc.strerror or exc}") from None
+    make_folder(out, "--out", probe=True)
 
 
 __all__ = ["EXPORT_KEYS", "batch_of", "check_task", "prepare_out", "read_document", "read_export"]

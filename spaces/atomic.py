@@ -36,4 +36,29 @@ def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
-__all__ = ["atomic_write", "write_text"]
+def make_folder(path: str | Path, flag: str, probe: bool = False) -> None:
+    """Create the folder `path` (and its parents) for the command-line flag `flag`; ValueError
+    with one line naming the flag when it cannot be one: a file, under a file, or not creatable.
+    `probe` also writes and removes a temp file in it, so an unwritable folder is caught too."""
+    import tempfile
+
+    folder, name = Path(path), str(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {name!r} is a file; give a folder")
+    for parent in folder.parents:  # the nearest existing one: under a file, mkdir says little
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot create {flag} {name!r}: {str(parent)!r} is a file")
+            break
+    existed = folder.is_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if probe:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+    except OSError as exc:
+        verb = "write to" if existed else "create"
+        raise ValueError(f"cannot {verb} {flag} {name!r}: {exc.strerror or exc}") from None
+
+
+__all__ = ["atomic_write", "make_folder", "write_text"]

@@ -95,7 +95,9 @@ def test_report_refuses_bad_input(built_study, tmp_path, capsys):
     name, url = built_study.name, built_study.storage
     code = report.main(["--study", name, "--out", str(afile / "sub"), "--storage", url])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"error: cannot create --out '{afile / 'sub'}': Not a directory\n"
+    assert (
+        code == 2 and err == f"error: cannot create --out '{afile / 'sub'}': '{afile}' is a file\n"
+    )
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--study", name, "--out", str(tmp_path / "r"), "--storage", url, "--top", "0"])
     assert exit_info.value.code == 2

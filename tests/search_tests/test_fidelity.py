@@ -341,3 +341,25 @@ def test_a_study_without_a_rung_schedule_keeps_equal_compute_long_runs(
         a = t.user_attrs
         assert a["long_compute"] == 4 * PROXY_COMPUTE and "long_tokens" not in a
         assert a["long_status"] == "ok" and 0.0 < a["long_metric"] < 10.0
+
+
+def test_a_long_run_that_cannot_start_fails_alone(tiny_study, monkeypatch, capsys):
+    """A ValueError from one long run (e.g. a model too large for the device) marks that trial
+    failed; the others train and the statistics use them."""
+    from search import retrain
+
+    calls: list[int] = []
+
+    def train_config(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("model too large: training at batch 8 requires at least 9 GiB")
+        return retrain.train_config(*args, **kwargs)
+
+    monkeypatch.setattr(fidelity, "train_config", train_config)
+    args = ["--study", "tiny", "--storage", tiny_study, "--top", "2", "--random", "2"]
+    assert fidelity.main([*args, "--factor", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "-> long failed [failed: model too large: training at batch 8" in out
+    fid = optuna.load_study(study_name="tiny", storage=tiny_study).user_attrs["fidelity"]
+    assert len(fid["failed_trials"]) == 1 and fid["n"] == 3

@@ -136,6 +136,12 @@ def test_expected_tokens_factor_when_rungs_at_chance_cut_nobody():
     # every rung below the top holds: everyone trains every rung, 9 first-rung counts
     assert expected_tokens_factor(3, 3, no_decay, held=2) == 9
     assert expected_tokens_factor(3, 3, no_decay, held=0) == expected_tokens_factor(3, 3, no_decay)
+    # decay branches: one per rung below the top, decay_frac x that rung's tokens, for everyone
+    # who reached it (rungs 0 and 1: 1 and 3 first-rung counts)
+    decay = Recipe(decay_frac=0.25)
+    assert expected_tokens_factor(3, 3, decay, held=0) == 1 + 2 * (2 / 3) + 0.25 * (1 + 1)
+    assert expected_tokens_factor(3, 3, decay, held=1) == 1 + 2 + 2 + 0.25 * (1 + 3)
+    assert expected_tokens_factor(3, 3, decay, held=2) == 9 + 0.25 * (1 + 3)
 
 
 def test_the_plan_prices_rungs_that_hold_at_chance(task):
@@ -145,13 +151,17 @@ def test_the_plan_prices_rungs_that_hold_at_chance(task):
     first, every = (expected_tokens_factor(3, 3, RECIPE, held=h) / base for h in (1, 2))
     assert timed.held == (first, every)
     text = timed.describe(20_000_000, holds_at_chance=True)
-    n1, n2 = int(timed.expected_candidates / first), int(timed.expected_candidates / every)
+    per = timed.expected_seconds / timed.expected_candidates
+    n1, n2 = (min(20, int(600 / (per * r))) for r in (first, every))
     assert (
         f"and then each candidate trains longer: x{first:.1f} if the first rung holds (about "
         f"{n1} candidates fit the limit), x{every:.1f} if every rung below the top holds "
         f"(about {n2})"
     ) in text
     assert "holds" not in timed.describe(20_000_000, holds_at_chance=False)
+    # a limit far beyond the plan's time: every candidate still fits when the rungs hold
+    roomy = make_plan(task, 20_000_000, RECIPE, timeout=10**6, first_rung_tokens=65536, **kw)
+    assert "(about 20 candidates fit the limit)" in roomy.describe(20_000_000, True)
     untimed = make_plan(task, 20_000_000, RECIPE, timeout=None, first_rung_tokens=65536, **kw)
     text = untimed.describe(20_000_000, holds_at_chance=True)
     from search.plan import _duration

@@ -259,7 +259,7 @@ def test_an_unusable_checkpoint_dir_exits_2_before_any_study(tmp_path, tiny_pres
         (afile, f"error: --checkpoint-dir '{afile}' is a file; give a folder"),
         (
             afile / "sub",
-            f"error: cannot create --checkpoint-dir '{afile / 'sub'}': Not a directory",
+            f"error: cannot create --checkpoint-dir '{afile / 'sub'}': '{afile}' is a file",
         ),
     ):
         args = search_args(tiny_preset, storage, "c", 1)
@@ -304,5 +304,5 @@ def test_export_refuses_untrained_trials_and_explains_scaled_studies(tmp_path, c
     capsys.readouterr()
     assert export_main(["--study", "s-scaled", "--storage", url, "--trial", "0", "--out", bad]) == 2
     assert capsys.readouterr().err == (
-        f"error: --out {bad!r}: {str(tmp_path / 'afile')!r} is a file, not a folder\n"
+        f"error: the folder of --out {str(tmp_path / 'afile')!r} is a file; give a folder\n"
     )

@@ -82,6 +82,13 @@ def test_grid_then_targets_then_export(base_study):
     assert ArchConfig.from_file(path).to_dict() == t.user_attrs["config"]
     again = run_cli("search.scale", "--study", "base", "--storage", storage, "--targets", "30M")
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    # --overwrite replaces a scaled study (the guard refuses only search studies)
+    flags = ("--targets", "30M", "--coefficients", "1.2,1.1,1.0", "--overwrite")
+    run_cli("search.scale", "--study", "base", "--storage", storage, *flags, check=True)
+    replaced = optuna.load_study(study_name="base-scaled", storage=storage)
+    assert replaced.user_attrs["kind"] == "scaled"
+    assert [t.user_attrs["target"] for t in replaced.trials] == [30_000_000]
+    assert len(optuna.load_study(study_name="base", storage=storage).trials) == len(base.trials)
 
 
 def test_train_with_given_coefficients_prints_results(base_study):
