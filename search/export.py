@@ -55,7 +55,10 @@ def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, 
 
 
 def write(doc: dict[str, Any], path: Path) -> None:
-    make_folder(path.parent, "the folder of --out")
+    try:
+        make_folder(path.parent, "the folder of --out")
+    except ValueError as exc:
+        raise ValueError(f"cannot write --out {str(path)!r}: {exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 

@@ -304,5 +304,6 @@ def test_export_refuses_untrained_trials_and_explains_scaled_studies(tmp_path, c
     capsys.readouterr()
     assert export_main(["--study", "s-scaled", "--storage", url, "--trial", "0", "--out", bad]) == 2
     assert capsys.readouterr().err == (
-        f"error: the folder of --out {str(tmp_path / 'afile')!r} is a file; give a folder\n"
+        f"error: cannot write --out {bad!r}: the folder of --out "
+        f"{str(tmp_path / 'afile')!r} is a file; give a folder\n"
     )
