@@ -1,13 +1,17 @@
-"""Fixtures for end-to-end search tests: a tiny preset and a CLI runner."""
+"""Fixtures for end-to-end search tests: a tiny preset, a CLI runner, a tiny export."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from spaces import ArchConfig
+from trainers.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,3 +95,31 @@ def search_args(preset: Path, storage: str, study: str, trials: int, *extra: str
         "--quiet",
         *extra,
     ]
+
+
+@pytest.fixture
+def export(tmp_path):
+    """An export-shaped file (config + provenance) for a tiny recall task."""
+    task = get_task("recall", seq_len=32, num_pairs=4, n_val=32)
+    cfg = ArchConfig(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
+    path = tmp_path / "best.json"
+    prov = {
+        "task": "recall",
+        "task_options": {"num_pairs": 4, "n_val": 32},
+        "seed": 0,
+        "schedule": {"batch_size": 8},
+    }
+    path.write_text(json.dumps({"config": cfg.to_dict(), "provenance": prov}))
+    return path
+
+
+def run_scale(capsys, *args: str) -> tuple[int, str, str]:
+    """`search.scale` in-process: (exit code, stdout, stderr); argparse's exits included."""
+    from search import scale
+
+    try:
+        code = scale.main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
