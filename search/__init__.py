@@ -14,6 +14,7 @@ Running a search:
     asha         successive halving with late promotion; a candidate's trials (its lineage)
     chance       candidates at the chance loss; the rule that a rung ranking them cuts nobody
     plan         rung lengths, workers and expected time, from the budget and the clock
+    parallelism  workers and torch threads by default (one 1-thread worker per core)
     study        opening a study (create or resume) and reading back what it was made with
     objective    one trial: suggest, price, reject or reuse, train rung by rung, record
     driver       the optimize loop until the study holds --trials trained candidates
@@ -34,7 +35,9 @@ Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functi
     compound        EfficientNet compound scaling: coefficients, fitting a target
     compound_grid   the grid of coefficients worth training (EfficientNet step 1)
     scaled_study    the study `search.scale` writes
+    scale_flags     the search.scale command line and the checks made before any work
     fidelity_stats  rank agreement between proxy and long runs
+    fidelity_runs   search.fidelity's long runs: how each trains, is stored and reused
     retrain         training a study's configs again as it judged them (scale, benchmarks)
 
 Final training (search.train's parts):

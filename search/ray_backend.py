@@ -279,7 +279,7 @@ def gpu_share(device: str, gpus_per_trial: float | None) -> float:
         if gpus_per_trial:
             raise RayConfigError("--gpus-per-trial needs --device cuda")
         return 0.0
-    from search.plan import WORKERS_PER_GPU
+    from search.parallelism import WORKERS_PER_GPU
 
     share = 1 / WORKERS_PER_GPU if gpus_per_trial is None else gpus_per_trial
     if not (share > 0 and (share <= 1 or float(share).is_integer())):

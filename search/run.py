@@ -17,7 +17,8 @@ from search.budget import format_flops
 from search.driver import SpaceExhausted
 from search.interrupts import stop_on_signals
 from search.objective import forget_finished_checkpoints, make_task
-from search.plan import PlanError, SearchPlan, default_parallelism, make_plan
+from search.parallelism import default_parallelism
+from search.plan import PlanError, SearchPlan, make_plan
 from search.run_flags import SETTINGS_FLAGS, parser
 from search.samplers import holds_at_chance
 from search.settings import (

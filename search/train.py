@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from search.budget import count_arg, device_arg, format_flops, number_arg, whole_number_arg
-from search.plan import default_parallelism
+from search.parallelism import default_parallelism
 from search.resume_mismatch import mismatch_line
 from search.settings import DEFAULT_TASK
 from search.train_input import batch_of, check_task, prepare_out, read_export

@@ -356,7 +356,7 @@ def test_a_long_run_that_cannot_start_fails_alone(tiny_study, monkeypatch, capsy
             raise ValueError("model too large: training at batch 8 requires at least 9 GiB")
         return retrain.train_config(*args, **kwargs)
 
-    monkeypatch.setattr(fidelity, "train_config", train_config)
+    monkeypatch.setattr("search.fidelity_runs.train_config", train_config)
     args = ["--study", "tiny", "--storage", tiny_study, "--top", "2", "--random", "2"]
     assert fidelity.main([*args, "--factor", "3"]) == 0
     out = capsys.readouterr().out

@@ -6,12 +6,11 @@ import math
 
 import pytest
 
+from search.parallelism import WORKERS_PER_GPU, default_parallelism
 from search.plan import (
     CPU_STEP_TOKENS,
     MIN_FIRST_STEPS,
-    WORKERS_PER_GPU,
     PlanError,
-    default_parallelism,
     expected_tokens_factor,
     make_plan,
 )
@@ -174,7 +173,7 @@ def test_the_plan_prices_rungs_that_hold_at_chance(task):
 
 
 def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
-    monkeypatch.setattr("search.plan.cpu_count", lambda: 4)
+    monkeypatch.setattr("search.parallelism.cpu_count", lambda: 4)
     assert default_parallelism(None, None, "cpu") == (4, 1)
     assert default_parallelism(None, 2, "cpu") == (2, 2)
     assert default_parallelism(3, 1, "cpu") == (3, 1)
@@ -186,7 +185,7 @@ def test_default_parallelism_is_one_thread_per_worker_per_core(monkeypatch):
 def test_search_train_defaults_to_one_torch_thread_on_the_cpu(monkeypatch, tmp_path):
     from search import train
 
-    monkeypatch.setattr("search.plan.cpu_count", lambda: 4)
+    monkeypatch.setattr("search.parallelism.cpu_count", lambda: 4)
     threads: list[int] = []
     monkeypatch.setattr("torch.set_num_threads", threads.append)
     cfg = tmp_path / "c.json"
@@ -202,7 +201,7 @@ def test_search_train_defaults_to_one_torch_thread_on_the_cpu(monkeypatch, tmp_p
 
 
 def test_cuda_defaults_to_four_workers_per_gpu_sharing_the_cores(monkeypatch):
-    monkeypatch.setattr("search.plan.cpu_count", lambda: 16)
+    monkeypatch.setattr("search.parallelism.cpu_count", lambda: 16)
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     assert WORKERS_PER_GPU == 4
