@@ -5,12 +5,12 @@ names the file or flag (the CLI prints it, exit 2), before anything trains or is
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from spaces import ArchConfig
 from spaces.atomic import make_folder
+from spaces.config import parse_config_text
 from trainers.proxy import Recipe
 from trainers.tasks import TASKS, Task, get_task
 
@@ -30,19 +30,7 @@ def read_document(path: Path) -> Any:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{name}: not a UTF-8 JSON or YAML config") from None
-    if path.suffix.lower() not in (".yaml", ".yml"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{name}: not valid JSON: {exc}") from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{name}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config_text(text, path)
 
 
 def _kind(value: Any) -> str:

@@ -32,6 +32,26 @@ LIMITS = {
 }
 
 
+def parse_config_text(text: str, path: str | Path) -> Any:
+    """The JSON (or, for a .yaml/.yml `path`, YAML) document in `text`; ValueError naming `path`
+    (and the YAML line) when it does not parse."""
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            raise ValueError(
+                f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"
+            ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class ArchConfig:
     """A Transformer: task interface, attention variant, shape, sharing and regularisation."""
@@ -184,23 +204,7 @@ class ArchConfig:
     def from_file(cls, path: str | Path) -> ArchConfig:
         """Load a config from .json or .yaml; an exported file's "config" section is used."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                where = getattr(exc, "problem_mark", None)
-                at = f" at line {where.line + 1}" if where is not None else ""
-                raise ValueError(
-                    f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"
-                ) from None
-        else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        data = parse_config_text(path.read_text(encoding="utf-8"), path)
         if isinstance(data, dict) and "config" in data and "vocab_size" not in data:
             data = data["config"]  # an export: {"config": ..., "provenance": ...}
         return cls.from_dict(data)
@@ -308,4 +312,4 @@ def _int(cfg: ArchConfig, field: str, low: int) -> None:
         raise ValueError(f"{field} must be an integer in [{low}, {high:,}], got {value!r}")
 
 
-__all__ = ["LIMITS", "SCHEMA_VERSION", "ArchConfig", "NoParams"]
+__all__ = ["LIMITS", "SCHEMA_VERSION", "ArchConfig", "NoParams", "parse_config_text"]
