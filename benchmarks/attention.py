@@ -12,10 +12,11 @@ before the step, i.e. the memory the step itself needed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+
+from search.cli import Parser
 
 D_MODEL, HEADS, SPAN = 256, 4, 128
 PARAMS = {
@@ -62,7 +63,7 @@ def measure(variant: str, n: int, causal: bool, reps: int, threads: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--variants", nargs="+", default=list(PARAMS))
     p.add_argument("--reps", type=int, default=2, help="repetitions; the fastest is kept")

@@ -10,11 +10,11 @@ Chance is 1 / num_values. FLOPs: fvcore, one multiply-add = one FLOP.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from typing import Any
 
 from search.budget import flops_arg, format_flops
+from search.cli import Parser
 from search.settings import DEFAULT_PROXY_COMPUTE
 from spaces import ArchConfig
 from spaces.flops import count_flops
@@ -34,7 +34,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--compute", type=flops_arg, default=DEFAULT_PROXY_COMPUTE)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = p.parse_args(argv)

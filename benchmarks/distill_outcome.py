@@ -17,13 +17,13 @@ and prints them side by side: validation loss, the task metric, tokens, training
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 from search.budget import count_arg, format_flops
+from search.cli import Parser
 from search.train import main as train_main
 from spaces import ArchConfig
 from spaces.flops import count_flops
@@ -44,7 +44,7 @@ def run(name: str, argv: list[str], out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--student", required=True, help="the search's pick (an export file)")
     p.add_argument("--teacher-config", required=True, help="the teacher's config file")
     p.add_argument("--tokens", type=count_arg, required=True, help="student tokens, e.g. 1M")

@@ -7,12 +7,12 @@ FLOPs: fvcore convention, one multiply-add = one FLOP.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
+from search.cli import Parser
 from spaces import ATTENTION, ArchConfig
 from spaces.flops import count_flops, training_flops_per_sequence
 from trainers.proxy import Recipe, train
@@ -44,7 +44,7 @@ def variants_match() -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = Parser()
     p.add_argument("configs", nargs="*")
     p.add_argument("--base", help="exported base config: others get its number of tokens")
     p.add_argument("--base-compute", type=float, default=100e9)

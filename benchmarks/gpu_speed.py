@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from search.cli import Parser
 from spaces import ATTENTION, build_model
 from spaces.baselines import largest_any_head_dim
 from spaces.flops import TRAIN_FLOPS_FACTOR, count_flops
@@ -150,7 +151,7 @@ def profile_attention(variant: str, n: int, device: torch.device, reps: int = 3)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m benchmarks.gpu_speed",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

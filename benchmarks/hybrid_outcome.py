@@ -26,6 +26,7 @@ import optuna
 
 from benchmarks.outcome import INTERRUPTED, describe, load_finished_study, train_rows
 from search.budget import format_flops, parse_flops
+from search.cli import Parser
 from search.interrupts import run_interruptible
 from search.results import ranked_trials
 from search.storage import DEFAULT_STORAGE
@@ -75,9 +76,7 @@ def best_per_family(study: optuna.Study) -> list[dict]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.hybrid_outcome", description=__doc__.split("\n\n")[0]
-    )
+    p = Parser(prog="python -m benchmarks.hybrid_outcome", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True, help="a finished search.run study with patterns")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
     p.add_argument("--tokens", default="2M", help="final tokens for every model (default 2M)")

@@ -33,6 +33,7 @@ import optuna
 from scipy.stats import kendalltau
 
 from search.budget import format_flops, whole_number_arg
+from search.cli import Parser
 from search.interrupts import run_interruptible
 from search.objective import make_task
 from search.results import ranked_trials
@@ -174,9 +175,7 @@ def baselines(interface: dict, budget: int) -> list[dict]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.outcome", description=__doc__.split("\n\n")[0]
-    )
+    p = Parser(prog="python -m benchmarks.outcome", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True, help="a finished search.run study")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
     p.add_argument("--top", type=int, default=3, help="the search's top K (default 3)")

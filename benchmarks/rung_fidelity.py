@@ -26,6 +26,7 @@ import optuna
 from scipy.stats import kendalltau
 
 from benchmarks.outcome import INTERRUPTED, describe
+from search.cli import Parser
 from search.interrupts import run_interruptible
 from search.retrain import run_jobs, train_rungs_job
 from search.settings import RunSettings
@@ -35,9 +36,7 @@ from trainers.rungs import RungSchedule
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.rung_fidelity", description=__doc__.split("\n\n")[0]
-    )
+    p = Parser(prog="python -m benchmarks.rung_fidelity", description=__doc__.split("\n\n")[0])
     a = p.add_argument
     a("--outcome", required=True, help="a benchmarks.outcome --json file")
     a("--first-steps", type=int, default=64, help="optimizer steps of rung 0 (default 64)")

@@ -32,6 +32,7 @@ import optuna
 from benchmarks.outcome import INTERRUPTED, describe
 from search import scale
 from search.budget import count_arg, format_flops, whole_number_arg
+from search.cli import Parser
 from search.compound import Coefficients, scale_to_targets
 from search.interrupts import run_interruptible
 from search.retrain import run_jobs, study_schedule, train_final_job
@@ -47,9 +48,7 @@ SINGLE_AXIS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.scaling_outcome", description=__doc__.split("\n\n")[0]
-    )
+    p = Parser(prog="python -m benchmarks.scaling_outcome", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True, help="a finished search.run study")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
     p.add_argument("--factors", default="2,4,8", help="targets = factor x budget (default 2,4,8)")

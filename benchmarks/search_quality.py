@@ -54,6 +54,7 @@ from typing import Any
 import optuna
 
 from search.budget import flops_arg, format_flops
+from search.cli import Parser
 from search.driver import optimize
 from search.objective import Objective, make_task
 from search.plan import make_plan
@@ -293,7 +294,7 @@ def markdown(rows: list[dict[str, str]], meta: dict[str, Any]) -> str:
 
 # -- CLI -------------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m benchmarks.search_quality",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,

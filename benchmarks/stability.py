@@ -14,12 +14,12 @@ FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from benchmarks.outcome import describe
 from search.budget import count_arg, format_flops
+from search.cli import Parser
 from search.compound import Coefficients, scale_to_targets
 from spaces import ArchConfig
 from spaces.flops import count_flops, count_params, estimate_flops
@@ -36,7 +36,7 @@ COEFFICIENTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.stability", description=__doc__)
+    p = Parser(prog="python -m benchmarks.stability", description=__doc__)
     p.add_argument("--factors", default="10,100,1000", help="default 10,100,1000")
     p.add_argument("--tokens", type=count_arg, default=32768, help="tokens each (default 32768)")
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")

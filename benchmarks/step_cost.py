@@ -19,7 +19,6 @@ ended in the same training and validation loss (they must: foreach gives the sam
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -29,6 +28,7 @@ import torch
 
 import trainers.step
 from benchmarks.outcome import describe
+from search.cli import Parser
 from spaces import ArchConfig
 from trainers.final import FinalTrainer
 from trainers.tasks import get_task
@@ -64,7 +64,7 @@ def train(cfg: ArchConfig, task, steps: int, batch: int) -> tuple[float, float, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default=str(DEFAULT), help="an outcome JSON whose configs to time")
     p.add_argument("--task", default="listops")
     p.add_argument("--seq-len", type=int, default=128)

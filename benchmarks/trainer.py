@@ -11,12 +11,12 @@ trainer reports it. Configs: about 2 GFLOPs on the default task's interface.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 from search.budget import format_flops
+from search.cli import Parser
 from spaces import ArchConfig
 from spaces.flops import count_flops
 from trainers.proxy import Recipe, train
@@ -47,7 +47,7 @@ def two_gflop_config(interface: dict, **kw) -> ArchConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=6, help="training steps per config")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)

@@ -43,12 +43,13 @@ from dashboards.trials import (
     scaling_rows,
 )
 from search.budget import whole_number_arg
+from search.cli import Parser
 from search.results import top_table
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces.atomic import make_folder, write_text
 from spaces.flops import FLOP_UNIT
 
-__all__ = ["main", "write_report"]
+__all__ = ["main", "parser", "write_report"]
 
 
 def _figure_or_note(
@@ -157,8 +158,8 @@ def write_report(
     return index
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
         prog="python -m dashboards.report",
         description=__doc__.split("\n")[0],
         epilog="example: python -m dashboards.report --study recall-2.00GFLOPs --out report/\n"
@@ -176,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         default=10,
         help="rows of the top-configs table, default 10",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         storage = open_existing_storage(args.storage)
     except StorageError as exc:

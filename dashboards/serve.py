@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dashboards import default_artifact_dir
+from search.cli import Parser
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,7 +41,7 @@ def port_arg(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m dashboards.serve",
         description=__doc__.split("\n\n")[0],
         epilog=EPILOG,

@@ -9,6 +9,7 @@ Commands (parse, call library code, print; each is `python -m search.<name>`):
 
 Running a search:
     run_flags    the search.run command line: every flag, default and help
+    cli          the parser class of every command line: a usage error is one line
     settings     what defines a run: defaults, a preset, the flags (RunSettings)
     samplers     samplers and pruners by name, and their seeds
     asha         successive halving with late promotion; a candidate's trials (its lineage)

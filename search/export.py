@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from search.cli import Parser
 from search.results import NOT_CANDIDATES, feasible_trials
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces import ArchConfig
@@ -114,8 +115,8 @@ def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | 
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.export", description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m search.export", description=__doc__.split("\n")[0])
     p.add_argument("--study", required=True, help="study name, e.g. recall-2.00GFLOPs")
     p.add_argument(
         "--storage", default=DEFAULT_STORAGE, help=f"database URL, default {DEFAULT_STORAGE}"
@@ -132,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         help="export the K best feasible trials as <out stem>-1, -2, ... (default: the best)",
     )
     p.add_argument("--out", default="best.json", help="output .json or .yaml, default best.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.top is not None and args.top < 1:
         print(f"error: --top must be >= 1, got {args.top}", file=sys.stderr)
         return 2

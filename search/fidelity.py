@@ -50,6 +50,7 @@ from collections.abc import Sequence
 import optuna
 
 from search.budget import device_arg, whole_number_arg
+from search.cli import Parser
 from search.fidelity_runs import LongRuns, long_run
 from search.fidelity_stats import (
     ROUGH_GUIDE,
@@ -125,14 +126,8 @@ def _factor(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits 2 too; say what a good call looks like
-        self.print_usage(sys.stderr)
-        self.exit(2, f"error: {message}\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m search.fidelity",
         description=__doc__.split("\n")[0],
         epilog=EPILOG,

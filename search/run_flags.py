@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from search.budget import flops_arg, format_flops
+from search.cli import Parser
 from search.plan import DEFAULT_TIMEOUT
 from search.samplers import PRUNERS, SAMPLERS, describe
 from search.settings import (
@@ -31,7 +32,7 @@ FLOPs: fvcore convention, one multiply-add = one FLOP (GFLOPs = GMACs), forward,
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m search.run",
         description="`python -m search.run --budget 2GFLOPs`: find the best architecture that "
         "fits the budget.",

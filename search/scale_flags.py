@@ -15,6 +15,7 @@ from search.budget import (
     number_arg,
     whole_number_arg,
 )
+from search.cli import Parser
 from search.compound import Coefficients
 from search.compound_grid import RATIO_TOLERANCE
 from search.storage import DEFAULT_STORAGE
@@ -42,7 +43,7 @@ def parse_coefficients(text: str) -> Coefficients:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.scale", description=DESCRIPTION)
+    p = Parser(prog="python -m search.scale", description=DESCRIPTION)
     a = p.add_argument
     a("--study", required=True, help="base study, e.g. text-2.00GFLOPs")
     a(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from search.budget import count_arg, device_arg, format_flops, number_arg, whole_number_arg
+from search.cli import Parser
 from search.parallelism import default_parallelism
 from search.resume_mismatch import mismatch_line
 from search.settings import DEFAULT_TASK
@@ -57,7 +58,7 @@ def option_arg(text: str) -> tuple[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m search.train",
         description=__doc__.split("\n\n")[0],
         epilog=EPILOG,

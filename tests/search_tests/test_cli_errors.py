@@ -1,0 +1,144 @@
+"""Every user-facing command line turns a usage error into one line on stderr, exit 2:
+`<prog>: error: <argparse's message> (see --help)`, never the usage block (18 lines for
+`search.run`) before it. `--help` is argparse's, unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import pytest
+
+from search.cli import Parser, one_line
+from tests.search_tests.conftest import run_cli
+
+# module with a `parser()` function, its prog, and bad argv with a piece of argparse's message
+CASES = {
+    "search.run_flags": (
+        "python -m search.run",
+        [
+            (["--trials", "x"], "argument --trials: invalid int value: 'x'"),
+            (["--sampler", "nope"], "argument --sampler: invalid choice: 'nope'"),
+            (["--budget", "2GB"], "argument --budget: invalid FLOP budget '2GB'"),
+            (["--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+    "search.export": (
+        "python -m search.export",
+        [
+            ([], "the following arguments are required: --study"),
+            (["--study", "s", "--trial", "x"], "argument --trial: invalid int value: 'x'"),
+            (
+                ["--study", "s", "--trial", "1", "--top", "2"],
+                "argument --top: not allowed with argument --trial",
+            ),
+            (["--study", "s", "--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+    "search.scale_flags": (
+        "python -m search.scale",
+        [
+            (["--study", "s"], "the following arguments are required: --targets"),
+            (["--study", "s", "--targets", "4M", "--trial", "x"], "argument --trial: invalid int"),
+            (["--study", "s", "--targets", "4M", "--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+    "search.train": (
+        "python -m search.train",
+        [
+            (["--tokens", "1M"], "the following arguments are required: config"),
+            (["c.json", "--tokens", "1M", "--compile", "maybe"], "argument --compile: invalid"),
+            (["c.json", "--tokens", "many"], "argument --tokens: "),
+            (["c.json", "--tokens", "1M", "--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+    "search.fidelity": (
+        "python -m search.fidelity",
+        [
+            ([], "the following arguments are required: --study"),
+            (["--study", "s", "--factor", "1"], "argument --factor: invalid --factor '1'"),
+            (["--study", "s", "--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+    "dashboards.report": (
+        "python -m dashboards.report",
+        [
+            (["--study", "s"], "the following arguments are required: --out"),
+            (["--study", "s", "--out", "r", "--top", "0"], "argument --top: invalid --top '0'"),
+            (["--study", "s", "--out", "r", "--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+    "dashboards.serve": (
+        "python -m dashboards.serve",
+        [
+            (["--port", "70000"], "argument --port: port 70000 is outside 1..65535"),
+            (["--top", "x"], "argument --top: invalid int value: 'x'"),
+            (["--bogus"], "unrecognized arguments: --bogus"),
+        ],
+    ),
+}
+
+PARAMS = [
+    pytest.param(module, prog, argv, message, id=f"{module}:{' '.join(argv) or 'no-args'}")
+    for module, (prog, cases) in CASES.items()
+    for argv, message in cases
+]
+
+
+def _parser(module: str) -> argparse.ArgumentParser:
+    return importlib.import_module(module).parser()
+
+
+@pytest.mark.parametrize(("module", "prog", "argv", "message"), PARAMS)
+def test_a_usage_error_is_one_line_and_exit_2(module, prog, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        _parser(module).parse_args(argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.endswith(" (see --help)\n"), err
+    assert err.startswith(f"{prog}: error: ") and message in err, err
+    assert "usage:" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("module", list(CASES))
+def test_every_cli_uses_the_one_line_parser_and_keeps_its_help(module, capsys):
+    p = _parser(module)
+    assert isinstance(p, Parser)
+    with pytest.raises(SystemExit) as info:
+        p.parse_args(["--help"])
+    assert info.value.code == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"usage: {CASES[module][0]} ") and err == ""
+
+
+def test_a_message_over_several_lines_is_joined_into_one():
+    assert one_line("prog", "first\n  second\n\nthird ") == (
+        "prog: error: first second third (see --help)"
+    )
+
+
+def test_search_run_from_the_shell_prints_one_line():
+    proc = run_cli("search.run", "--trials", "x", timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "python -m search.run: error: argument --trials: invalid int value: 'x' (see --help)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "benchmarks.outcome",
+        "benchmarks.scaling_outcome",
+        "benchmarks.hybrid_outcome",
+        "benchmarks.rung_fidelity",
+        "benchmarks.search_quality",
+    ],
+)
+def test_the_benchmarks_usage_errors_are_one_line_too(module, capsys):
+    with pytest.raises(SystemExit) as info:
+        _parser(module).parse_args(["--bogus"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"python -m {module}: error: "), err
