@@ -15,6 +15,7 @@ Running a search:
     asha         successive halving with late promotion; a candidate's trials (its lineage)
     chance       candidates at the chance loss; the rule that a rung ranking them cuts nobody
     plan         rung lengths, workers and expected time, from the budget and the clock
+    plan_speed   the plan's throughput: a budget-sized model and a timed sample of the space
     parallelism  workers and torch threads by default (one 1-thread worker per core)
     study        opening a study (create or resume) and reading back what it was made with
     objective    one trial: suggest, price, reject or reuse, train rung by rung, record

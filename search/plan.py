@@ -9,10 +9,14 @@ halving fit the time:
 
 where E = 1 + (rungs - 1)(1 - 1/eta) + decay_frac (rungs - 1) is the expected number of first-rung
 token counts one candidate trains under halving (every candidate trains rung 0, 1/eta of them the
-next, ...; decay branches included), V the validation tokens (forward only), and an average
-candidate is assumed to cost `AVERAGE_FLOP_FRACTION` of the budget. `UTILISATION` leaves room for
-process start-up, FLOP counting and the asynchronous halving's extra promotions, so the printed
-expected time is the model's time / UTILISATION. The top rung is then eta^(rungs-1) x r0, which
+next, ...; decay branches included) and V the validation tokens (forward only). An average
+candidate's seconds per token are measured (search.plan_speed): a seeded random sample of the
+space's feasible configs is timed, and the hand baselines that open a new study count at the
+budget-sized model's speed. Without a sample (tests, benchmarks) an average candidate is assumed
+to cost `AVERAGE_FLOP_FRACTION` of the budget at the budget-sized model's FLOP/s, which ran 1.3-2.6x
+fast on the stored studies (search.plan_speed). `UTILISATION` leaves room for process start-up,
+FLOP counting and the asynchronous halving's extra promotions, so the printed expected time is
+the model's time / UTILISATION. The top rung is then eta^(rungs-1) x r0, which
 is what the best candidates are finally judged on.
 
 A rung whose candidates are mostly at the chance loss cuts nobody (search.chance), so each
@@ -47,21 +51,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-
-import torch
+from collections.abc import Sequence
 
 from search.budget import format_flops
-from spaces import ArchConfig, build_model
+from search.plan_speed import (
+    candidate_seconds_per_token,
+    measure_flops_per_s,
+    seconds_per_token,
+)
+from spaces import ArchConfig
 from spaces.baselines import largest_any_head_dim
 from spaces.flops import TRAIN_FLOPS_FACTOR, estimate_flops
 from trainers.proxy import Recipe
 from trainers.rungs import RungSchedule
-from trainers.step import make_optimizer, train_step
 from trainers.tasks import Task
 
 DEFAULT_TIMEOUT = 600.0  # seconds; README: "about 10 minutes on a 2-core CPU"
-AVERAGE_FLOP_FRACTION = 0.5  # an average candidate's FLOPs, as a share of the budget
+AVERAGE_FLOP_FRACTION = 0.5  # without a timed sample: an average candidate's share of the budget
 # Share of the time the model above accounts for. Measured: with 0.8 the default run (2 GFLOPs,
 # 20 candidates, 2 workers) planned 8.0 min and took 10.2: asynchronous halving promotes more
 # than 1/eta early (the first candidates have no competition), and two workers side by side
@@ -91,6 +97,10 @@ class SearchPlan:
     # training per candidate, as a multiple of the plan's, when rungs at the chance loss cut
     # nobody (search.chance): (the first rung holds, every rung below the top holds)
     held: tuple[float, float] = (1.0, 1.0)
+    # an average candidate's training tokens/s per worker, and how many configs were timed for
+    # it (0: assumed from AVERAGE_FLOP_FRACTION)
+    candidate_tokens_per_s: float = 0.0
+    timed: int = 0
 
     def describe(self, budget: int, holds_at_chance: bool = False) -> str:
         s = self.schedule
@@ -104,7 +114,13 @@ class SearchPlan:
             f"      {self.workers} worker(s) x {self.threads} torch thread(s); a budget-sized "
             f"model ({ref.depth} layers x {ref.d_model}, {ref.attention} attention, "
             f"{format_flops(estimate_flops(ref))}) trains at {_tokens(per_s)} tokens/s "
-            f"per worker",
+            f"per worker"
+            + (
+                f"; an average candidate at {_tokens(self.candidate_tokens_per_s)} "
+                f"({self.timed} of the space's configs timed)"
+                if self.timed
+                else ""
+            ),
             f"      expected time {_duration(self.expected_seconds)}"
             + (f" (limit {_duration(self.timeout)})" if self.timeout else " (no time limit)"),
         ]
@@ -143,33 +159,6 @@ class SearchPlan:
         return cost
 
 
-def measure_flops_per_s(
-    cfg: ArchConfig, task: Task, batch_size: int, threads: int, device: str, steps: int = 2
-) -> float:
-    """Training FLOP/s of `cfg` (fvcore convention x 3), timed over `steps` steps after one, with
-    the trainers' own step and optimizer (bf16 autocast and fused AdamW on CUDA)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        torch.manual_seed(0)
-        model = build_model(cfg).to(device).train()
-        opt, _ = make_optimizer(model, cfg, Recipe(), lr=1e-4)  # fused AdamW on CUDA
-        batch = task.train_batch(0, batch_size).to(device)
-        elapsed = 0.0
-        for i in range(steps + 1):  # the trainers' own step: bf16 autocast on CUDA
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            train_step(model, opt, task, batch, 1e-4, 1.0, i, read=False)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i:
-                elapsed += time.perf_counter() - t0
-        return steps * batch_size * TRAIN_FLOPS_FACTOR * estimate_flops(cfg) / max(elapsed, 1e-9)
-    finally:
-        torch.set_num_threads(previous)
-
-
 def expected_tokens_factor(schedule_eta: int, rungs: int, recipe: Recipe, held: int = 0) -> float:
     """First-rung token counts one candidate trains on average under successive halving, when
     the lowest `held` rungs cut nobody (search.chance: their candidates were at chance): rung k
@@ -197,10 +186,15 @@ def make_plan(
     first_rung_tokens: int | None = None,
     flops_per_s: float | None = None,
     fallback: ArchConfig | None = None,
+    sample: Sequence[ArchConfig] = (),
+    seeded: int = 0,
+    sample_s_per_token: float | None = None,
 ) -> SearchPlan:
     """Size the rungs from the clock (or take `first_rung_tokens`), and estimate the run.
-    `flops_per_s` skips the measurement (tests); `fallback` is timed when no full-attention
-    model fits the budget (e.g. the space's cheapest config)."""
+    `fallback` is timed when no full-attention model fits the budget (e.g. the space's cheapest
+    config). `sample` (search.plan_speed.feasible_sample) is timed for an average candidate's
+    speed, with `seeded` hand baselines counted at the budget-sized model's; `flops_per_s` and
+    `sample_s_per_token` skip the measurements (tests)."""
     seq_len = task.seq_len
     reference = _reference(task, budget, fallback)
     max_batch = max(1, max_step_tokens(recipe, device) // seq_len)
@@ -213,8 +207,20 @@ def make_plan(
             measured[batch] = measure_flops_per_s(reference, task, batch, threads, device)
         return measured[batch]
 
+    # an average candidate's seconds per token, as a multiple of the budget-sized model's
+    ratio = AVERAGE_FLOP_FRACTION * budget / estimate_flops(reference)
+    timed = 0
+    if sample and (sample_s_per_token is not None or flops_per_s is None):
+        ref_s = seconds_per_token(speed(max_batch), reference)
+        mean_s = sample_s_per_token or candidate_seconds_per_token(
+            sample, task, max_batch, threads, device
+        )
+        k = min(seeded, trials)
+        ratio = (k * ref_s + (trials - k) * mean_s) / trials / ref_s
+        timed = len(sample)
+
     def cost(batch: int) -> _Cost:
-        return _Cost(task, budget, recipe, batch, speed(batch), workers, eta, rungs)
+        return _Cost(task, reference, recipe, batch, speed(batch), workers, eta, rungs, ratio)
 
     def first_steps(c: _Cost) -> int:
         return _first_steps(c, first_rung_tokens, timeout, trials)
@@ -251,6 +257,8 @@ def make_plan(
         reference=reference,
         timeout=timeout,
         held=held if rungs > 1 else (1.0, 1.0),
+        candidate_tokens_per_s=1 / c.s_per_token,
+        timed=timed,
     )
 
 
@@ -296,13 +304,14 @@ class _Cost:
     """The time model of a plan at one batch size and measured speed."""
 
     task: Task
-    budget: int
+    reference: ArchConfig  # the budget-sized model whose FLOP/s was measured
     recipe: Recipe
     batch_size: int
     flops_per_s: float
     workers: int
     eta: int
     rungs: int
+    ratio: float  # an average candidate's seconds per token / the reference's
 
     @property
     def batch_tokens(self) -> int:
@@ -311,8 +320,7 @@ class _Cost:
     @property
     def s_per_token(self) -> float:
         """Training seconds per token of an average candidate."""
-        avg_flops = AVERAGE_FLOP_FRACTION * self.budget
-        return TRAIN_FLOPS_FACTOR * avg_flops / self.task.seq_len / self.flops_per_s
+        return self.ratio * seconds_per_token(self.flops_per_s, self.reference)
 
     @property
     def factor(self) -> float:
@@ -363,5 +371,4 @@ __all__ = [
     "SearchPlan",
     "make_plan",
     "max_step_tokens",
-    "measure_flops_per_s",
 ]

@@ -19,6 +19,7 @@ from search.interrupts import stop_on_signals
 from search.objective import forget_finished_checkpoints, make_task
 from search.parallelism import default_parallelism
 from search.plan import PlanError, SearchPlan, make_plan
+from search.plan_speed import feasible_sample
 from search.run_flags import SETTINGS_FLAGS, parser
 from search.samplers import holds_at_chance
 from search.settings import (
@@ -137,9 +138,11 @@ def plan_and_open(
     """The plan (rung lengths from the clock) and the study, created or resumed; a resumed
     study keeps the rungs it was created with."""
     name = study_name(args, settings)
+    interface, budget = task.interface(), settings.budget
+    baselines = [] if args.no_baselines else settings.space.baselines(interface, budget)
     plan = make_plan(
         task,
-        settings.budget,
+        budget,
         settings.recipe,
         trials=args.trials,
         timeout=args.timeout or None,
@@ -150,6 +153,8 @@ def plan_and_open(
         rungs=settings.rungs,
         first_rung_tokens=settings.rung_tokens,
         fallback=cheapest_cfg,
+        sample=feasible_sample(settings.space, interface, budget, seed=settings.seed),
+        seeded=len(baselines),
     )
     study = open_study(settings, name, args.storage, task, args.grace_period, plan.schedule)
     schedule = stored_schedule(study)
