@@ -244,12 +244,13 @@ def whole_number_arg(name: str, minimum: int):
 
 
 DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
+DEVICES = "cpu, cuda, cuda:N or mps"  # what DEVICE_RE accepts, for messages
 
 
 def device_arg(text: str) -> str:
-    """``argparse`` ``type=`` callable for ``--device``: cpu, cuda or cuda:N."""
+    """``argparse`` ``type=`` callable for ``--device``: cpu, cuda, cuda:N or mps."""
     if not DEVICE_RE.match(text):
-        raise argparse.ArgumentTypeError(f"invalid --device {text!r}: expected cpu, cuda or cuda:N")
+        raise argparse.ArgumentTypeError(f"invalid --device {text!r}: expected {DEVICES}")
     return text
 
 

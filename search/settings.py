@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from search.budget import DEVICE_RE, parse_flops
+from search.budget import DEVICE_RE, DEVICES, parse_flops
 from search.samplers import PRUNERS, SAMPLERS
 from spaces.config import LIMITS
 from spaces.space import SearchSpace
@@ -128,7 +128,7 @@ def _check_types(merged: dict[str, Any]) -> None:
     if merged.get("cut_at_chance") is not None and not isinstance(merged["cut_at_chance"], bool):
         raise ValueError(f"cut_at_chance must be true or false, got {merged['cut_at_chance']!r}")
     if merged.get("device") is not None and not DEVICE_RE.match(merged["device"]):
-        raise ValueError(f"--device {merged['device']!r} is not cpu, cuda or cuda:N")
+        raise ValueError(f"--device {merged['device']!r} is not {DEVICES}")
 
 
 def _check_values(settings: RunSettings) -> None:

@@ -123,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--out", help="checkpoint folder (default runs/<config file stem>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    a("--device", type=device_arg, default="cpu", help="cpu (default), cuda or cuda:N")
+    a("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     a(
         "--compile",
         choices=("auto", "on", "off"),

@@ -12,8 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from search.budget import (
+    DEVICE_RE,
+    DEVICES,
     MAX_FLOPS,
     BudgetError,
+    device_arg,
     flops_arg,
     flops_list_arg,
     format_flops,
@@ -357,3 +360,19 @@ def test_parse_flops_decimal_fraction_is_exact(whole: int, frac_digits: int, pre
             parse_flops(f"{text}{prefix}")
         return
     assert parse_flops(f"{text}{prefix}") == expected
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "mps"])
+def test_device_arg_accepts_what_its_message_lists(device: str) -> None:
+    assert device_arg(device) == device
+    assert device.split(":")[0] in DEVICES
+
+
+def test_device_arg_message_lists_every_accepted_kind() -> None:
+    # before: mps was accepted, but the message said "expected cpu, cuda or cuda:N"
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        device_arg("tpu")
+    assert str(info.value) == "invalid --device 'tpu': expected cpu, cuda, cuda:N or mps"
+    kinds = DEVICE_RE.pattern.replace("(:[0-9]+)?", "").strip("^$()").split("|")
+    assert sorted(kinds) == ["cpu", "cuda", "mps"]
+    assert all(kind in DEVICES for kind in kinds)

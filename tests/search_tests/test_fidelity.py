@@ -212,7 +212,7 @@ def test_default_k():
         (["--random", "two"], "--random"),
         (["--threads", "0"], "--threads"),
         (["--seed", "-3"], "--seed"),
-        (["--device", "bogus"], "invalid --device 'bogus': expected cpu, cuda or cuda:N"),
+        (["--device", "bogus"], "invalid --device 'bogus': expected cpu, cuda, cuda:N or mps"),
     ],
 )
 def test_bad_numbers_exit_2(flags, message, capsys):

@@ -101,7 +101,7 @@ def test_a_mistyped_sqlite_path_creates_nothing(module, tmp_path, capsys):
         ("proxy_compute = -5", "proxy_compute", "proxy_compute must be a positive finite"),
         ("budget = 1e400", "", "budget must be a positive finite FLOP count, got inf"),
         ('seq_len = "abc"', "seq_len", "seq_len must be an integer, got 'abc'"),
-        ('device = "tpu"', "", "--device 'tpu' is not cpu, cuda or cuda:N"),
+        ('device = "tpu"', "", "--device 'tpu' is not cpu, cuda, cuda:N or mps"),
     ],
 )
 def test_preset_numbers_pass_the_flag_checks(preset, tmp_path, capsys, extra, drop, message):

@@ -32,7 +32,7 @@ def test_password_never_printed():
         *(
             (
                 ["--device", "bogus", *train],
-                "argument --device: invalid --device 'bogus': expected cpu, cuda or cuda:N",
+                "argument --device: invalid --device 'bogus': expected cpu, cuda, cuda:N or mps",
             )
             for train in ([], ["--train"])
         ),

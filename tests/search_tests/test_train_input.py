@@ -82,7 +82,7 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_training(export, tmp_p
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--device", "bogus", "invalid --device 'bogus': expected cpu, cuda or cuda:N"),
+        ("--device", "bogus", "invalid --device 'bogus': expected cpu, cuda, cuda:N or mps"),
         ("--threads", "-1", "invalid --threads '-1': expected a whole number >= 1"),
         ("--threads", "0", "invalid --threads '0': expected a whole number >= 1"),
         ("--lr", "0", "invalid --lr '0': expected a finite number > 0, e.g. 3e-4"),
