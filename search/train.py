@@ -146,7 +146,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
-    """The trainer the flags describe; ValueError / OSError for bad input. Writes nothing."""
+    """The trainer the flags describe; ValueError (CheckpointMismatch for a --resume of a run
+    with other flags) / OSError for bad input. Writes nothing."""
     path = Path(args.config)
     cfg, prov = read_export(path)
     batch_size = batch_of(args, cfg, prov.get("schedule") or {})
@@ -193,6 +194,8 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
         raise ValueError(
             f"--resume: no run in {str(out)!r} to continue; drop --resume to start a new run"
         )
+    if args.resume:
+        trainer.check_resume()  # CheckpointMismatch (a ValueError) before any banner
     return trainer, cfg
 
 
@@ -219,22 +222,31 @@ def describe(result: FinalResult, metric_name: str) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.device.startswith("cuda"):
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use `device` here (no CUDA or MPS device), or None."""
+    if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            return fail("--device cuda: no CUDA device is visible to torch (use --device cpu)")
-    if args.device == "mps":
+            return "--device cuda: no CUDA device is visible to torch (use --device cpu)"
+    if device == "mps":
         import torch
 
         if not torch.backends.mps.is_available():
-            return fail("--device mps: torch sees no MPS device (use --device cpu)")
+            return "--device mps: torch sees no MPS device (use --device cpu)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if problem := device_problem(args.device):
+        return fail(problem)
     try:
         trainer, cfg = build(args)
         assert trainer.out is not None  # build always gives the trainer a folder
         prepare_out(trainer.out)
+    except CheckpointMismatch as exc:  # a --resume with other flags: name them
+        return fail(mismatch_line(exc))
     except (ValueError, OSError) as exc:
         return fail(str(exc).splitlines()[0])
     announce(trainer, cfg)

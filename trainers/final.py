@@ -221,14 +221,30 @@ class FinalTrainer:
         assert path is not None  # self.out is set
         atomic_write(path, lambda p: torch.save(state, p))
 
-    def _load(self, model, opt) -> tuple[int, list[Evaluation]]:
+    def _read_state(self, *, mmap: bool = False) -> dict[str, Any]:
+        """The checkpoint's state, if this run wrote it: CheckpointMismatch if another did,
+        ValueError if it cannot be read. `mmap` leaves the tensors on disk (a cheap check)."""
         path = self.state_path()
+        device = torch.device("cpu") if mmap else self.device
         try:
-            state = torch.load(cast(Path, path), map_location=self.device, weights_only=False)
+            state = torch.load(cast(Path, path), map_location=device, weights_only=False, mmap=mmap)
         except Exception as exc:
             raise ValueError(f"cannot read the checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict):
+            raise ValueError(f"cannot read the checkpoint {path}: not a training state")
         if state.get("identity") != self.identity():
             raise CheckpointMismatch(self.out, state.get("identity") or {}, self.identity())
+        return state
+
+    def check_resume(self) -> None:
+        """Before `run(resume=True)`, e.g. before a CLI prints its banner: CheckpointMismatch
+        if another run wrote the checkpoint in `out`, ValueError if it cannot be read. Reads
+        the identity only (the tensors are memory-mapped, not loaded); no checkpoint: nothing."""
+        if self.has_checkpoint():
+            self._read_state(mmap=True)
+
+    def _load(self, model, opt) -> tuple[int, list[Evaluation]]:
+        state = self._read_state()
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])

@@ -138,11 +138,13 @@ def test_a_resume_with_other_flags_names_them_with_both_values(
     before = (out / "train_state.pt").read_bytes()
     capsys.readouterr()
     assert main([*argv, "--tokens", "2048", *flags, "--resume"]) == 2
-    err = capsys.readouterr().err
+    printed, err = capsys.readouterr()
     assert err == (
         f"error: the checkpoint in {out} was written by a different run: it differs in "
         f"{differs}; resume with the same config and flags, or use a new --out\n"
     )
+    # before: the banner ("training ... checkpoints in <out>") came first, as if it would train
+    assert printed == ""
     assert (out / "train_state.pt").read_bytes() == before
 
 

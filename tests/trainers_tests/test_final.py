@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from spaces import ArchConfig, build_model
 from tests.trainers_tests.conftest import small_config
-from trainers.final import FinalTrainer, load_weights
+from trainers.final import CheckpointMismatch, FinalTrainer, load_weights
 from trainers.proxy import Recipe
 
 RECIPE = Recipe(val_tokens=256, eval_batch_size=16)
@@ -77,6 +77,19 @@ def test_resume_refuses_a_different_run(task, tmp_path):
     other = trainer(task, tmp_path, cfg=small_config(task, d_model=16))
     with pytest.raises(ValueError, match=r"different run.*config"):
         other.run(resume=True)
+
+
+def test_check_resume_reads_the_identity_before_any_training(task, tmp_path):
+    trainer(task, tmp_path / "run").run(should_stop=lambda: True)
+    trainer(task, tmp_path / "run").check_resume()  # the same run: nothing to say
+    trainer(task, tmp_path / "none").check_resume()  # no checkpoint: nothing to check
+    other = trainer(task, tmp_path / "run", cfg=small_config(task, d_model=16))
+    with pytest.raises(CheckpointMismatch) as info:
+        other.check_resume()
+    assert info.value.fields == ["config"]
+    (tmp_path / "run" / "train_state.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot read the checkpoint"):
+        trainer(task, tmp_path / "run").check_resume()
 
 
 def test_divergence_is_a_status_with_its_reason(task, tmp_path):
