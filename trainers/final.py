@@ -243,7 +243,19 @@ class FinalTrainer:
         if self.has_checkpoint():
             self._read_state(mmap=True)
 
+    def _check_resumable(self) -> None:
+        """A checkpoint to resume is there (before: run(resume=True) without one silently
+        started a new run)."""
+        if self.out is None:
+            raise ValueError("resume=True needs an `out` folder that holds a checkpoint")
+        if not self.has_checkpoint():
+            raise FileNotFoundError(
+                f"resume=True: no checkpoint {self.state_path()} to continue; "
+                "run(resume=False) starts a new run"
+            )
+
     def _load(self, model, opt) -> tuple[int, list[Evaluation]]:
+        self._check_resumable()
         state = self._read_state()
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -292,14 +304,16 @@ class FinalTrainer:
         should_stop: Callable[[], bool] | None = None,
     ) -> FinalResult:
         """Train to the end (or until `should_stop()` is true after a step: the state is then
-        checkpointed and the status is `interrupted`)."""
+        checkpointed and the status is `interrupted`). `resume=True` continues the checkpoint in
+        `out`: FileNotFoundError if there is none (ValueError without `out`), CheckpointMismatch
+        if another run wrote it; the default starts afresh."""
         start, train_time = time.perf_counter(), 0.0
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
         opt, peak = make_optimizer(model, self.cfg, self.recipe, self.lr)
         step = 0
         history: list[Evaluation] = []
-        if resume and self.has_checkpoint():
+        if resume:
             step, history = self._load(model, opt)
         first = step
         status, reason, train_loss = "ok", "", float("nan")

@@ -79,6 +79,15 @@ def test_resume_refuses_a_different_run(task, tmp_path):
         other.run(resume=True)
 
 
+def test_resume_without_a_checkpoint_raises_instead_of_starting_afresh(task, tmp_path):
+    # before: run(resume=True) with nothing to continue silently trained a new run
+    with pytest.raises(FileNotFoundError, match=r"resume=True: no checkpoint .*train_state\.pt"):
+        trainer(task, tmp_path / "none").run(resume=True)
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ValueError, match="resume=True needs an `out` folder"):
+        trainer(task, None).run(resume=True)
+
+
 def test_check_resume_reads_the_identity_before_any_training(task, tmp_path):
     trainer(task, tmp_path / "run").run(should_stop=lambda: True)
     trainer(task, tmp_path / "run").check_resume()  # the same run: nothing to say
