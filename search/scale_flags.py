@@ -42,6 +42,16 @@ def parse_coefficients(text: str) -> Coefficients:
     return Coefficients(*values)
 
 
+def out_study_arg(text: str) -> str:
+    """`--out-study`: a name; an empty one was silently replaced by the default before."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid --out-study {text!r}: expected a study name, e.g. text-2.00GFLOPs-scaled "
+            "(leave the flag out for the default <study>-scaled)"
+        )
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m search.scale", description=DESCRIPTION)
     a = p.add_argument
@@ -100,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
         type=whole_number_arg("--threads", 1),
         help="torch threads per process (default 1 on CPU)",
     )
-    a("--out-study", help="name of the scaled study (default <study>-scaled)")
+    a("--out-study", type=out_study_arg, help="name of the scaled study (default <study>-scaled)")
     a("--overwrite", action="store_true", help="replace an existing scaled study")
     a("--device", type=device_arg, default=None, help="cpu (default), cuda or cuda:N")
     a(
@@ -134,4 +144,4 @@ def check_flags(args: argparse.Namespace) -> None:
             )
 
 
-__all__ = ["check_flags", "parse_coefficients", "parser"]
+__all__ = ["check_flags", "out_study_arg", "parse_coefficients", "parser"]

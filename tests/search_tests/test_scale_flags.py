@@ -43,6 +43,14 @@ def test_password_never_printed():
             )
             for flag, text in (("--threads", "-1"), ("--threads", "0"), ("--workers", "0"))
         ),
+        *(
+            (
+                ["--out-study", text],
+                f"argument --out-study: invalid --out-study {text!r}: expected a study name, e.g. "
+                "text-2.00GFLOPs-scaled (leave the flag out for the default <study>-scaled)",
+            )
+            for text in ("", "  ")  # before: '' silently became the default <study>-scaled
+        ),
         (
             ["--coefficients", "1,1,1"],
             "argument --coefficients: invalid --coefficients '1,1,1': expected three numbers "
