@@ -247,6 +247,21 @@ DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?|mps)$")
 DEVICES = "cpu, cuda, cuda:N or mps"  # what DEVICE_RE accepts, for messages
 
 
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use `device` on this machine (no CUDA or MPS device), or None; every
+    command checks it before any work, so a missing GPU is one line, not a traceback."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return (
+            f"--device {device} was given but torch sees no CUDA device "
+            "(install a CUDA build of torch, see README, or use --device cpu)"
+        )
+    if device == "mps" and not torch.backends.mps.is_available():
+        return "--device mps was given but torch sees no MPS device (use --device cpu)"
+    return None
+
+
 def device_arg(text: str) -> str:
     """``argparse`` ``type=`` callable for ``--device``: cpu, cuda, cuda:N or mps."""
     if not DEVICE_RE.match(text):

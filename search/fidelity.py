@@ -49,7 +49,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from search.budget import device_arg, whole_number_arg
+from search.budget import device_arg, device_problem, whole_number_arg
 from search.cli import Parser
 from search.fidelity_runs import LongRuns, long_run
 from search.fidelity_stats import (
@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
         type=whole_number_arg("--threads", 1),
         help="torch threads (default 1 on CPU: robust on a busy machine), e.g. 2",
     )
-    a("--device", type=device_arg, default=None, help="cpu (default), cuda or cuda:N")
+    a("--device", type=device_arg, default=None, help="cpu (default), cuda, cuda:N or mps")
     a(
         "--allow-task",
         metavar="IMPORT_PATH",
@@ -204,11 +204,8 @@ def run(args: argparse.Namespace) -> int:
         raise FidelityError(f"only {len(chosen)} trials selected; raise --top or --random")
     metric_name = study.user_attrs.get("metric", "metric")
     settings = settings_from_study(study, args.device, args.allow_task)
-    if settings.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise FidelityError("--device cuda was given but torch sees no CUDA device")
+    if problem := device_problem(settings.device):
+        raise FidelityError(problem)
     schedule = stored_schedule(study)
     _, threads = default_parallelism(1, args.threads, settings.device)
     plan = LongRuns(args.factor, schedule, settings, threads, args.retrain)

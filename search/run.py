@@ -13,7 +13,7 @@ import warnings
 
 import optuna
 
-from search.budget import format_flops
+from search.budget import device_problem, format_flops
 from search.driver import SpaceExhausted
 from search.interrupts import stop_on_signals
 from search.objective import forget_finished_checkpoints, make_task
@@ -79,14 +79,8 @@ def read_settings(args: argparse.Namespace) -> tuple[RunSettings, Task]:
     if args.checkpoint_dir and args.backend != "ray":  # Ray's may live on the cluster only
         make_folder(args.checkpoint_dir, "--checkpoint-dir", probe=True)
     task = make_task(settings)
-    if settings.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "--device cuda was given but torch sees no CUDA device "
-                "(install a CUDA build of torch, see README)"
-            )
+    if problem := device_problem(settings.device):
+        raise ValueError(problem)
     return settings, task
 
 

@@ -121,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
         f"change how the search ranks candidates; default {format_flops(DEFAULT_PROXY_COMPUTE)}",
     )
     a("--seed", type=int, help="seed for data, initialisation and the sampler; default 0")
-    a("--device", help="cpu (default) or cuda, e.g. --device cuda")
+    a("--device", help="cpu (default), cuda, cuda:N or mps, e.g. --device cuda")
     a(
         "--threads",
         type=int,

@@ -10,6 +10,7 @@ import math
 from search.budget import (
     count_arg,
     device_arg,
+    device_problem,
     flops_list_arg,
     format_flops,
     number_arg,
@@ -112,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--out-study", type=out_study_arg, help="name of the scaled study (default <study>-scaled)")
     a("--overwrite", action="store_true", help="replace an existing scaled study")
-    a("--device", type=device_arg, default=None, help="cpu (default), cuda or cuda:N")
+    a("--device", type=device_arg, default=None, help="cpu (default), cuda, cuda:N or mps")
     a(
         "--allow-task",
         metavar="IMPORT_PATH",
@@ -134,14 +135,8 @@ def check_flags(args: argparse.Namespace) -> None:
         seen.add(target)
     if args.tokens is not None and not args.train:
         raise ValueError("--tokens needs --train (it sets how long --train trains each config)")
-    if args.device is not None and args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "--device cuda was given but torch sees no CUDA device "
-                "(install a CUDA build of torch, see README)"
-            )
+    if args.device is not None and (problem := device_problem(args.device)):
+        raise ValueError(problem)
 
 
 __all__ = ["check_flags", "out_study_arg", "parse_coefficients", "parser"]

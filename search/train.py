@@ -19,7 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.budget import count_arg, device_arg, format_flops, number_arg, whole_number_arg
+from search.budget import (
+    count_arg,
+    device_arg,
+    device_problem,
+    format_flops,
+    number_arg,
+    whole_number_arg,
+)
 from search.cli import Parser
 from search.parallelism import default_parallelism
 from search.resume_mismatch import mismatch_line
@@ -220,21 +227,6 @@ def describe(result: FinalResult, metric_name: str) -> str:
         f"training compute {format_flops(result.train_flops)}"
         + (f" ({result.reason})" if result.reason else "")
     )
-
-
-def device_problem(device: str) -> str | None:
-    """Why torch cannot use `device` here (no CUDA or MPS device), or None."""
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            return "--device cuda: no CUDA device is visible to torch (use --device cpu)"
-    if device == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            return "--device mps: torch sees no MPS device (use --device cpu)"
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,3 +142,38 @@ def test_the_benchmarks_usage_errors_are_one_line_too(module, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"python -m {module}: error: "), err
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        (
+            "cuda:1",
+            "--device cuda:1 was given but torch sees no CUDA device (install a CUDA build of "
+            "torch, see README, or use --device cpu)",
+        ),
+        ("mps", "--device mps was given but torch sees no MPS device (use --device cpu)"),
+        ("cpu", None),
+    ],
+)
+def test_a_device_torch_cannot_see_is_named_before_any_work(
+    monkeypatch, tmp_path, capsys, device, message
+):
+    """search.run, search.train, search.scale and search.fidelity share one check
+    (search.budget.device_problem); search.run --device mps used to end in a traceback
+    ('PyTorch is not linked with support for mps devices') from the plan's timing."""
+    import torch
+
+    from search import run
+    from search.budget import device_problem
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert device_problem(device) == message
+    if message is None:
+        return
+    db = tmp_path / "s.db"
+    argv = ["--budget", "2GFLOPs", "--device", device, "--storage", f"sqlite:///{db}"]
+    assert run.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not db.exists()  # refused before the study was created

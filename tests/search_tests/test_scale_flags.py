@@ -81,7 +81,7 @@ def test_bad_flags_are_usage_errors(capsys, tmp_path, extra, message):
         (
             ["--targets", "4M", "--device", "cuda", "--train"],
             "--device cuda was given but torch sees no CUDA device (install a CUDA build of "
-            "torch, see README)",
+            "torch, see README, or use --device cpu)",
         ),
     ],
 )
