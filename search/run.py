@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         settings, task = read_settings(args)
         cheapest_cfg = cheapest_config(settings, task)
         workers, threads = parallelism(args, settings)
-        plan, study = plan_and_open(args, settings, task, cheapest_cfg, workers, threads)
+        plan = make_run_plan(args, settings, task, cheapest_cfg, workers, threads)
+        if args.dry_run:
+            print(plan.describe(settings.budget, holds_at_chance(settings)))
+            print("dry run: no study opened, nothing trained (a resumed study keeps its rungs)")
+            return 0
+        plan, study = open_with_plan(args, settings, task, plan)
     except (StudyMismatch, PlanError, ValueError, ImportError) as exc:
         return fail(str(exc))
     if not args.no_baselines:
@@ -121,20 +126,19 @@ def study_name(args: argparse.Namespace, settings: RunSettings) -> str:
     return args.study or default.replace(" ", "")
 
 
-def plan_and_open(
+def make_run_plan(
     args: argparse.Namespace,
     settings: RunSettings,
     task: Task,
     cheapest_cfg: ArchConfig,
     workers: int,
     threads: int,
-) -> tuple[SearchPlan, optuna.Study]:
-    """The plan (rung lengths from the clock) and the study, created or resumed; a resumed
-    study keeps the rungs it was created with."""
-    name = study_name(args, settings)
+) -> SearchPlan:
+    """The plan: rung lengths from the clock, with the budget-sized model and a sample of the
+    space timed (search.plan_speed)."""
     interface, budget = task.interface(), settings.budget
     baselines = [] if args.no_baselines else settings.space.baselines(interface, budget)
-    plan = make_plan(
+    return make_plan(
         task,
         budget,
         settings.recipe,
@@ -150,6 +154,13 @@ def plan_and_open(
         sample=feasible_sample(settings.space, interface, budget, seed=settings.seed),
         seeded=len(baselines),
     )
+
+
+def open_with_plan(
+    args: argparse.Namespace, settings: RunSettings, task: Task, plan: SearchPlan
+) -> tuple[SearchPlan, optuna.Study]:
+    """The study, created or resumed; a resumed study keeps the rungs it was created with."""
+    name = study_name(args, settings)
     study = open_study(settings, name, args.storage, task, args.grace_period, plan.schedule)
     schedule = stored_schedule(study)
     if schedule is None:  # a study created before the rung evaluator

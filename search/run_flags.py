@@ -188,6 +188,12 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--top", type=int, default=8, help="rows of the final table, default 8")
     a("--quiet", action="store_true", help="no progress bar")
+    a(
+        "--dry-run",
+        action="store_true",
+        help="time the models and print the plan (rungs, expected candidates and time), then "
+        "exit without opening the study or training",
+    )
     return p
 
 

@@ -307,3 +307,18 @@ def test_export_refuses_untrained_trials_and_explains_scaled_studies(tmp_path, c
         f"error: cannot write --out {bad!r}: the folder of --out "
         f"{str(tmp_path / 'afile')!r} is a file; give a folder\n"
     )
+
+
+def test_a_dry_run_prints_the_plan_and_opens_no_study(tmp_path, tiny_preset, capsys):
+    from search import run
+
+    storage = f"sqlite:///{tmp_path}/d.db"
+    args = search_args(tiny_preset, storage, "d", 5)
+    assert run.main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan: 5 candidates on rungs of 1.02K, 3.07K, 9.22K training tokens")
+    assert "(8 of the space's configs timed)" in out and "expected time" in out
+    assert out.endswith(
+        "dry run: no study opened, nothing trained (a resumed study keeps its rungs)\n"
+    )
+    assert not (tmp_path / "d.db").exists()
