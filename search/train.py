@@ -197,11 +197,11 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
         raise ValueError(
             f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER"
         )
-    if args.resume and not trainer.has_checkpoint():
-        raise ValueError(
-            f"--resume: no run in {str(out)!r} to continue; drop --resume to start a new run"
-        )
     if args.resume:
+        if not trainer.has_checkpoint():
+            raise ValueError(
+                f"--resume: no run in {str(out)!r} to continue; drop --resume to start a new run"
+            )
         trainer.check_resume()  # CheckpointMismatch (a ValueError) before any banner
     return trainer, cfg
 
