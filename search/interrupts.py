@@ -66,6 +66,33 @@ class _DropInterrupts(logging.Filter):
 
 _FILTER = _DropInterrupts()
 
+# SQLAlchemy logs through one logger per pool class (no handler: Python's last-resort handler
+# prints it with its traceback).
+_POOL_LOGGERS = tuple(
+    f"sqlalchemy.pool.impl.{name}"
+    for name in ("QueuePool", "NullPool", "SingletonThreadPool", "StaticPool")
+)
+
+
+class _DropInterruptedCursorClose(logging.Filter):
+    """Ctrl-C during a database read: SQLAlchemy closes the cursor of the connection it just
+    dropped, and logs "Error closing cursor" with a traceback when that fails ("Cannot operate
+    on a closed database"). That failure is a consequence of the interruption, which the CLI
+    reports in one line; any other cursor failure is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Error closing cursor" or not record.exc_info:
+            return True
+        exc: BaseException | None = record.exc_info[1]
+        while exc is not None:
+            if isinstance(exc, KeyboardInterrupt):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+_POOL_FILTER = _DropInterruptedCursorClose()
+
 
 def _thread_hook(args: threading.ExceptHookArgs) -> None:
     """Optuna's heartbeat thread dies on a database failure; the main thread meets the same
@@ -82,12 +109,17 @@ _ORIGINAL_HOOK = threading.excepthook
 
 def quiet_optuna_tracebacks() -> None:
     """Drop the tracebacks Optuna logs or its heartbeat thread prints for a trial ended by
-    Ctrl-C or a database failure (idempotent)."""
+    Ctrl-C or a database failure, and SQLAlchemy's cursor-close traceback after a Ctrl-C
+    (idempotent)."""
     from search.optuna_private import OPTIMIZE_LOGGER
 
     logger = logging.getLogger(OPTIMIZE_LOGGER)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
+    for name in _POOL_LOGGERS:
+        pool_logger = logging.getLogger(name)
+        if _POOL_FILTER not in pool_logger.filters:
+            pool_logger.addFilter(_POOL_FILTER)
     threading.excepthook = _thread_hook
 
 
@@ -142,6 +174,7 @@ def supervise_worker() -> None:
     itself when its parent dies."""
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    quiet_optuna_tracebacks()  # an interrupt may come before the worker's loop installs it
     parent = mp.parent_process()
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()

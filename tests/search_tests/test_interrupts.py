@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from search.interrupts import quiet_optuna_tracebacks
@@ -180,6 +182,34 @@ def test_optuna_log_of_an_interrupted_trial_is_dropped_and_other_failures_kept(c
         logger.warning("Trial 7 failed with value None.")
         logger.warning("Trial 8 failed with value None.")
     assert [r.getMessage() for r in caplog.records] == ["Trial 8 failed with value None."]
+
+
+def _log_a_failed_cursor_close(tmp_path, cause: BaseException) -> None:
+    """What SQLAlchemy's `Connection._safe_close_cursor` logs (through the real engine's pool
+    logger) when closing the cursor fails while `cause` is handled. The CI run met it after a
+    Ctrl-C during a read: "Cannot operate on a closed database", with a traceback."""
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/r.db")
+    try:
+        try:
+            raise cause
+        except BaseException:
+            try:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            except Exception:
+                engine.pool.logger.error("Error closing cursor", exc_info=True)
+    finally:
+        engine.dispose()
+
+
+def test_sqlalchemys_cursor_close_traceback_after_ctrl_c_is_dropped_and_others_kept(
+    tmp_path, caplog
+):
+    quiet_optuna_tracebacks()
+    with caplog.at_level(logging.ERROR, logger="sqlalchemy"):
+        _log_a_failed_cursor_close(tmp_path, KeyboardInterrupt())
+        assert not caplog.records
+        _log_a_failed_cursor_close(tmp_path, sqlite3.OperationalError("disk I/O error"))
+    assert [r.getMessage() for r in caplog.records] == ["Error closing cursor"]
 
 
 @pytest.mark.slow
