@@ -36,6 +36,7 @@ from search.budget import format_flops, whole_number_arg
 from search.cli import Parser
 from search.interrupts import run_interruptible
 from search.objective import make_task
+from search.plateau import pick as product_pick
 from search.results import ranked_trials
 from search.retrain import run_jobs, train_config
 from search.storage import DEFAULT_STORAGE, open_existing_storage
@@ -134,7 +135,9 @@ def describe(cfg: ArchConfig) -> str:
 
 def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[dict]:
     """The search's top `top` and `n_random` random other trained candidates, distinct models
-    (`ArchConfig.identity`), each with its search rank (1 = the pick)."""
+    (`ArchConfig.identity`), each with its search rank (1 = the search's first). The pick is
+    the search's first, or the seeded hand baseline `search.plateau.pick` falls back to when
+    the search's first was still on the task's plateau (its row is added if not there)."""
     ranked, seen = [], set()
     for t in ranked_trials(study):
         key = ArchConfig.from_dict(t.user_attrs["config"]).identity()  # the same model once
@@ -148,6 +151,15 @@ def candidates(study: optuna.Study, top: int, n_random: int, seed: int) -> list[
     rest = list(enumerate(ranked))[top:]
     for i, t in random.Random(seed).sample(rest, min(n_random, len(rest))):
         rows.append({"kind": "random", "rank": i + 1, "trial": t.number})
+    chosen = product_pick(study)
+    if chosen.fallback and rows:  # the search's first was on the plateau (search.plateau)
+        rows[0]["kind"] = "search's first"
+        row = next((r for r in rows if r["trial"] == chosen.trial.number), None)
+        if row is None:
+            rank = 1 + next(i for i, t in enumerate(ranked) if t.number == chosen.trial.number)
+            row = {"rank": rank, "trial": chosen.trial.number}
+            rows.append(row)
+        row["kind"] = "pick"
     by_number = {t.number: t for t in ranked}
     for r in rows:
         r["config"] = by_number[int(r["trial"])].user_attrs["config"]

@@ -17,6 +17,8 @@ from typing import Any
 import optuna
 
 from search.cli import Parser
+from search.plateau import fallback_note
+from search.plateau import pick as plateau_pick
 from search.results import NOT_CANDIDATES, feasible_trials
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces import ArchConfig
@@ -95,6 +97,8 @@ def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | 
         chosen = matches
     else:
         chosen = feasible_trials(study)[: top or 1]
+        if chosen and top is None and not scaled:
+            chosen = [plateau_pick(study).trial]  # the summary's pick (search.plateau)
         if not chosen and scaled:
             raise ValueError(
                 f"study {study.study_name!r} is a scaled study (from "
@@ -125,7 +129,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--trial",
         type=int,
-        help="export this trial number (default: the best completed trial within the budget)",
+        help="export this trial number (default: the search's pick, as its summary names it: "
+        "the best completed trial within the budget, or the seeded hand baseline when the "
+        "search's first was still on the task's plateau loss, see search/plateau.py)",
     )
     g.add_argument(
         "--top",
@@ -161,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in paths:
         print(f"wrote {path}")
+    if args.trial is None and args.top is None and study.user_attrs.get("kind") != "scaled":
+        note = fallback_note(plateau_pick(study))
+        if note:
+            print(note, file=sys.stderr)
     return 0
 
 

@@ -37,7 +37,7 @@ from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import grid
 from search.interrupts import run_interruptible
 from search.parallelism import default_parallelism
-from search.results import best_trial, ranked_trials
+from search.plateau import pick
 from search.retrain import run_jobs, study_schedule, train_final_job, train_rungs_job
 from search.scale_flags import check_flags, parser
 from search.scaled_study import ScaleOutcome, write_study
@@ -60,14 +60,13 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def pick_base(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
-    """The trial to scale: `number`, else the search's pick (as its report ranks)."""
+    """The trial to scale: `number`, else the search's pick (as its summary names it)."""
     if number is not None:
         for t in study.get_trials(deepcopy=False):
             if t.number == number and "config" in t.user_attrs:
                 return t
         raise LookupError(f"study {study.study_name!r} has no trial {number} with a config")
-    ranked = ranked_trials(study)
-    return ranked[0] if ranked else best_trial(study)
+    return pick(study).trial  # the summary's pick (search.plateau)
 
 
 def shape(cfg: ArchConfig) -> dict[str, Any]:

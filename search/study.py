@@ -120,6 +120,9 @@ def open_study(
     study.set_user_attr("task_metric", task.metric)
     study.set_user_attr("task_direction", task.direction)
     study.set_user_attr("chance_loss", task.chance_loss())  # the best constant guess, nats
+    plateau = task.plateau_loss()  # e.g. a language model's bigram loss (search.plateau)
+    if plateau is not None:
+        study.set_user_attr("plateau_loss", plateau)
     if schedule is not None:
         study.set_user_attr("schedule", schedule.to_dict())
     study.set_user_attr("sampler", settings.sampler)

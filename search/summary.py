@@ -11,11 +11,11 @@ import optuna
 from search.budget import format_flops
 from search.chance import CHANCE_MARGIN, mostly_at_chance
 from search.hooks import run_after_run_hooks
+from search.plateau import Pick, fallback_note, pick
 from search.results import (
     OPTIONAL_COUNTS,
     at_chance_by_rung,
     attention_label,
-    best_trial,
     cut_at_rung,
     first_rung_advice,
     top_table,
@@ -50,9 +50,10 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         print(f"... and {len(failed) - MAX_FAILED_SHOWN} more failed (see the dashboard)")
     table = top_table(study, top)
     try:
-        best = best_trial(study)
+        chosen: Pick | None = pick(study)
     except LookupError:
-        best = None
+        chosen = None
+    best = None if chosen is None else chosen.trial
     if table.empty or best is None:
         print(
             f"no candidate finished the top rung within the budget ({trained_count(study)} "
@@ -69,13 +70,18 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     print(table.to_string(index=False))
     print_chance_note(study)
     a = best.user_attrs
+    metric = a.get("metric")
+    label = "pick" if chosen and chosen.fallback else "best"
     print(
-        f"\nbest: trial {best.number} ({attention_label(a)}, {a.get('config', {}).get('depth')} "
+        f"\n{label}: trial {best.number} ({attention_label(a)}, {a.get('config', {}).get('depth')} "
         f"layers x {a.get('d_model')}, {format_flops(a.get('flops', 0))} = "
         f"{a.get('flops', 0) / settings.budget:.1%} of the budget), val loss "
-        f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} {a.get('metric'):.4f} "
-        f"after {a.get('tokens', 0):,} tokens"
+        f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} "
+        f"{'-' if metric is None else format(metric, '.4f')} after {a.get('tokens', 0):,} tokens"
     )
+    note = fallback_note(chosen) if chosen else None
+    if note:
+        print(note)
     print(
         f"export it:  python -m search.export --study {study.study_name} --out best.json "
         f"--storage {shown}"

@@ -292,6 +292,13 @@ class Task(ABC):
         p = p[p > 0] / p.sum()
         return float(-(p * p.log()).sum())
 
+    def plateau_loss(self) -> float | None:
+        """Validation loss (nats) of the best predictor from the previous token alone, for a
+        task where models reach it long before they learn more (a language model's bigram
+        statistics); None where no such plateau is known (the chance loss is then the only
+        one). `search.plateau` reads a top-rung ranking within reach of it as noise."""
+        return None
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
         return f"{type(self).__name__}(seq_len={self.seq_len}, seed={self.seed}, {opts})"

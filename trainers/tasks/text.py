@@ -60,6 +60,7 @@ def read_utf8(paths: Sequence[str | Path]) -> bytes:
 
 
 STDLIB_MAX_BYTES = 16_000_000
+BIGRAM_SMOOTHING = 0.1  # pseudo-count per (byte, next byte) pair in `TextTask.plateau_loss`
 STDLIB_SKIP = ("test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__")
 
 
@@ -164,3 +165,18 @@ class TextTask(Task):
     def chance(self) -> float:
         """Uniform guessing over 256 byte values: 8 bits per byte."""
         return 8.0
+
+    def plateau_loss(self) -> float:
+        """The bigram loss: next-byte probabilities given the previous byte, counted on the
+        training bytes (add-`BIGRAM_SMOOTHING` smoothing), scored on the validation windows'
+        (byte, next byte) pairs. Byte-level models sit near it for a long stretch before
+        longer context pays (on the standard library at 512 tokens, 2.45 nats: every 2 GFLOPs
+        candidate was within 5% of it after 0.5M tokens, docs/results.md section 0)."""
+        train = self.train_bytes.astype(np.int64)
+        pairs = np.bincount(train[:-1] * 256 + train[1:], minlength=256 * 256)
+        counts = pairs.reshape(256, 256) + BIGRAM_SMOOTHING
+        logp = np.log(counts / counts.sum(axis=1, keepdims=True))
+        if self._val is None:
+            self._val = self.build_val()
+        prev, nxt = self._val.tokens.flatten().numpy(), self._val.targets.flatten().numpy()
+        return float(-logp[prev, nxt].mean())

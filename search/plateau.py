@@ -1,0 +1,121 @@
+"""The pick, and what it is when the search's ranking carries no evidence.
+
+A byte-level language model first learns the bigram statistics (the next byte given the
+previous one), then sits near that loss (`Task.plateau_loss`, stored on the study as
+`plateau_loss`) for a long stretch before longer context pays. While every candidate is
+there, their order is the order of who reached the bigram level first, which favours shallow,
+wide models, and it says nothing about who wins when trained for real.
+
+Measured on the default README run (2 GFLOPs, 512 tokens, the standard library; docs/results.md
+section 0): after the search's 0.5M-token top rung every candidate was within 5% of the bigram
+loss (2.42 nats) and the pick, a one-layer window model, led. Trained 10x longer, it finished
+0.85 nats behind the full-attention hand baseline. The order turned once the leaders were about
+5% below the bigram loss (1.2M tokens) and had settled at 12% below (2.4M tokens); the text
+searches at 20 MFLOPs and 128 tokens, whose picks beat every baseline when trained long, ended
+25% below it.
+
+So when the search's first-ranked candidate is not at least PLATEAU_MARGIN below the plateau,
+the pick is the hand baseline the study was seeded with (`search.run.seed_baselines`): the
+largest multi-layer one (a one-layer model cannot form induction heads; on that run the
+six-layer baseline beat the one-layer one by 0.13 nats), the better ranked of equals. The
+summary says so and names the search's own first; `search.export --trial N` exports any
+trial. A study without a recorded plateau loss, or without seeded baselines, keeps the
+search's first (the summary still warns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+
+from search.results import attention_label, best_trial, ranked_trials
+
+PLATEAU_MARGIN = 0.10  # a first-ranked loss above 90% of the plateau loss is "on the plateau"
+
+
+def on_plateau(loss: float, plateau: float) -> bool:
+    """The loss is not at least PLATEAU_MARGIN below the plateau loss."""
+    return loss > (1 - PLATEAU_MARGIN) * plateau
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The trial a user should train, the search's own first-ranked trial, and the study's
+    plateau loss when the search's first was still on it (`fallback`: the pick is then a
+    seeded hand baseline, or the search's first if the study has none)."""
+
+    trial: optuna.trial.FrozenTrial
+    ranked_first: optuna.trial.FrozenTrial
+    plateau: float | None = None
+
+    @property
+    def fallback(self) -> bool:
+        return self.trial.number != self.ranked_first.number
+
+
+def seeded_baselines(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trained hand baselines the study started from, the preferred fallback first:
+    multi-layer before one-layer, then more FLOPs, then the search's own order."""
+    ranked = [t for t in ranked_trials(study) if t.user_attrs.get("seeded") == "baseline"]
+    order = {t.number: i for i, t in enumerate(ranked)}
+
+    def key(t: optuna.trial.FrozenTrial) -> tuple:
+        depth = t.user_attrs.get("config", {}).get("depth", 1)
+        return (depth < 2, -t.user_attrs.get("flops", 0), order[t.number])
+
+    return sorted(ranked, key=key)
+
+
+def pick(study: optuna.Study) -> Pick:
+    """The study's pick (LookupError when nothing finished within the budget)."""
+    ranked = ranked_trials(study)
+    first = ranked[0] if ranked else best_trial(study)
+    plateau = study.user_attrs.get("plateau_loss")
+    loss = first.user_attrs.get("loss")
+    if plateau is None or loss is None or not on_plateau(loss, plateau):
+        return Pick(first, first)
+    baselines = seeded_baselines(study)
+    return Pick(baselines[0] if baselines else first, first, plateau)
+
+
+def _trial(t: optuna.trial.FrozenTrial) -> str:
+    a = t.user_attrs
+    depth = a.get("config", {}).get("depth")
+    return f"trial {t.number} ({attention_label(a)}, {depth} layers x {a.get('d_model')})"
+
+
+REMEDY = (
+    "For the search to decide, its rungs must be longer: raise --timeout, use --device cuda, "
+    "or search a smaller --budget."
+)
+
+
+def fallback_note(p: Pick) -> str | None:
+    """What the summary and `search.export` print when the search's first was on the plateau
+    (None otherwise)."""
+    if p.plateau is None:
+        return None
+    first = p.ranked_first
+    head = (
+        f"note: the search's first, {_trial(first)}, was still on the task's plateau: val loss "
+        f"{first.user_attrs['loss']:.4f} against {p.plateau:.4f} nats from the previous token "
+        f"alone, less than {PLATEAU_MARGIN:.0%} below it, where the candidates' order is noise "
+        f"(search/plateau.py)"
+    )
+    if p.fallback:
+        return (
+            f"{head}. So the pick is the seeded hand baseline, {_trial(p.trial)}; export the "
+            f"search's first with --trial {first.number}. {REMEDY}"
+        )
+    return f"{head}, and the study has no seeded hand baseline to fall back on. {REMEDY}"
+
+
+__all__ = [
+    "PLATEAU_MARGIN",
+    "Pick",
+    "fallback_note",
+    "on_plateau",
+    "pick",
+    "seeded_baselines",
+]

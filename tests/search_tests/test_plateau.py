@@ -1,0 +1,177 @@
+"""The pick when the search's first is still on the task's plateau (search/plateau.py): the
+text task's bigram loss, exactly; the fallback to the seeded hand baseline in the summary, the
+export and scaling; and no fallback where the ranking has left the plateau."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import Counter
+
+import optuna
+import pytest
+
+from benchmarks.outcome import candidates
+from search.export import main as export_main
+from search.plateau import PLATEAU_MARGIN, on_plateau, pick, seeded_baselines
+from search.scale import pick_base
+from search.settings import RunSettings
+from search.study import open_study
+from search.summary import summarize
+from spaces import ArchConfig
+from trainers.tasks.base import get_task
+from trainers.tasks.text import BIGRAM_SMOOTHING
+
+PLATEAU = 2.4
+
+
+def test_the_text_tasks_plateau_is_the_bigram_loss_of_its_validation_windows(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcab" * 40 + "aacb" * 10)
+    task = get_task("text", seq_len=4, seed=0, data=[str(corpus)], n_val=3)
+    raw = corpus.read_bytes()
+    n_val = math.ceil(len(raw) * 0.1)
+    train, val = raw[: len(raw) - n_val], raw[len(raw) - n_val :]
+    pairs, firsts = Counter(itertools.pairwise(train)), Counter(train[:-1])
+    chunks = (len(val) - 1) // 4
+    starts = sorted({round(i * (chunks - 1) / 2) * 4 for i in range(3)})  # linspace, 3 windows
+    scored = [(val[s + i], val[s + i + 1]) for s in starts for i in range(4)]
+    expected = -sum(
+        math.log((pairs[a, b] + BIGRAM_SMOOTHING) / (firsts[a] + 256 * BIGRAM_SMOOTHING))
+        for a, b in scored
+    ) / len(scored)
+    assert task.plateau_loss() == pytest.approx(expected, rel=1e-12)
+    assert get_task("recall", seq_len=64, seed=0).plateau_loss() is None
+
+
+def test_on_plateau_is_anything_short_of_the_margin_below_it():
+    assert PLATEAU_MARGIN == 0.10
+    assert on_plateau(2.17, 2.4) and not on_plateau(2.15, 2.4)  # 0.9 x 2.4 = 2.16
+    assert on_plateau(2.5, 2.4)
+
+
+def _trial(number_loss_rung, depth=1, flops=1000, seeded=False, d_model=64):
+    loss, rung = number_loss_rung
+    done = rung == 2
+    attrs = {
+        "status": "ok",
+        "loss": loss,
+        "metric": loss / math.log(2),
+        "rung": rung,
+        "flops": flops,
+        "config": ArchConfig(256, 64, True, depth=depth, d_model=d_model, n_heads=4).to_dict(),
+        "variant": "window" if not seeded else "full",
+        "d_model": d_model,
+        "tokens": 100 * 3**rung,
+        **({"seeded": "baseline"} if seeded else {}),
+    }
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
+        value=loss if done else None,
+        intermediate_values={3**r: loss for r in range(rung + 1)},
+        user_attrs=attrs,
+    )
+
+
+def _study(tmp_path, first_loss: float, plateau: float | None = PLATEAU, baselines=True):
+    storage = f"sqlite:///{tmp_path}/p.db"
+    study = optuna.create_study(storage=storage, study_name="p")
+    for key, value in {"eta": 3, "rungs": 3, "budget": 2000, "task_metric": "bits"}.items():
+        study.set_user_attr(key, value)
+    if plateau is not None:
+        study.set_user_attr("plateau_loss", plateau)
+    if baselines:  # 0: one layer, the most FLOPs; 1 and 2: three layers, equal FLOPs
+        study.add_trial(_trial((2.37, 2), depth=1, flops=1950, seeded=True, d_model=512))
+        study.add_trial(_trial((2.39, 2), depth=3, flops=1650, seeded=True, d_model=256))
+        study.add_trial(_trial((2.47, 1), depth=3, flops=1650, seeded=True, d_model=256))
+    study.add_trial(_trial((first_loss, 2), depth=1, flops=1280))  # the search's first
+    study.add_trial(_trial((2.6, 0), depth=8, flops=900))
+    return study, storage
+
+
+def test_on_the_plateau_the_pick_is_the_largest_multi_layer_seeded_baseline(tmp_path):
+    study, _ = _study(tmp_path, first_loss=2.35)
+    assert [t.number for t in seeded_baselines(study)] == [1, 2, 0]  # multi-layer, FLOPs, rank
+    chosen = pick(study)
+    assert chosen.ranked_first.number == 3 and chosen.trial.number == 1
+    assert chosen.fallback and chosen.plateau == PLATEAU
+    assert pick_base(study, None).number == 1  # search.scale grows the same pick
+    assert pick_base(study, 3).number == 3
+
+
+def test_past_the_plateau_the_search_decides(tmp_path):
+    study, _ = _study(tmp_path, first_loss=2.15)
+    chosen = pick(study)
+    assert chosen.trial.number == 3 and not chosen.fallback and chosen.plateau is None
+
+
+def test_a_study_without_a_plateau_loss_keeps_the_searchs_first(tmp_path):
+    study, _ = _study(tmp_path, first_loss=2.35, plateau=None)
+    assert pick(study).trial.number == 3 and pick(study).plateau is None
+
+
+def test_summary_names_the_fallback_the_searchs_first_and_the_remedy(capsys, tmp_path):
+    study, storage = _study(tmp_path, first_loss=2.35)
+    assert summarize(study, RunSettings(budget=2000), storage, top=3) == 0
+    out = capsys.readouterr().out
+    assert "\npick: trial 1 (full, 3 layers x 256, 1.65 KFLOPs = 82.5% of the budget)" in out
+    assert (
+        "note: the search's first, trial 3 (window, 1 layers x 64), was still on the task's "
+        "plateau: val loss 2.3500 against 2.4000 nats from the previous token alone, less than "
+        "10% below it" in out
+    )
+    assert "export the search's first with --trial 3" in out and "raise --timeout" in out
+
+
+def test_summary_without_seeded_baselines_keeps_the_first_and_warns(capsys, tmp_path):
+    study, storage = _study(tmp_path, first_loss=2.35, baselines=False)
+    summarize(study, RunSettings(budget=2000), storage, top=3)
+    out = capsys.readouterr().out
+    assert "\nbest: trial 0 (window, 1 layers x 64" in out
+    assert "no seeded hand baseline to fall back on" in out
+
+
+def test_summary_past_the_plateau_has_no_note(capsys, tmp_path):
+    study, storage = _study(tmp_path, first_loss=2.15)
+    summarize(study, RunSettings(budget=2000), storage, top=3)
+    out = capsys.readouterr().out
+    assert "\nbest: trial 3 (window" in out and "note: the search's first" not in out
+
+
+def test_export_writes_the_pick_and_says_why_and_trial_exports_the_first(capsys, tmp_path):
+    _, storage = _study(tmp_path, first_loss=2.35)
+    out = tmp_path / "best.json"
+    assert export_main(["--study", "p", "--storage", storage, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["provenance"]["trial"] == 1
+    assert "So the pick is the seeded hand baseline, trial 1" in capsys.readouterr().err
+    assert (
+        export_main(["--study", "p", "--storage", storage, "--trial", "3", "--out", str(out)]) == 0
+    )
+    assert json.loads(out.read_text())["provenance"]["trial"] == 3
+    assert "plateau" not in capsys.readouterr().err
+
+
+def test_a_text_study_records_its_plateau_loss_and_a_recall_study_none(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 50)
+    text = get_task("text", seq_len=16, seed=0, data=[str(corpus)], n_val=4)
+    study = open_study(
+        RunSettings(budget=10**6, task="text"), "t", f"sqlite:///{tmp_path}/t.db", text
+    )
+    assert study.user_attrs["plateau_loss"] == text.plateau_loss()
+    recall = get_task("recall", seq_len=64, seed=0)
+    other = open_study(RunSettings(budget=10**6), "r", f"sqlite:///{tmp_path}/r.db", recall)
+    assert "plateau_loss" not in other.user_attrs
+
+
+def test_the_outcome_benchmark_trains_the_pick_and_labels_the_searchs_first(tmp_path):
+    study, _ = _study(tmp_path, first_loss=2.35)
+    rows = candidates(study, top=1, n_random=0, seed=0)
+    assert [(r["kind"], r["rank"], r["trial"]) for r in rows] == [
+        ("search's first", 1, 3),
+        ("pick", 3, 1),  # ranked: 3 (2.35), 0 (2.37), 1 (2.39), then the rung-1 trial 2
+    ]
+    (tmp_path / "past").mkdir()
+    past, _ = _study(tmp_path / "past", first_loss=2.15)
+    assert [(r["kind"], r["trial"]) for r in candidates(past, 1, 0, 0)] == [("pick", 3)]
