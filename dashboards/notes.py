@@ -35,6 +35,7 @@ from search.budget import format_flops
 from search.export import document
 from search.optuna_private import storage_of, study_id, trial_id
 from search.optuna_private import storage_url as storage_url_of
+from search.plateau import fallback_note, pick
 from search.results import attention_label, feasible_trials, trial_counts
 from search.storage import safe_url
 from spaces.flops import FLOP_UNIT
@@ -172,6 +173,9 @@ def study_note(
         ]
     else:
         lines.append("No completed trial within the budget yet.")
+    note = _fallback_note(study)
+    if note:  # the pick is a seeded hand baseline, not the first above (search/plateau.py)
+        lines += ["", f"**{note.removeprefix('note: ')}**"]
     lines += [
         "",
         "### Export",
@@ -192,6 +196,14 @@ def study_note(
         MARKER,
     ]
     return "\n".join(lines)
+
+
+def _fallback_note(study: optuna.Study) -> str | None:
+    """`search.plateau`'s note when the pick falls back from the search's first."""
+    try:
+        return fallback_note(pick(study))
+    except LookupError:  # nothing finished within the budget yet
+        return None
 
 
 def trial_note(

@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from benchmarks.outcome import candidates
+from dashboards.notes import study_note
 from search.export import main as export_main
 from search.plateau import PLATEAU_MARGIN, on_plateau, pick, seeded_baselines
 from search.scale import pick_base
@@ -175,3 +176,13 @@ def test_the_outcome_benchmark_trains_the_pick_and_labels_the_searchs_first(tmp_
     (tmp_path / "past").mkdir()
     past, _ = _study(tmp_path / "past", first_loss=2.15)
     assert [(r["kind"], r["trial"]) for r in candidates(past, 1, 0, 0)] == [("pick", 3)]
+
+
+def test_the_dashboard_note_says_the_pick_is_the_baseline(tmp_path):
+    study, storage = _study(tmp_path, first_loss=2.35)
+    note = study_note(study, [], storage)
+    assert "**the search's first, trial 3 (window, 1 layers x 64), was still on" in note
+    assert "So the pick is the seeded hand baseline, trial 1 (full, 3 layers x 256)" in note
+    (tmp_path / "past").mkdir()
+    past, storage = _study(tmp_path / "past", first_loss=2.15)
+    assert "search's first" not in study_note(past, [], storage)
