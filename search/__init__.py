@@ -31,6 +31,7 @@ Study database and results:
     storage         URLs, opening and checking databases, atomic trial claims
     optuna_private  every use of Optuna's private API, pinned by a test
     results         counts, ranking and the top table, read from a study
+    plateau         the pick: the search's first, or the seeded baseline when it had no evidence
     budget          parsing and formatting FLOP figures and token counts
 
 Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functions):

@@ -186,3 +186,15 @@ def test_the_dashboard_note_says_the_pick_is_the_baseline(tmp_path):
     (tmp_path / "past").mkdir()
     past, storage = _study(tmp_path / "past", first_loss=2.15)
     assert "search's first" not in study_note(past, [], storage)
+
+
+def test_without_a_candidate_past_the_top_rung_there_is_no_pick(capsys, tmp_path):
+    storage = f"sqlite:///{tmp_path}/n.db"
+    study = optuna.create_study(storage=storage, study_name="n")
+    for key, value in {"eta": 3, "rungs": 3, "budget": 2000, "plateau_loss": PLATEAU}.items():
+        study.set_user_attr(key, value)
+    study.add_trial(_trial((2.47, 1), depth=3, flops=1650, seeded=True, d_model=256))
+    with pytest.raises(LookupError):
+        pick(study)
+    assert summarize(study, RunSettings(budget=2000), storage, top=3) == 1
+    assert "no candidate finished the top rung" in capsys.readouterr().out
