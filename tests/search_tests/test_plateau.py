@@ -198,3 +198,16 @@ def test_without_a_candidate_past_the_top_rung_there_is_no_pick(capsys, tmp_path
         pick(study)
     assert summarize(study, RunSettings(budget=2000), storage, top=3) == 1
     assert "no candidate finished the top rung" in capsys.readouterr().out
+
+
+def test_among_multi_layer_baselines_the_search_order_decides_not_flops(tmp_path):
+    storage = f"sqlite:///{tmp_path}/f.db"
+    study = optuna.create_study(storage=storage, study_name="f")
+    for key, value in {"eta": 3, "rungs": 3, "budget": 2000, "plateau_loss": PLATEAU}.items():
+        study.set_user_attr(key, value)
+    # 200 MFLOPs' case: 8 x 32 has more FLOPs but was ranked below 3 x 64 (cut on rung 0)
+    study.add_trial(_trial((2.30, 2), depth=3, flops=1860, seeded=True, d_model=64))
+    study.add_trial(_trial((2.90, 0), depth=8, flops=1900, seeded=True, d_model=32))
+    study.add_trial(_trial((2.25, 2), depth=8, flops=1450))  # the search's first, on the plateau
+    assert [t.number for t in seeded_baselines(study)] == [0, 1]
+    assert pick(study).trial.number == 0
