@@ -24,8 +24,8 @@ trial. A study without a recorded plateau loss, or without seeded baselines, kee
 search's first (the summary still warns).
 
 Past the plateau the search decides, which is necessary, not sufficient: at 200 MFLOPs its
-first was 32% below the bigram loss after 4.36M tokens, and trained 3x longer it still ended
-0.11 nats behind the full-attention baseline, which left a later plateau (docs/results.md,
+first was 32% below the bigram loss after 4.36M tokens, and trained 10x longer it still ended
+0.07 nats behind the full-attention baseline, which left a later plateau (docs/results.md,
 section 0).
 """
 
