@@ -52,8 +52,8 @@ def test_on_plateau_is_anything_short_of_the_margin_below_it():
     assert on_plateau(2.5, 2.4)
 
 
-def _trial(number_loss_rung, depth=1, flops=1000, seeded=False, d_model=64):
-    loss, rung = number_loss_rung
+def _trial(loss_rung, depth=1, flops=1000, seeded=False, d_model=64):
+    loss, rung = loss_rung
     done = rung == 2
     attrs = {
         "status": "ok",
