@@ -76,9 +76,13 @@ def write(doc: dict[str, Any], path: Path) -> None:
 UNTRAINED = (*NOT_CANDIDATES, "diverged", "oom", "training")
 
 
-def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | None = None):
-    """Write the chosen trial(s); returns the written paths."""
+def export(
+    study: optuna.Study, out: Path, trial: int | None = None, top: int | None = None
+) -> tuple[list[Path], str | None]:
+    """Write the chosen trial(s); returns the written paths, and `search.plateau`'s note when
+    the default pick fell back from the search's first (None otherwise)."""
     scaled = study.user_attrs.get("kind") == "scaled"
+    note = None
     if trial is not None:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not matches or "config" not in matches[0].user_attrs:
@@ -98,7 +102,8 @@ def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | 
     else:
         chosen = feasible_trials(study)[: top or 1]
         if chosen and top is None and not scaled:
-            chosen = [plateau_pick(study).trial]  # the summary's pick (search.plateau)
+            choice = plateau_pick(study)  # the summary's pick (search.plateau)
+            chosen, note = [choice.trial], fallback_note(choice)
         if not chosen and scaled:
             raise ValueError(
                 f"study {study.study_name!r} is a scaled study (from "
@@ -116,7 +121,7 @@ def export(study: optuna.Study, out: Path, trial: int | None = None, top: int | 
         )
         write(document(study, t), path)
         paths.append(path)
-    return paths
+    return paths, note
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no study {args.study!r} in {safe_url(args.storage)}", file=sys.stderr)
         return 2
     try:
-        paths = export(study, Path(args.out), args.trial, args.top)
+        paths, note = export(study, Path(args.out), args.trial, args.top)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -167,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in paths:
         print(f"wrote {path}")
-    if args.trial is None and args.top is None and study.user_attrs.get("kind") != "scaled":
-        note = fallback_note(plateau_pick(study))
-        if note:
-            print(note, file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -60,13 +60,16 @@ class Pick:
         return self.trial.number != self.ranked_first.number
 
 
-def seeded_baselines(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def seeded_baselines(
+    study: optuna.Study, ranked: list[optuna.trial.FrozenTrial] | None = None
+) -> list[optuna.trial.FrozenTrial]:
     """The trained hand baselines the study started from, the preferred fallback first:
     multi-layer before one-layer, then in the search's own order. (Not by FLOPs: each is
     already the largest of its head dim, and at 200 MFLOPs the larger one, 8 layers x 32 with
     one head, trained to 1.64 nats where 3 x 64 reached 1.27; the search had ranked it lower.)"""
-    ranked = [t for t in ranked_trials(study) if t.user_attrs.get("seeded") == "baseline"]
-    return sorted(ranked, key=lambda t: t.user_attrs.get("config", {}).get("depth", 1) < 2)
+    ranked = ranked_trials(study) if ranked is None else ranked  # `pick` passes its own
+    seeded = [t for t in ranked if t.user_attrs.get("seeded") == "baseline"]
+    return sorted(seeded, key=lambda t: t.user_attrs.get("config", {}).get("depth", 1) < 2)
 
 
 def pick(study: optuna.Study) -> Pick:
@@ -79,7 +82,7 @@ def pick(study: optuna.Study) -> Pick:
     loss = first.user_attrs.get("loss")
     if plateau is None or loss is None or not on_plateau(loss, plateau):
         return Pick(first, first)
-    baselines = seeded_baselines(study)
+    baselines = seeded_baselines(study, ranked)
     return Pick(baselines[0] if baselines else first, first, plateau)
 
 
