@@ -17,8 +17,10 @@ from spaces.atomic import write_text
 from spaces.attention import ATTENTION, NoParams
 from spaces.layers import LayerAttention, make_params, parse_layer, resize, variant_class
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `positions`; a version-1 file has learned positions
+READABLE_VERSIONS = (1, 2)
 NORMS = ("pre", "post")
+POSITIONS = ("rope", "learned")
 # Upper bounds on sizes, far above any model trained today (GPT-3: depth 96, d_model 12288;
 # Llama 3: vocab 128K), so an untrusted file cannot ask for petabytes. Memory against the
 # actual device is checked by `spaces.memory.check_fits` before allocation.
@@ -58,7 +60,7 @@ class ArchConfig:
 
     # -- task interface: what the data looks like ------------------------------------------
     vocab_size: int  # tokens in the embedding table (and LM head, which is tied to it)
-    seq_len: int  # context length the model is built for (learned positions, Linformer's n)
+    seq_len: int  # context length the model is built for (position tables, Linformer's n)
     causal: bool  # True: position t sees only <= t (language modelling); False: bidirectional
     num_classes: int = 0  # 0: LM head over the vocabulary; >= 2: mean-pooled classifier
     # -- attention ---------------------------------------------------------------------------
@@ -72,6 +74,9 @@ class ArchConfig:
     n_heads: int = 4  # attention heads; d_model must be divisible by n_heads
     ffn_mult: float = 4.0  # FFN hidden width = round(ffn_mult * d_model)
     norm: str = "pre"  # "pre"-LN (stable, default) or "post"-LN (original Transformer)
+    # "rope": rotary queries and keys in every layer (default, spaces/rotary.py); "learned": a
+    # learned absolute position table added to the token embeddings (GPT-2, BERT)
+    positions: str = "rope"
     # ALBERT (Lan et al. 2019, arXiv:1909.11942) cross-layer sharing: 0 = none; k = only k
     # distinct blocks, consecutive layers in groups of depth/k share one (1 = all layers share).
     unique_blocks: int = 0
@@ -187,10 +192,14 @@ class ArchConfig:
         if unknown:
             raise ValueError(f"unknown ArchConfig field(s) {unknown}; allowed: {', '.join(known)}")
         version = data.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise ValueError(
-                f"schema_version: this release reads version {SCHEMA_VERSION}, got {version!r}"
+                f"schema_version: this release reads versions {READABLE_VERSIONS}, got {version!r}"
             )
+        if version == 1:  # written before `positions` existed: every model had learned ones
+            if "positions" in data:
+                raise ValueError("positions: not a schema_version 1 field; use schema_version 2")
+            data = {**data, "positions": "learned", "schema_version": SCHEMA_VERSION}
         missing = [n for n in ("vocab_size", "seq_len", "causal") if n not in data]
         if missing:
             raise ValueError(f"missing ArchConfig field(s) {missing}")
@@ -247,6 +256,11 @@ class ArchConfig:
             raise ValueError(f"ffn_mult must be in (0, 64] (e.g. 4), got {self.ffn_mult!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(
+                f"positions must be one of {POSITIONS} (rotary or a learned table), "
+                f"got {self.positions!r}"
+            )
         if not _is_int(self.unique_blocks) or not 0 <= self.unique_blocks <= self.depth:
             raise ValueError(
                 f"unique_blocks must be an integer in [0, depth={self.depth}] "
@@ -312,4 +326,4 @@ def _int(cfg: ArchConfig, field: str, low: int) -> None:
         raise ValueError(f"{field} must be an integer in [{low}, {high:,}], got {value!r}")
 
 
-__all__ = ["LIMITS", "SCHEMA_VERSION", "ArchConfig", "NoParams", "parse_config_text"]
+__all__ = ["LIMITS", "POSITIONS", "SCHEMA_VERSION", "ArchConfig", "NoParams", "parse_config_text"]

@@ -313,7 +313,7 @@ def estimate_params(cfg: ArchConfig) -> int:
     d, f = cfg.d_model, cfg.d_ff
     specs = cfg.layer_specs()
     firsts = dict(zip(reversed(cfg.layer_to_block()), reversed(range(cfg.depth))))
-    total = (cfg.vocab_size + cfg.seq_len) * d
+    total = (cfg.vocab_size + (cfg.seq_len if cfg.positions == "learned" else 0)) * d
     for layer in firsts.values():  # one weight block per unique block, with its attention
         spec = specs[layer]
         variant = ATTENTION.get(spec.attention)

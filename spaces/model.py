@@ -1,7 +1,8 @@
 """The Transformer trunk every search point is built on: `build_model(cfg) -> nn.Module`.
 
-Read top to bottom: token + learned position embeddings (absolute positions work with every
-attention variant, including Reformer's sorting and Linformer's sequence projections), a stack
+Read top to bottom: token embeddings, plus learned absolute position embeddings where the
+config asks for them (`positions="learned"`; the default, `"rope"`, rotates each layer's queries
+and keys instead, spaces/rotary.py), a stack
 of blocks (pre-LN by default, post-LN selectable; ALBERT-style weight sharing), a final norm and
 either an LM head tied to the embedding or a mean-pooled classifier.
 """
@@ -18,6 +19,7 @@ from torch import nn
 from spaces.attention import ATTENTION
 from spaces.config import ArchConfig
 from spaces.layers import LayerAttention
+from spaces.rotary import Rotary
 
 
 class FeedForward(nn.Module):
@@ -41,6 +43,8 @@ class Block(nn.Module):
         spec = spec or cfg.layer_specs()[0]
         variant = ATTENTION.get(spec.attention)
         self.attn = variant(cfg.d_model, cfg.n_heads, cfg.seq_len, spec.attention_params)
+        if cfg.positions == "rope":
+            self.attn.rotary = Rotary(self.attn.head_dim, cfg.seq_len)
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.norm2 = nn.LayerNorm(cfg.d_model)
@@ -63,7 +67,8 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
+        learned = cfg.positions == "learned"
+        self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model) if learned else None
         self.drop = nn.Dropout(cfg.dropout)
         n_unique = cfg.unique_blocks or cfg.depth
         self.layer_to_block = cfg.layer_to_block()
@@ -93,8 +98,10 @@ class Transformer(nn.Module):
         T = tokens.shape[1]
         if self.cfg.seq_len < T:
             raise ValueError(f"sequence of {T} tokens exceeds seq_len={self.cfg.seq_len}")
-        pos = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, T, C)
+        x = self.tok_emb(tokens)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=tokens.device))
+        x = self.drop(x)
         for i in self.layer_to_block:
             x = self.blocks[i](x, mask)  # (B, T, C)
         x = self.norm(x)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spaces.attention import ATTENTION
-from spaces.config import ArchConfig
+from spaces.config import POSITIONS, ArchConfig
 from spaces.flops import estimate_flops
 from spaces.layers import PLACEMENTS, pattern_layers
 
@@ -66,6 +66,8 @@ class SearchSpace:
     patterns: tuple[str, ...] = ("none",)
     global_variants: tuple[str, ...] = ("full",)  # the global layers' attention
     global_layers: tuple[int, ...] = (1, 2)  # k, capped at depth - 1
+    # how every candidate encodes positions (ArchConfig.positions): one value, not searched
+    positions: str = "rope"
 
     def __post_init__(self) -> None:
         for name in (*HYBRID_DEFAULTS, "variants", "depth", "n_heads", "head_dim", "ffn_mult"):
@@ -73,6 +75,7 @@ class SearchSpace:
         self._listed("sharing", allow_empty=False)
         _one_of("space.patterns", self.patterns, ["none", *PLACEMENTS])
         _one_of("space.sharing", self.sharing, sorted(SHARING))
+        _one_of("space.positions", [self.positions], list(POSITIONS))
         _known_variants("space.global_variants", self.global_variants)
         _known_variants("space.variants", self.variants)
         for k in self.global_layers:
@@ -206,6 +209,7 @@ class SearchSpace:
             ffn_mult=float(ffn_mult),
             unique_blocks=unique,
             layer_attention=layers,
+            positions=self.positions,
         )
 
     def baselines(self, interface: dict[str, Any], budget: float) -> list[dict[str, Any]]:
@@ -275,11 +279,15 @@ class SearchSpace:
     # -- presets and storage ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Fields as lists; the hybrid fields only when they differ from their defaults, so a
-        space without patterns is stored (and compared on resume) exactly as before."""
+        space without patterns is stored (and compared on resume) exactly as before. Learned
+        positions, what every study had before `positions` existed, are left out too: such a
+        study resumes with `positions = "learned"` in its preset, and not without it."""
         d = dataclasses.asdict(self)
         for name, default in HYBRID_DEFAULTS.items():
             if d[name] == default:
                 del d[name]
+        if d["positions"] == "learned":
+            del d["positions"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod

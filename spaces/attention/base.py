@@ -66,6 +66,8 @@ class Attention(nn.Module, Generic[P]):
         self.k_proj = None if self.shared_qk else nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.o_proj = nn.Linear(d_model, d_model)
+        # rotary positions (spaces/rotary.py), set by the model when its config asks for them
+        self.rotary: nn.Module | None = None
         # block masks of the CUDA FlexAttention path, per causal flag (spaces/attention/flex.py)
         self._flex_masks: dict[bool, dict] = {False: {}, True: {}}
 
@@ -79,6 +81,9 @@ class Attention(nn.Module, Generic[P]):
         B, T, C = x.shape
         q = self._heads(self.q_proj(x))  # (B, H, T, D)
         k = q if self.k_proj is None else self._heads(self.k_proj(x))  # (B, H, T, D)
+        if self.rotary is not None:  # rotate by position before any variant's kernel
+            q = self.rotary(q)
+            k = q if self.k_proj is None else self.rotary(k)
         v = self._heads(self.v_proj(x))  # (B, H, T, D)
         y = self.attend(q, k, v, mask, causal)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)

@@ -42,6 +42,7 @@ def valid_configs(draw) -> ArchConfig:
         n_heads=n_heads,
         ffn_mult=draw(st.sampled_from([1, 2.0, 2.5, 4.0, 1 / 3])),
         norm=draw(st.sampled_from(["pre", "post"])),
+        positions=draw(st.sampled_from(["rope", "learned"])),
         unique_blocks=draw(st.integers(0, depth)),
         dropout=draw(st.floats(0, 0.5)),
     )
@@ -60,7 +61,7 @@ def test_json_round_trip_is_exact(cfg):
     again = ArchConfig.from_json(text)
     assert again == cfg
     assert again.to_json() == text
-    assert json.loads(text)["schema_version"] == 1
+    assert json.loads(text)["schema_version"] == 2
 
 
 def test_file_round_trip_json_yaml_and_export_document(tmp_path):
@@ -103,6 +104,7 @@ BASE = dict(vocab_size=100, seq_len=128, causal=False, num_classes=2)
         (dict(num_classes=1), "num_classes"),
         (dict(ffn_mult=0), "ffn_mult"),
         (dict(norm="sandwich"), "norm"),
+        (dict(positions="alibi"), "positions"),
         (dict(unique_blocks=9, depth=4), "unique_blocks"),
         (dict(dropout=1.0), "dropout"),
         (dict(causal="yes"), "causal"),
@@ -119,6 +121,8 @@ def test_unknown_key_and_schema_version_are_refused():
         ArchConfig.from_dict({**good, "widht": 3})
     with pytest.raises(ValueError, match="schema_version"):
         ArchConfig.from_dict({**good, "schema_version": 99})
+    with pytest.raises(ValueError, match="positions: not a schema_version 1 field"):
+        ArchConfig.from_dict({**good, "schema_version": 1})
     with pytest.raises(ValueError, match="missing"):
         ArchConfig.from_dict({"vocab_size": 3})
 

@@ -90,8 +90,10 @@ def test_tiny_full_attention_model_exact_count():
     norms = 3 * 5 * T * d  # two block LayerNorms + the final one, 5 per element: 480
     head = T * d * V  # tied LM head: 320
     assert count_flops(cfg) == projections + attention + ffn + norms + head == 3104
-    # embeddings 80 + positions 32 + attention 4 * (64 + 8) + FFN (128+16) + (128+8) + 3 norms
-    assert count_params(cfg) == 80 + 32 + 288 + 280 + 48 == 728
+    # embeddings 80 + attention 4 * (64 + 8) + FFN (128+16) + (128+8) + 3 norms (rotary
+    # positions have no weights; a learned table adds seq_len x d_model = 32)
+    assert count_params(cfg) == 80 + 288 + 280 + 48 == 696
+    assert count_params(cfg.replace(positions="learned")) == 696 + 32
 
 
 def test_tiny_window_model_exact_count():
