@@ -27,17 +27,20 @@ class Rotary(nn.Module):
     """Rotates (B, H, T, D) tensors by position: pairs (i, i + D/2) of each vector turn by
     t / ROPE_BASE^(2i/D) (GPT-NeoX's half split). An odd last channel is left as it is."""
 
+    cos: torch.Tensor
+    sin: torch.Tensor
+
     def __init__(self, head_dim: int, seq_len: int) -> None:
         super().__init__()
-        self.half = head_dim // 2
-        inv = ROPE_BASE ** (-torch.arange(self.half, dtype=torch.float64) / max(self.half, 1))
+        self.pairs = head_dim // 2
+        inv = ROPE_BASE ** (-torch.arange(self.pairs, dtype=torch.float64) / max(self.pairs, 1))
         angles = torch.arange(seq_len, dtype=torch.float64)[:, None] * inv[None]  # (T, D/2)
         # not in the state dict: a function of the shape, rebuilt with the model
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        T, h = t.shape[-2], self.half
+        T, h = t.shape[-2], self.pairs
         cos, sin = self.cos[:T].to(t.dtype), self.sin[:T].to(t.dtype)  # (T, D/2)
         a, b, rest = t[..., :h], t[..., h : 2 * h], t[..., 2 * h :]
         return torch.cat((a * cos - b * sin, a * sin + b * cos, rest), dim=-1)
