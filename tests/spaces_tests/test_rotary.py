@@ -76,3 +76,16 @@ def test_a_schema_1_file_builds_a_learned_table_and_loads_its_weights(tmp_path):
     assert cfg.positions == "learned" and cfg.schema_version == 2
     build_model(cfg).load_state_dict(old.state_dict())  # strict: the same weights
     assert json.loads(cfg.to_json())["positions"] == "learned"
+
+
+@pytest.mark.parametrize("head_dim", [8, 7])
+def test_the_rotation_is_the_half_split_formula(head_dim):
+    t = torch.randn(2, 3, 16, head_dim)
+    h = head_dim // 2
+    inv = 10_000.0 ** (-torch.arange(h, dtype=torch.float64) / h)
+    ang = (torch.arange(16, dtype=torch.float64)[:, None] * inv).float()
+    a, b = t[..., :h], t[..., h : 2 * h]
+    want = torch.cat((a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()), -1)
+    got = Rotary(head_dim, 16)(t)
+    assert torch.allclose(got[..., : 2 * h], want, atol=1e-6)
+    assert torch.equal(got[..., 2 * h :], t[..., 2 * h :])
