@@ -105,6 +105,13 @@ def open_study(
                 details += (
                     "; " + ", ".join(k for k in diffs if k in ("space", "recipe")) + " differ"
                 )
+            if "space" in diffs and _positions(stored["space"]) != _positions(identity["space"]):
+                details += (
+                    f" (positions: study has {_positions(stored['space'])!r}, this run "
+                    f"{_positions(identity['space'])!r}; a study made before rotary positions "
+                    'became the default resumes with positions = "learned" in its preset\'s '
+                    "[space])"
+                )
             raise StudyMismatch(
                 f"study {study_name!r} was created with different settings ({details.strip('; ')})"
                 f". Resume it with the same settings, or pass a new --study name."
@@ -133,6 +140,11 @@ def open_study(
     study.set_user_attr("interface", task.interface())
     study.set_user_attr("versions", versions())
     return study
+
+
+def _positions(space: Any) -> str:
+    """A stored space's positions: SearchSpace.to_dict leaves learned ones out."""
+    return space.get("positions", "learned") if isinstance(space, dict) else "learned"
 
 
 def stored_schedule(study: optuna.Study) -> RungSchedule | None:
@@ -180,7 +192,9 @@ def settings_from_study(
         data=ident["data"],
         seq_len=ident["seq_len"],
         proxy_compute=ident["proxy_compute"],
-        space=SearchSpace.from_dict(ident["space"]),
+        # a stored space leaves learned positions out (SearchSpace.to_dict): studies made before
+        # `positions` existed, and learned ones since, rebuild their baselines with a table
+        space=SearchSpace.from_dict({"positions": "learned", **ident["space"]}),
         recipe=Recipe(**{k: v for k, v in recipe.items() if k in known}),
         seed=study.user_attrs.get("seed", 0),
         device=device or "cpu",
