@@ -2,9 +2,9 @@
 
 Read top to bottom: token embeddings, plus learned absolute position embeddings where the
 config asks for them (`positions="learned"`; the default, `"rope"`, rotates each layer's queries
-and keys instead, spaces/rotary.py), a stack
-of blocks (pre-LN by default, post-LN selectable; ALBERT-style weight sharing), a final norm and
-either an LM head tied to the embedding or a mean-pooled classifier.
+and keys instead, spaces/rotary.py), a stack of blocks (pre-LN by default, post-LN selectable;
+ALBERT-style weight sharing), a final norm and either an LM head tied to the embedding or a
+mean-pooled classifier.
 """
 
 from __future__ import annotations
