@@ -20,7 +20,7 @@ from search.samplers import holds_at_chance, make_pruner, make_sampler, seed_off
 from search.settings import RunSettings
 from search.storage import GRACE_PERIOD, open_storage
 from spaces.flops import FLOP_UNIT
-from spaces.space import SearchSpace
+from spaces.space import SearchSpace, stored_positions
 from trainers.proxy import Recipe
 from trainers.rungs import RungSchedule
 from trainers.tasks import TASKS
@@ -105,10 +105,11 @@ def open_study(
                 details += (
                     "; " + ", ".join(k for k in diffs if k in ("space", "recipe")) + " differ"
                 )
-            if "space" in diffs and _positions(stored["space"]) != _positions(identity["space"]):
+            was, now = (stored_positions(x.get("space")) for x in (stored, identity))
+            if was != now:
                 details += (
-                    f" (positions: study has {_positions(stored['space'])!r}, this run "
-                    f"{_positions(identity['space'])!r}; a study made before rotary positions "
+                    f" (positions: study has {was!r}, this run "
+                    f"{now!r}; a study made before rotary positions "
                     'became the default resumes with positions = "learned" in its preset\'s '
                     "[space])"
                 )
@@ -140,11 +141,6 @@ def open_study(
     study.set_user_attr("interface", task.interface())
     study.set_user_attr("versions", versions())
     return study
-
-
-def _positions(space: Any) -> str:
-    """A stored space's positions: SearchSpace.to_dict leaves learned ones out."""
-    return space.get("positions", "learned") if isinstance(space, dict) else "learned"
 
 
 def stored_schedule(study: optuna.Study) -> RungSchedule | None:
@@ -192,9 +188,7 @@ def settings_from_study(
         data=ident["data"],
         seq_len=ident["seq_len"],
         proxy_compute=ident["proxy_compute"],
-        # a stored space leaves learned positions out (SearchSpace.to_dict): studies made before
-        # `positions` existed, and learned ones since, rebuild their baselines with a table
-        space=SearchSpace.from_dict({"positions": "learned", **ident["space"]}),
+        space=SearchSpace.from_stored(ident["space"]),
         recipe=Recipe(**{k: v for k, v in recipe.items() if k in known}),
         seed=study.user_attrs.get("seed", 0),
         device=device or "cpu",

@@ -38,13 +38,14 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Attention + FFN with residuals; `pre_norm` picks pre-LN (x + f(LN x)) or post-LN."""
 
-    def __init__(self, cfg: ArchConfig, spec: LayerAttention | None = None) -> None:
+    def __init__(
+        self, cfg: ArchConfig, spec: LayerAttention | None = None, rotary: Rotary | None = None
+    ) -> None:
         super().__init__()
         spec = spec or cfg.layer_specs()[0]
         variant = ATTENTION.get(spec.attention)
         self.attn = variant(cfg.d_model, cfg.n_heads, cfg.seq_len, spec.attention_params)
-        if cfg.positions == "rope":
-            self.attn.rotary = Rotary(self.attn.head_dim, cfg.seq_len)
+        self.attn.rotary = rotary  # the model's one rotation table, shared by every layer
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.norm2 = nn.LayerNorm(cfg.d_model)
@@ -76,7 +77,8 @@ class Transformer(nn.Module):
         specs = cfg.layer_specs()
         for layer, block in enumerate(self.layer_to_block):
             first.setdefault(block, layer)  # a shared block has one attention (validated)
-        self.blocks = nn.ModuleList(Block(cfg, specs[first[b]]) for b in range(n_unique))
+        rotary = Rotary(cfg.head_dim, cfg.seq_len) if cfg.positions == "rope" else None
+        self.blocks = nn.ModuleList(Block(cfg, specs[first[b]], rotary) for b in range(n_unique))
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         if cfg.num_classes:
             self.head = nn.Linear(cfg.d_model, cfg.num_classes)

@@ -291,9 +291,20 @@ class SearchSpace:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> SearchSpace:
+        """The space a study stored with `to_dict` (which leaves learned positions out)."""
+        return cls.from_dict({"positions": stored_positions(data), **data})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown space field(s) {unknown}; allowed: {', '.join(known)}")
         return cls(**data)
+
+
+def stored_positions(data: Any) -> str:
+    """The positions of a space stored with `SearchSpace.to_dict`: absent means learned (every
+    study made before the field, and learned ones since)."""
+    return data.get("positions", "learned") if isinstance(data, dict) else "learned"
