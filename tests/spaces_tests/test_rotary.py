@@ -89,3 +89,12 @@ def test_the_rotation_is_the_half_split_formula(head_dim):
     got = Rotary(head_dim, 16)(t)
     assert torch.allclose(got[..., : 2 * h], want, atol=1e-6)
     assert torch.equal(got[..., 2 * h :], t[..., 2 * h :])
+
+
+def test_the_rotary_benchmark_compares_two_forms_of_the_same_rotation(capsys):
+    from benchmarks import rotary
+
+    assert rotary.main(["--seq-len", "32", "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("max difference 0.0e+00") == 4  # roll and halves: the same numbers
+    assert "full 3x64" in out and "sparse(16) 8x64" in out and "rope costs" in out
