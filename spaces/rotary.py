@@ -28,8 +28,8 @@ class Rotary(nn.Module):
     t / ROPE_BASE^(2i/D) (GPT-NeoX's half split). An odd last channel is left as it is.
 
     As `t * cos + swap(t) * sin`, with the signs in `sin` and `swap` a roll by D/2 (a cat for
-    odd D): the same numbers as rotating the two halves apart, in 0.65-0.8x the time of that
-    (forward and backward, CPU, one thread; benchmarks in docs/results.md)."""
+    odd D): the same numbers as rotating the two halves apart, in 0.68-0.78x the time for
+    even head dims (forward and backward, CPU, one thread; `python -m benchmarks.rotary`)."""
 
     cos: torch.Tensor
     sin: torch.Tensor
