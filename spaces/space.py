@@ -55,7 +55,7 @@ class SearchSpace:
 
     variants: tuple[str, ...] = ()  # empty: every registered variant valid for the task
     depth: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
-    n_heads: tuple[int, ...] = (1, 2, 4, 8)
+    n_heads: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     head_dim: tuple[int, ...] = (16, 32, 64, 128)
     ffn_mult: tuple[float, ...] = (1.0, 2.0, 4.0)
     sharing: tuple[str, ...] = ("none", "all")  # ALBERT cross-layer sharing, see SHARING
