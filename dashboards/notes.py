@@ -35,7 +35,7 @@ from search.budget import format_flops
 from search.export import document
 from search.optuna_private import storage_of, study_id, trial_id
 from search.optuna_private import storage_url as storage_url_of
-from search.plateau import fallback_note, pick
+from search.plateau import fallback_note, pick, tie_note
 from search.results import attention_label, feasible_trials, trial_counts
 from search.storage import safe_url
 from spaces.flops import FLOP_UNIT
@@ -173,8 +173,7 @@ def study_note(
         ]
     else:
         lines.append("No completed trial within the budget yet.")
-    note = _fallback_note(study)
-    if note:  # the pick is a seeded hand baseline, not the first above (search/plateau.py)
+    for note in _pick_notes(study):  # search/plateau.py: a fallback pick, or a tie
         lines += ["", f"**{note.removeprefix('note: ')}**"]
     lines += [
         "",
@@ -198,12 +197,14 @@ def study_note(
     return "\n".join(lines)
 
 
-def _fallback_note(study: optuna.Study) -> str | None:
-    """`search.plateau`'s note when the pick falls back from the search's first."""
+def _pick_notes(study: optuna.Study) -> list[str]:
+    """`search.plateau`'s notes, as the summary prints them: the pick falls back from the
+    search's first (a seeded hand baseline, not the first above), and others tie with it."""
     try:
-        return fallback_note(pick(study))
+        chosen = pick(study)
     except LookupError:  # nothing finished within the budget yet
-        return None
+        return []
+    return [n for n in (fallback_note(chosen), tie_note(study, chosen)) if n]
 
 
 def trial_note(

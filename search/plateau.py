@@ -45,6 +45,10 @@ import optuna
 from search.results import attention_label, best_trial, ranked_trials
 
 PLATEAU_MARGIN = 0.10  # a first-ranked loss above 90% of the plateau loss is "on the plateau"
+# Two candidates whose top-rung losses are within TIE_MARGIN of each other are tied: one config
+# trained under two seeds moved by up to 1.3% (0.025 nats at about 2 nats; the text and recall
+# grids of docs/results.md section 0b), so the difference of two such figures can reach about 2%.
+TIE_MARGIN = 0.02
 
 
 def on_plateau(loss: float, plateau: float) -> bool:
@@ -122,11 +126,53 @@ def fallback_note(p: Pick) -> str | None:
     return f"{head}, and the study has no seeded hand baseline to fall back on. {REMEDY}"
 
 
+def tied_with(study: optuna.Study, p: Pick) -> list[optuna.trial.FrozenTrial]:
+    """The other candidates that reached the pick's rung with a validation loss within
+    TIE_MARGIN of the pick's (either side: a fallback pick may rank below them), best first."""
+    a = p.trial.user_attrs
+    rung, loss = a.get("rung"), a.get("loss")
+    if loss is None:
+        return []
+    return [
+        t
+        for t in ranked_trials(study)
+        if t.number != p.trial.number
+        and t.user_attrs.get("rung") == rung
+        and abs(t.user_attrs["loss"] - loss) <= TIE_MARGIN * loss
+    ]
+
+
+def tie_note(study: optuna.Study, p: Pick) -> str | None:
+    """What the summary prints when other candidates tie with the pick on its rung (None when
+    none does): their order is within the spread between training seeds, and at 200 MFLOPs
+    the pick of such a tie (a windowed model 1.0% ahead of the seeded full-attention
+    baseline) ended 0.031 nats behind it when trained 3x longer, while at 20 MFLOPs another
+    (0.4% ahead) stayed 0.021 ahead at 10x (docs/results.md, section 0)."""
+    tied = tied_with(study, p)
+    if not tied:
+        return None
+    loss = p.trial.user_attrs["loss"]
+    names = "; ".join(
+        f"{_trial(t)} {t.user_attrs['loss']:.4f}"
+        + (", a seeded hand baseline" if t.user_attrs.get("seeded") == "baseline" else "")
+        for t in tied
+    )
+    return (
+        f"note: tied with the pick on its rung, within {TIE_MARGIN:.0%} of its val loss "
+        f"{loss:.4f} (the spread between training seeds): {names}. Their order at this length "
+        f"is not evidence: train them too (search.export --trial N, then search.train) or "
+        f"raise --timeout for longer rungs."
+    )
+
+
 __all__ = [
     "PLATEAU_MARGIN",
+    "TIE_MARGIN",
     "Pick",
     "fallback_note",
     "on_plateau",
     "pick",
     "seeded_baselines",
+    "tie_note",
+    "tied_with",
 ]

@@ -11,7 +11,7 @@ import optuna
 from search.budget import format_flops
 from search.chance import CHANCE_MARGIN, mostly_at_chance
 from search.hooks import run_after_run_hooks
-from search.plateau import Pick, fallback_note, pick
+from search.plateau import Pick, fallback_note, pick, tie_note
 from search.results import (
     OPTIONAL_COUNTS,
     at_chance_by_rung,
@@ -53,8 +53,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         chosen: Pick | None = pick(study)
     except LookupError:
         chosen = None
-    best = None if chosen is None else chosen.trial
-    if table.empty or best is None:
+    if table.empty or chosen is None:
         print(
             f"no candidate finished the top rung within the budget ({trained_count(study)} "
             "trained); raise --trials or --timeout"
@@ -69,9 +68,10 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(table.to_string(index=False))
     print_chance_note(study)
+    best = chosen.trial
     a = best.user_attrs
     metric = a.get("metric")
-    label = "pick" if chosen and chosen.fallback else "best"
+    label = "pick" if chosen.fallback else "best"
     print(
         f"\n{label}: trial {best.number} ({attention_label(a)}, {a.get('config', {}).get('depth')} "
         f"layers x {a.get('d_model')}, {format_flops(a.get('flops', 0))} = "
@@ -79,9 +79,9 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} "
         f"{'-' if metric is None else format(metric, '.4f')} after {a.get('tokens', 0):,} tokens"
     )
-    note = fallback_note(chosen) if chosen else None
-    if note:
-        print(note)
+    for note in (fallback_note(chosen), tie_note(study, chosen)):
+        if note:
+            print(note)
     print(
         f"export it:  python -m search.export --study {study.study_name} --out best.json "
         f"--storage {shown}"

@@ -15,7 +15,15 @@ import pytest
 from benchmarks.outcome import candidates
 from dashboards.notes import study_note
 from search.export import main as export_main
-from search.plateau import PLATEAU_MARGIN, on_plateau, pick, seeded_baselines
+from search.plateau import (
+    PLATEAU_MARGIN,
+    TIE_MARGIN,
+    on_plateau,
+    pick,
+    seeded_baselines,
+    tie_note,
+    tied_with,
+)
 from search.scale import pick_base
 from search.settings import RunSettings
 from search.study import open_study
@@ -211,3 +219,46 @@ def test_among_multi_layer_baselines_the_search_order_decides_not_flops(tmp_path
     study.add_trial(_trial((2.25, 2), depth=8, flops=1450))  # the search's first, on the plateau
     assert [t.number for t in seeded_baselines(study)] == [0, 1]
     assert pick(study).trial.number == 0
+
+
+def test_candidates_within_the_tie_margin_on_the_picks_rung_are_named_as_tied(capsys, tmp_path):
+    """2% of the pick's 2.15 is 0.043: 2.19 (seeded) and 2.11 tie with it, 2.20 does not, nor
+    does 2.16 one rung lower."""
+    assert TIE_MARGIN == 0.02
+    storage = f"sqlite:///{tmp_path}/t.db"
+    study = optuna.create_study(storage=storage, study_name="t")
+    for key, value in {"eta": 3, "rungs": 3, "budget": 2000, "task_metric": "bits"}.items():
+        study.set_user_attr(key, value)
+    study.add_trial(_trial((2.19, 2), depth=3, flops=1650, seeded=True, d_model=256))  # 0
+    study.add_trial(_trial((2.15, 2), depth=2, flops=1280))  # 1
+    study.add_trial(_trial((2.20, 2), depth=2, flops=1200))  # 2
+    study.add_trial(_trial((2.16, 1), depth=2, flops=1100))  # 3
+    chosen = pick(study)
+    assert chosen.trial.number == 1
+    assert [t.number for t in tied_with(study, chosen)] == [0]
+    study.add_trial(_trial((2.11, 2), depth=4, flops=1000))  # 4: the first now; 1 ties with it
+    chosen = pick(study)
+    assert chosen.trial.number == 4 and [t.number for t in tied_with(study, chosen)] == [1]
+    assert summarize(study, RunSettings(budget=2000), storage, top=5) == 0
+    assert (
+        "note: tied with the pick on its rung, within 2% of its val loss 2.1100 (the spread "
+        "between training seeds): trial 1 (window, 2 layers x 64) 2.1500. Their order at this "
+        "length is not evidence" in capsys.readouterr().out
+    )
+
+
+def test_a_tie_with_a_seeded_baseline_says_so_and_no_tie_prints_nothing(tmp_path):
+    study, storage = _study(tmp_path, first_loss=2.15)  # seeded 2.37 and 2.39 are 10% behind
+    assert tied_with(study, pick(study)) == [] and tie_note(study, pick(study)) is None
+    assert "tied with the pick" not in study_note(study, [], storage)
+    (tmp_path / "close").mkdir()
+    close, storage = _study(tmp_path / "close", first_loss=2.35)  # on the plateau: pick trial 1
+    note = tie_note(close, pick(close))
+    assert note is not None
+    assert (
+        "trial 3 (window, 1 layers x 64) 2.3500; trial 0 (full, 1 layers x 512) 2.3700, a "
+        "seeded hand baseline." in note
+    )
+    # the dashboard's study note carries it too, after the fallback note
+    dash = study_note(close, [], storage)
+    assert dash.index("**the search's first, trial 3") < dash.index("**tied with the pick")
