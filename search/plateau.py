@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from search.projection import projected_first
 from search.results import attention_label, best_trial, ranked_trials
 
 PLATEAU_MARGIN = 0.10  # a first-ranked loss above 90% of the plateau loss is "on the plateau"
@@ -60,11 +61,14 @@ def on_plateau(loss: float, plateau: float) -> bool:
 class Pick:
     """The trial a user should train, the search's own first-ranked trial, and the study's
     plateau loss when the search's first was still on it (`fallback`: the pick is then a
-    seeded hand baseline, or the search's first if the study has none)."""
+    seeded hand baseline, or the search's first if the study has none). Past the plateau the
+    pick is the top rung's candidate with the lowest loss projected one rung further
+    (`search.projection`; `projected` holds those projections by trial number)."""
 
     trial: optuna.trial.FrozenTrial
     ranked_first: optuna.trial.FrozenTrial
     plateau: float | None = None
+    projected: dict[int, float] | None = None
 
     @property
     def fallback(self) -> bool:
@@ -92,7 +96,10 @@ def pick(study: optuna.Study) -> Pick:
     plateau = study.user_attrs.get("plateau_loss")
     loss = first.user_attrs.get("loss")
     if plateau is None or loss is None or not on_plateau(loss, plateau):
-        return Pick(first, first)
+        ahead = projected_first(ranked, study.user_attrs.get("eta", 3))
+        if ahead is None:
+            return Pick(first, first)
+        return Pick(ahead[0], first, projected=ahead[1])
     baselines = seeded_baselines(study, ranked)
     return Pick(baselines[0] if baselines else first, first, plateau)
 
@@ -107,11 +114,18 @@ REMEDY = "For the search to decide, its rungs must be longer: raise --timeout or
 
 
 def fallback_note(p: Pick) -> str | None:
-    """What the summary and `search.export` print when the search's first was on the plateau
-    (None otherwise)."""
-    if p.plateau is None:
-        return None
+    """What the summary and `search.export` print when the pick is not the search's first:
+    the first was on the plateau, or another candidate projects lower (None otherwise)."""
     first = p.ranked_first
+    if p.plateau is None:
+        if not p.fallback or p.projected is None:
+            return None
+        return (
+            f"note: the pick is {_trial(p.trial)}, not the search's first, {_trial(first)}: "
+            f"one rung further (each one's last drop per rung repeated) it projects to "
+            f"{p.projected[p.trial.number]:.4f} nats against {p.projected[first.number]:.4f} "
+            f"(search/projection.py). Export the search's first with --trial {first.number}."
+        )
     head = (
         f"note: the search's first, {_trial(first)}, was still on the task's plateau: val loss "
         f"{first.user_attrs['loss']:.4f} against {p.plateau:.4f} nats from the previous token "

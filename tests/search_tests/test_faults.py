@@ -13,7 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.results import feasible_trials, trained_count
+from search.plateau import pick
+from search.results import trained_count
 from tests.search_tests.conftest import run_cli, search_args
 
 
@@ -95,7 +96,7 @@ def test_a_read_only_database_can_be_exported_and_reported_but_not_searched(
     storage = f"sqlite:///{src}/s.db"
     args = search_args(tiny_preset, storage, "ro", 2, "--threads", "1")
     run_cli("search.run", *args, check=True)
-    best = feasible_trials(optuna.load_study(study_name="ro", storage=storage))[0]
+    best = pick(optuna.load_study(study_name="ro", storage=storage)).trial  # what export writes
     mount("--bind", str(src), str(ro))
     mounts.append(ro)
     mount("-o", "remount,ro,bind", str(ro))
