@@ -31,7 +31,8 @@ Study database and results:
     storage         URLs, opening and checking databases, atomic trial claims
     optuna_private  every use of Optuna's private API, pinned by a test
     results         counts, ranking and the top table, read from a study
-    plateau         the pick: the search's first, or the seeded baseline when it had no evidence
+    plateau         the pick: the seeded baseline when the ranking had no evidence, ties
+    projection      the pick past the plateau: each top-rung loss projected one rung further
     budget          parsing and formatting FLOP figures and token counts
 
 Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functions):

@@ -34,6 +34,10 @@ default run's first was 23% below the bigram loss after 0.59M tokens. The search
 attention 3x256 itself, and this rule did not fire (docs/results.md, section 0, "Rotary
 positions"). It stays as the guard for short rungs: other corpora, larger budgets, a busy
 machine.
+
+Past the plateau the pick is the top rung's candidate whose loss projects lowest one rung
+further (`search.projection`), and candidates within TIE_MARGIN of the pick on its rung are
+named as tied (`tie_note`).
 """
 
 from __future__ import annotations
