@@ -173,7 +173,7 @@ def study_note(
         ]
     else:
         lines.append("No completed trial within the budget yet.")
-    for note in _pick_notes(study):  # search/plateau.py: a fallback pick, or a tie
+    for note in _pick_notes(study):  # search/plateau.py: a pick other than the first; ties
         lines += ["", f"**{note.removeprefix('note: ')}**"]
     lines += [
         "",
@@ -198,8 +198,9 @@ def study_note(
 
 
 def _pick_notes(study: optuna.Study) -> list[str]:
-    """`search.plateau`'s notes, as the summary prints them: the pick falls back from the
-    search's first (a seeded hand baseline, not the first above), and others tie with it."""
+    """`search.plateau`'s notes, as the summary prints them: the pick is not the search's
+    first above (a seeded hand baseline, or a candidate that projects lower), and others tie
+    with it."""
     try:
         chosen = pick(study)
     except LookupError:  # nothing finished within the budget yet
