@@ -45,11 +45,13 @@ def projected_first(
         return None
     rung = ranked[0].user_attrs.get("rung")
     peers = [t for t in ranked if t.user_attrs.get("rung") == rung]
-    projected = {t.number: projected_loss(t, eta) for t in peers}
-    if any(v is None for v in projected.values()):
-        return None
-    losses = {n: v for n, v in projected.items() if v is not None}
-    return min(peers, key=lambda t: losses[t.number]), losses
+    projected: dict[int, float] = {}
+    for t in peers:
+        loss = projected_loss(t, eta)
+        if loss is None:
+            return None
+        projected[t.number] = loss
+    return min(peers, key=lambda t: projected[t.number]), projected
 
 
 __all__ = ["projected_first", "projected_loss"]
