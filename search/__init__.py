@@ -20,6 +20,7 @@ Running a search:
     study        opening a study (create or resume) and reading back what it was made with
     objective    one trial: suggest, price, reject or reuse, train rung by rung, record
     driver       the optimize loop until the study holds --trials trained candidates
+    time_limit   --timeout inside a trial: a promotion starts only if its rung ends in time
     workers      local worker processes: start, watch, report
     ray_backend  the same worker loop placed on a Ray cluster
     interrupts   Ctrl-C, a terminated parent, orphaned workers

@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.optuna_private import storage_of, trial_id
+from search.time_limit import TIME_LIMITED
 
 DECIDED = "asha_decided_rung_"  # system attr: this lineage's rung k was decided ("cut"/"continue")
 PROMOTED = "promoted_after_rung"  # system attr of a late promotion: the rung it was cut at
@@ -111,7 +112,8 @@ def late_promotions(
     trials: list[FrozenTrial], values: dict[int, float], rung: int, eta: int, exclude: int
 ) -> list[FrozenTrial]:
     """The cut trials to promote now: each ends a lineage that was cut at `rung` (status
-    "stopped" there, nothing of it running or queued) and is in the rung's best 1/eta."""
+    "stopped" there by the halving, not the time limit; nothing of it running or queued) and
+    is in the rung's best 1/eta."""
     top = top_of_rung(values, eta) - {exclude}
     if not top:
         return []
@@ -127,7 +129,8 @@ def late_promotions(
         if not trained:
             continue
         last = max(trained, key=lambda t: t.number)
-        stopped = last.user_attrs.get("status") == "stopped"
+        # cut by the halving, not by the time limit (search.time_limit): that one stays
+        stopped = last.user_attrs.get("status") == "stopped" and TIME_LIMITED not in last.user_attrs
         if last.state == TrialState.PRUNED and stopped and last.user_attrs.get("rung") == rung:
             out.append(last)
     return out
@@ -142,7 +145,7 @@ def queue_copy(study: optuna.Study, t: FrozenTrial, system: dict) -> None:
     """Queue a WAITING copy of `t` in its lineage (a retry or a late promotion): the same
     parameters and user attributes (less its outcome), `failed_trial` naming the original,
     and `system` over its system attributes."""
-    drop = ("status", "reason", "progress")
+    drop = ("status", "reason", "progress", TIME_LIMITED)
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,

@@ -9,6 +9,7 @@ processes) and `search.ray_backend` (a Ray cluster); how the study is opened: `s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import optuna
@@ -54,6 +55,8 @@ def optimize(
     """
     quiet_optuna_tracebacks()
     objective.trials = total  # a new candidate past it is not trained (Objective.check_surplus)
+    # a promotion whose rung would end past the limit is not started (search.time_limit)
+    objective.deadline = None if timeout is None else time.time() + timeout
     try:
         _optimize(study, objective, total, timeout, callbacks, poll)
     except Exception as exc:  # a database error becomes one line naming its real cause
@@ -64,8 +67,6 @@ def optimize(
 
 
 def _optimize(study, objective, total, timeout, callbacks, poll) -> None:
-    import time
-
     deadline = None if timeout is None else time.monotonic() + timeout
     rejections = 0
     seen: dict = {}

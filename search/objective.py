@@ -35,6 +35,7 @@ from search.optuna_private import frozen
 from search.results import slots_taken
 from search.samplers import promotes_late
 from search.settings import RunSettings
+from search.time_limit import TIME_LIMITED, past_limit
 from spaces.config import ArchConfig
 from spaces.flops import (
     FLOP_CONVENTION,
@@ -106,6 +107,9 @@ class Objective:
         self.on_progress = on_progress
         # the run's --trials, set by search.driver.optimize: a new candidate past it is surplus
         self.trials: int | None = None
+        # the run's --timeout as a time.time() instant, set by search.driver.optimize: a
+        # promotion whose rung would end past it is not started (search.time_limit)
+        self.deadline: float | None = None
         self._task: Task | None = None
         self._identities: dict[int, str | None] = {}  # trial number -> ArchConfig.identity
 
@@ -270,17 +274,8 @@ class Objective:
         schedule = self.schedule_for(flops)
         single = s.objectives == "single"
         checkpoint = self._checkpoint_path(trial)
-        rungs: list[dict] = []
-
-        def on_rung(r: RungResult) -> bool:
-            rungs.append(dataclasses.asdict(r))
-            trial.set_user_attr("rungs", rungs)
-            trial.set_user_attr("rung", r.rung)
-            if not single:
-                return False
-            trial.report(r.loss, step=rung_step(r.rung, schedule.eta))
-            return r.rung < schedule.top and trial.should_prune()
-
+        late: list[str] = []  # why the time limit stopped it, if it did
+        on_rung = self._on_rung(trial, schedule, late)
         last_write = [0.0]
 
         def progress(p: Progress) -> None:
@@ -302,6 +297,8 @@ class Objective:
             checkpoint=checkpoint,
         )
         outcome = trainer.run(on_rung, progress)
+        if late and outcome.status == "stopped":
+            outcome.reason = late[-1]
         last = outcome.last
         _record(trial, outcome)
         if checkpoint is not None and not (outcome.status == "stopped" and promotes_late(s)):
@@ -312,6 +309,33 @@ class Objective:
             # diverged / out of memory: the trial FAILs (a NaN value never completes a trial)
             raise TrialFailed(f"{outcome.status}: {outcome.reason}")
         return last.loss if single else (last.loss, float(flops))
+
+    def _on_rung(
+        self, trial: optuna.Trial, schedule: RungSchedule, late: list[str]
+    ) -> Callable[[RungResult], bool]:
+        """The trainer's callback after each rung: record it, report it to the pruner, and
+        say whether to stop (cut by the halving, or the next rung would end past the time
+        limit: then its reason is appended to `late`)."""
+        single = self.settings.objectives == "single"
+        rungs: list[dict] = []
+
+        def on_rung(r: RungResult) -> bool:
+            rungs.append(dataclasses.asdict(r))
+            trial.set_user_attr("rungs", rungs)
+            trial.set_user_attr("rung", r.rung)
+            if single:
+                trial.report(r.loss, step=rung_step(r.rung, schedule.eta))
+            if r.rung >= schedule.top:
+                return False
+            if single and trial.should_prune():
+                return True
+            reason = past_limit(self.deadline, schedule, self.settings.recipe, r)
+            if reason is not None:
+                late.append(reason)
+                trial.set_user_attr(TIME_LIMITED, reason)
+            return reason is not None
+
+        return on_rung
 
     def _checkpoint_path(self, trial: optuna.Trial) -> Path | None:
         """Where this trial's rung checkpoint lives (a retry finds its original's)."""

@@ -24,6 +24,7 @@ from search.results import (
 )
 from search.settings import RunSettings
 from search.storage import safe_url
+from search.time_limit import TIME_LIMITED
 from trainers.rungs import RungSchedule
 
 MAX_FAILED_SHOWN = 5
@@ -68,6 +69,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(table.to_string(index=False))
     print_chance_note(study)
+    print_time_note(study)
     best = chosen.trial
     a = best.user_attrs
     metric = a.get("metric")
@@ -88,6 +90,24 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(f"dashboard:  optuna-dashboard {shown}   (or python -m dashboards.serve)")
     return 0
+
+
+def print_time_note(study: optuna.Study) -> None:
+    """Name the candidates the time limit stopped below a rung the halving had promoted them to
+    (search.time_limit): they rank by the rung they reached, which is not their fault."""
+    stopped = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+        if TIME_LIMITED in t.user_attrs and t.user_attrs.get("status") == "stopped"
+    ]
+    if not stopped:
+        return
+    where = ", ".join(f"trial {t.number} at rung {t.user_attrs.get('rung')}" for t in stopped)
+    print(
+        f"note: --timeout stopped {len(stopped)} promoted candidate(s) before a rung that would "
+        f"have ended past the limit ({where}); they rank by the rung they reached. A longer "
+        "--timeout lets such candidates continue."
+    )
 
 
 def print_chance_note(study: optuna.Study) -> None:
