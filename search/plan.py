@@ -5,28 +5,28 @@ Before any candidate trains, `make_plan` times a few training steps of a budget-
 each worker will use, and sizes the first rung so that `trials` candidates under successive
 halving fit the time:
 
-    time ~ trials / workers x (r0 x (F x s + (E - F) x s_top) + V x s)
+    time ~ trials / workers x (E x r0 + V) x seconds per token of an average candidate
 
 where E = 1 + (rungs - 1)(1 - 1/eta) + decay_frac (rungs - 1) is the expected number of first-rung
 token counts one candidate trains under halving (every candidate trains rung 0, 1/eta of them the
-next, ...; decay branches included), F = 1 + decay_frac of them are rung 0's, V the validation
-tokens (forward only), s an average candidate's seconds per token and s_top a promoted one's.
+next, ...; decay branches included) and V the validation tokens (forward only). An average
+candidate's seconds per token are measured (search.plan_speed): a seeded random sample of the
+space's feasible configs is timed, and the hand baselines that open a new study count at the
+budget-sized model's speed. Without a sample (tests, benchmarks) an average candidate is assumed
+to cost `AVERAGE_FLOP_FRACTION` of the budget at the budget-sized model's FLOP/s, which ran 1.3-2.6x
+fast on the stored studies (search.plan_speed). `UTILISATION` leaves room for process start-up,
+FLOP counting and the asynchronous halving's extra promotions, so the printed expected time is
+the model's time / UTILISATION. The top rung is then eta^(rungs-1) x r0, which
+is what the best candidates are finally judged on.
 
-s is measured (search.plan_speed): a seeded random sample of the space's feasible configs is
-timed, and the hand baselines that open a new study count at the budget-sized model's speed.
-Without a sample (tests, benchmarks) an average candidate is assumed to cost
-`AVERAGE_FLOP_FRACTION` of the budget at the budget-sized model's FLOP/s, which ran 1.3-2.6x fast
-on the stored studies (search.plan_speed).
-
-s_top is the budget-sized model's seconds per token (or s, where that is slower): the candidates
-that win rungs are mostly the large ones. In the default run (2 GFLOPs, README command 1;
-docs/results.md, section 0) the four candidates on the top rung trained at 12.7K, 3.6K, 3.9K and
-3.1K tokens/s, 4.2K on average per token, against 4.06K for the budget-sized model and 11.4K for
-an average candidate; with every rung priced at s, that run planned 10.0 min and took 14.6.
-
-`UTILISATION` leaves room for process start-up, FLOP counting and the asynchronous halving's
-extra promotions, so the printed expected time is the model's time / UTILISATION. The top rung
-is then eta^(rungs-1) x r0, which is what the best candidates are finally judged on.
+The plan is an expectation, not a bound: which candidates win promotions decides the time. In
+the default run (2 GFLOPs) where four candidates reached the top rung, three of them near the
+budget, the plan said 10.0 min and the run took 14.6. Pricing the promoted rungs at the
+budget-sized model's speed instead halved the planned rungs (with a slower speed measured that
+time, 50.7K-456K tokens against 143K-1.29M), and that run, whose promotions went to small
+models, took 5.2 min of its 10 (docs/results.md, section 0, "The time limit").
+So the rungs stay sized for the average candidate, and the limit itself is kept inside each
+trial: a promotion whose rung would end past `--timeout` is not started (search.time_limit).
 
 A rung whose candidates are mostly at the chance loss cuts nobody (search.chance), so each
 candidate trains more than E: `expected_tokens_factor(..., held=h)` counts it when the lowest
@@ -285,7 +285,7 @@ def _first_steps(c: _Cost, given_tokens: int | None, timeout: float | None, tria
         return max(1, math.ceil(given_tokens / c.batch_tokens))
     if timeout:
         per_candidate = timeout * UTILISATION * c.workers / trials - c.val_s
-        return math.floor(per_candidate / (c.batch_tokens * c.unit_seconds))
+        return math.floor(per_candidate / (c.factor * c.batch_tokens * c.s_per_token))
     return NO_CLOCK_FIRST_STEPS
 
 
@@ -332,26 +332,8 @@ class _Cost:
         return self.ratio * seconds_per_token(self.flops_per_s, self.reference)
 
     @property
-    def promoted_s_per_token(self) -> float:
-        """Training seconds per token above the first rung: the budget-sized model's, or the
-        average candidate's where that is slower (module docstring)."""
-        return max(self.s_per_token, seconds_per_token(self.flops_per_s, self.reference))
-
-    @property
     def factor(self) -> float:
         return expected_tokens_factor(self.eta, self.rungs, self.recipe)
-
-    @property
-    def first_units(self) -> float:
-        """First-rung token counts every candidate trains: rung 0 and its decay branch."""
-        return 1 + (self.recipe.decay_frac if self.rungs > 1 else 0.0)
-
-    @property
-    def unit_seconds(self) -> float:
-        """Training seconds of an average candidate per token of the first rung: its own
-        speed on rung 0, the promoted speed on the `factor - first_units` above it."""
-        promoted = self.factor - self.first_units
-        return self.first_units * self.s_per_token + promoted * self.promoted_s_per_token
 
     @property
     def val_s(self) -> float:
@@ -361,7 +343,7 @@ class _Cost:
         return evals * val_tokens * self.s_per_token / TRAIN_FLOPS_FACTOR
 
     def seconds(self, first_steps: int, candidates: int) -> float:
-        per = first_steps * self.batch_tokens * self.unit_seconds + self.val_s
+        per = self.factor * first_steps * self.batch_tokens * self.s_per_token + self.val_s
         return candidates * per / self.workers
 
 
