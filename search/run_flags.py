@@ -70,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_TIMEOUT,
         help=f"seconds for the search (default {DEFAULT_TIMEOUT:g}); the plan sizes the rungs "
-        "to fit, and no new candidate starts after it; 0 = no limit",
+        "to fit, no new candidate starts after it, and no promotion whose rung would end "
+        "after it; 0 = no limit",
     )
     a(
         "--evaluation",
