@@ -38,6 +38,7 @@ from search.optuna_private import storage_url as storage_url_of
 from search.plateau import fallback_note, pick, tie_note
 from search.results import attention_label, feasible_trials, trial_counts
 from search.storage import safe_url
+from search.time_limit import time_note
 from spaces.flops import FLOP_UNIT
 
 MARKER = (
@@ -198,14 +199,15 @@ def study_note(
 
 
 def _pick_notes(study: optuna.Study) -> list[str]:
-    """`search.plateau`'s notes, as the summary prints them: the pick is not the search's
-    first above (a seeded hand baseline, or a candidate that projects lower), and others tie
-    with it."""
+    """The notes on the pick, as the summary prints them: the time limit stopped promoted
+    candidates (`search.time_limit`), the pick is not the search's first above (a seeded hand
+    baseline, or a candidate that projects lower; `search.plateau`), and others tie with it."""
     try:
         chosen = pick(study)
     except LookupError:  # nothing finished within the budget yet
         return []
-    return [n for n in (fallback_note(chosen), tie_note(study, chosen)) if n]
+    notes = (time_note(study), fallback_note(chosen), tie_note(study, chosen))
+    return [n for n in notes if n]
 
 
 def trial_note(

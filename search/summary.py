@@ -24,7 +24,7 @@ from search.results import (
 )
 from search.settings import RunSettings
 from search.storage import safe_url
-from search.time_limit import TIME_LIMITED
+from search.time_limit import time_note
 from trainers.rungs import RungSchedule
 
 MAX_FAILED_SHOWN = 5
@@ -59,6 +59,9 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
             f"no candidate finished the top rung within the budget ({trained_count(study)} "
             "trained); raise --trials or --timeout"
         )
+        note = time_note(study)
+        if note:
+            print(note)
         if not table.empty:
             print(table.to_string(index=False))
         return 1
@@ -69,7 +72,6 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(table.to_string(index=False))
     print_chance_note(study)
-    print_time_note(study)
     best = chosen.trial
     a = best.user_attrs
     metric = a.get("metric")
@@ -81,7 +83,7 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} "
         f"{'-' if metric is None else format(metric, '.4f')} after {a.get('tokens', 0):,} tokens"
     )
-    for note in (fallback_note(chosen), tie_note(study, chosen)):
+    for note in (time_note(study), fallback_note(chosen), tie_note(study, chosen)):
         if note:
             print(note)
     print(
@@ -90,24 +92,6 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
     )
     print(f"dashboard:  optuna-dashboard {shown}   (or python -m dashboards.serve)")
     return 0
-
-
-def print_time_note(study: optuna.Study) -> None:
-    """Name the candidates the time limit stopped below a rung the halving had promoted them to
-    (search.time_limit): they rank by the rung they reached, which is not their fault."""
-    stopped = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-        if TIME_LIMITED in t.user_attrs and t.user_attrs.get("status") == "stopped"
-    ]
-    if not stopped:
-        return
-    where = ", ".join(f"trial {t.number} at rung {t.user_attrs.get('rung')}" for t in stopped)
-    print(
-        f"note: --timeout stopped {len(stopped)} promoted candidate(s) before a rung that would "
-        f"have ended past the limit ({where}); they rank by the rung they reached. A longer "
-        "--timeout lets such candidates continue."
-    )
 
 
 def print_chance_note(study: optuna.Study) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import time
 
+import optuna
+
 from trainers.proxy import Recipe
 from trainers.rungs import RungResult, RungSchedule, decay_steps
 
@@ -58,4 +60,23 @@ def past_limit(
     )
 
 
-__all__ = ["TIME_LIMITED", "next_rung_seconds", "past_limit"]
+def time_note(study: optuna.Study) -> str | None:
+    """The summary's and the dashboard's note naming the candidates the limit stopped below a
+    rung the halving had promoted them to (they rank by the rung they reached, which is not
+    their loss's doing); None when it stopped none."""
+    stopped = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+        if TIME_LIMITED in t.user_attrs and t.user_attrs.get("status") == "stopped"
+    ]
+    if not stopped:
+        return None
+    where = ", ".join(f"trial {t.number} at rung {t.user_attrs.get('rung')}" for t in stopped)
+    return (
+        f"note: --timeout stopped {len(stopped)} promoted candidate(s) before a rung that would "
+        f"have ended past the limit ({where}); they rank by the rung they reached. A longer "
+        "--timeout lets such candidates continue."
+    )
+
+
+__all__ = ["TIME_LIMITED", "next_rung_seconds", "past_limit", "time_note"]

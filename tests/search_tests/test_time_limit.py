@@ -7,11 +7,11 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from dashboards.notes import _pick_notes
 from search.asha import AshaPruner
 from search.driver import optimize
 from search.results import ranked_trials, trained_count
-from search.summary import print_time_note
-from search.time_limit import TIME_LIMITED, next_rung_seconds, past_limit
+from search.time_limit import TIME_LIMITED, next_rung_seconds, past_limit, time_note
 from tests.search_tests.test_asha import arrive
 from tests.search_tests.test_objective import SMALL, setup
 from trainers.proxy import Recipe
@@ -50,30 +50,33 @@ def test_a_rung_that_would_end_past_the_limit_is_not_started():
 
 
 def test_a_promotion_the_clock_cannot_afford_stops_the_candidate_at_its_rung(
-    tmp_path, tiny_preset, monkeypatch, capsys
+    tmp_path, tiny_preset, monkeypatch
 ):
     _settings, study, objective = setup(tmp_path, tiny_preset)
-    monkeypatch.setattr("search.time_limit.next_rung_seconds", lambda *a: 1e6)
     study.enqueue_trial(SMALL)
+    optimize(study, objective, total=1)  # no limit: through the top rung
+    monkeypatch.setattr("search.time_limit.next_rung_seconds", lambda *a: 1e6)
     study.enqueue_trial({**SMALL, "depth": 2})
-    optimize(study, objective, total=2, timeout=3600)  # rung 1 would take 11.6 days
-    assert trained_count(study) == 2
-    trials = study.get_trials()
-    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]  # no copies
-    for t in trials:
+    study.enqueue_trial({**SMALL, "head_dim": 16})
+    optimize(study, objective, total=3, timeout=3600)  # rung 1 would take 11.6 days
+    assert trained_count(study) == 3
+    first, *stopped = study.get_trials()
+    assert first.state == TrialState.COMPLETE and TIME_LIMITED not in first.user_attrs
+    assert [t.state for t in stopped] == [TrialState.PRUNED, TrialState.PRUNED]  # no copies
+    for t in stopped:
         a = t.user_attrs
         assert (a["status"], a["rung"], a["tokens"]) == ("stopped", 0, objective.schedule.tokens(0))
         assert a["reason"] == a[TIME_LIMITED] and a["reason"].startswith("time limit: rung 1 ")
         assert sorted(t.intermediate_values) == [1]  # reported rung 0 only
-    assert [t.number for t in ranked_trials(study)] == sorted(
-        (0, 1), key=lambda n: trials[n].user_attrs["loss"]
-    )
-    print_time_note(study)
-    assert capsys.readouterr().out == (
+    ranked = [t.number for t in ranked_trials(study)]
+    assert ranked[0] == 0 and sorted(ranked) == [0, 1, 2]  # the top rung ranks first
+    note = (
         "note: --timeout stopped 2 promoted candidate(s) before a rung that would have ended "
-        "past the limit (trial 0 at rung 0, trial 1 at rung 0); they rank by the rung they "
-        "reached. A longer --timeout lets such candidates continue.\n"
+        "past the limit (trial 1 at rung 0, trial 2 at rung 0); they rank by the rung they "
+        "reached. A longer --timeout lets such candidates continue."
     )
+    assert time_note(study) == note
+    assert note in _pick_notes(study)  # the dashboard's study note has it too
 
 
 def test_without_the_clocks_objection_the_same_candidates_reach_the_top(tmp_path, tiny_preset):
