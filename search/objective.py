@@ -274,8 +274,7 @@ class Objective:
         schedule = self.schedule_for(flops)
         single = s.objectives == "single"
         checkpoint = self._checkpoint_path(trial)
-        late: list[str] = []  # why the time limit stopped it, if it did
-        on_rung = self._on_rung(trial, schedule, late)
+        on_rung = self._on_rung(trial, schedule)
         last_write = [0.0]
 
         def progress(p: Progress) -> None:
@@ -296,13 +295,21 @@ class Objective:
             threads=self.threads,
             checkpoint=checkpoint,
         )
-        outcome = trainer.run(on_rung, progress)
-        if late and outcome.status == "stopped":
-            outcome.reason = late[-1]
+        late: list[str] = []  # why the time limit stopped it, if it did
+
+        def before_rung(r: RungResult) -> str | None:
+            reason = past_limit(self.deadline, schedule, s.recipe, r)
+            if reason is not None:
+                late.append(reason)
+                trial.set_user_attr(TIME_LIMITED, reason)
+            return reason
+
+        outcome = trainer.run(on_rung, progress, before_rung)
         last = outcome.last
         _record(trial, outcome)
-        if checkpoint is not None and not (outcome.status == "stopped" and promotes_late(s)):
-            checkpoint.unlink(missing_ok=True)  # finished (a cut one may be promoted later)
+        cut = outcome.status == "stopped" and not late  # by the halving: may be promoted later
+        if checkpoint is not None and not (cut and promotes_late(s)):
+            checkpoint.unlink(missing_ok=True)  # finished, or stopped by the time limit
         if outcome.status == "stopped":
             raise optuna.TrialPruned(outcome.reason)
         if outcome.status != "ok" or last is None:
@@ -310,12 +317,9 @@ class Objective:
             raise TrialFailed(f"{outcome.status}: {outcome.reason}")
         return last.loss if single else (last.loss, float(flops))
 
-    def _on_rung(
-        self, trial: optuna.Trial, schedule: RungSchedule, late: list[str]
-    ) -> Callable[[RungResult], bool]:
-        """The trainer's callback after each rung: record it, report it to the pruner, and
-        say whether to stop (cut by the halving, or the next rung would end past the time
-        limit: then its reason is appended to `late`)."""
+    def _on_rung(self, trial: optuna.Trial, schedule: RungSchedule) -> Callable[[RungResult], bool]:
+        """The trainer's callback after each rung (a replayed one too): record it, report it
+        to the pruner, and say whether the halving cuts it there."""
         single = self.settings.objectives == "single"
         rungs: list[dict] = []
 
@@ -323,17 +327,10 @@ class Objective:
             rungs.append(dataclasses.asdict(r))
             trial.set_user_attr("rungs", rungs)
             trial.set_user_attr("rung", r.rung)
-            if single:
-                trial.report(r.loss, step=rung_step(r.rung, schedule.eta))
-            if r.rung >= schedule.top:
+            if not single:
                 return False
-            if single and trial.should_prune():
-                return True
-            reason = past_limit(self.deadline, schedule, self.settings.recipe, r)
-            if reason is not None:
-                late.append(reason)
-                trial.set_user_attr(TIME_LIMITED, reason)
-            return reason is not None
+            trial.report(r.loss, step=rung_step(r.rung, schedule.eta))
+            return r.rung < schedule.top and trial.should_prune()
 
         return on_rung
 

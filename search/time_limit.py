@@ -3,11 +3,13 @@
 `--timeout` used to be checked between trials only, so a candidate that started before the limit
 trained all the rungs it was promoted to: the default run (README command 1) planned 10.0 min and
 took 14.6: four candidates reached the 1.29M-token top rung, three of them near the budget at
-3.1-3.9K tokens/s, about six minutes each (docs/results.md, section 0). Now, after each rung the
-pruner lets continue, the trial estimates the next rung's time from its own training speed so
-far and stops where it is when the rung would end past the limit. It is then "stopped" at the
-rung it reached, like a candidate the halving cut, and ranks as one; `TIME_LIMITED` (a user
-attribute) names why, and a late promotion (search.asha) never restarts it.
+3.1-3.9K tokens/s, about six minutes each (docs/results.md, section 0). Now, before a trial
+trains on from a rung (`RungTrainer.run`'s `before_rung`: after each rung the pruner lets it
+continue from, and once after a resume, from the checkpoint's last rung), it estimates the next
+rung's time from its own training speed so far and stops where it is when the rung would end
+past the limit. It is then "stopped" at the rung it reached, like a candidate the halving cut,
+and ranks as one; `TIME_LIMITED` (a user attribute) names why, a late promotion (search.asha)
+never restarts it, and its checkpoint is deleted.
 
 The estimate: the next rung's stable tokens, plus its decay branch below the top rung, at the
 trial's measured training tokens/s, plus one validation (forward only, a third of a training

@@ -239,26 +239,19 @@ class RungTrainer:
         self,
         on_rung: Callable[[RungResult], bool] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        before_rung: Callable[[RungResult], str | None] | None = None,
     ) -> RungOutcome:
         """Train through the rungs. `on_rung` sees every rung's result and returns True to stop
-        after it (pruned; ignored after the top rung)."""
+        after it (pruned; ignored after the top rung). `before_rung` is asked, with the last
+        finished rung's result, before each rung is trained on from it (after a resume: once,
+        with the last rung of the checkpoint); a reason stops the run there, status "stopped"
+        with that reason (the time limit, search.time_limit)."""
         outcome = RungOutcome(status="ok", rungs=[])
         at = _Cursor(start=time.perf_counter())
         try:
             model, opt, peak = self._fresh()
-            if self._resume(model, opt, outcome, at, on_rung):
-                return self._finish(outcome, at)
-            for rung in range(len(outcome.rungs), self.schedule.rungs):
-                result = self._rung(model, opt, peak, rung, at, on_progress)
-                outcome.rungs.append(result)
-                if rung != self.schedule.top:
-                    self._save(model, opt, at.step, at.processed, outcome.rungs)
-                if on_progress is not None:
-                    on_progress(Progress(rung, self.schedule.tokens(rung), result.loss))
-                stop = on_rung is not None and on_rung(result)  # called on every rung
-                if stop and rung != self.schedule.top:
-                    outcome.status, outcome.reason = "stopped", f"stopped after rung {rung}"
-                    return self._finish(outcome, at)
+            if not self._resume(model, opt, outcome, at, on_rung):
+                self._train(model, opt, peak, outcome, at, (on_rung, on_progress, before_rung))
             return self._finish(outcome, at)
         except Diverged as exc:
             outcome.status, outcome.reason = "diverged", str(exc)
@@ -269,6 +262,26 @@ class RungTrainer:
                 raise
             outcome.status, outcome.reason = "oom", oom_reason(at.step, exc)
         return self._finish(outcome, at)
+
+    def _train(self, model, opt, peak: float, outcome: RungOutcome, at: _Cursor, calls) -> None:
+        """Train the rungs after those in `outcome` until the top, or until a callback of
+        `calls` (on_rung, on_progress, before_rung; see `run`) stops the run."""
+        on_rung, on_progress, before_rung = calls
+        for rung in range(len(outcome.rungs), self.schedule.rungs):
+            why = before_rung(outcome.rungs[-1]) if before_rung and outcome.rungs else None
+            if why:
+                outcome.status, outcome.reason = "stopped", why
+                return
+            result = self._rung(model, opt, peak, rung, at, on_progress)
+            outcome.rungs.append(result)
+            if rung != self.schedule.top:
+                self._save(model, opt, at.step, at.processed, outcome.rungs)
+            if on_progress is not None:
+                on_progress(Progress(rung, self.schedule.tokens(rung), result.loss))
+            stop = on_rung is not None and on_rung(result)  # called on every rung
+            if stop and rung != self.schedule.top:
+                outcome.status, outcome.reason = "stopped", f"stopped after rung {rung}"
+                return
 
     def _resume(self, model, opt, outcome: RungOutcome, at: _Cursor, on_rung) -> bool:
         """Load the checkpoint, if any, and replay the rung decisions the caller already made;

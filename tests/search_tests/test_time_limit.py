@@ -11,6 +11,7 @@ from dashboards.notes import _pick_notes
 from search.asha import AshaPruner
 from search.driver import optimize
 from search.results import ranked_trials, trained_count
+from search.samplers import promotes_late
 from search.time_limit import TIME_LIMITED, next_rung_seconds, past_limit, time_note
 from tests.search_tests.test_asha import arrive
 from tests.search_tests.test_objective import SMALL, setup
@@ -52,7 +53,8 @@ def test_a_rung_that_would_end_past_the_limit_is_not_started():
 def test_a_promotion_the_clock_cannot_afford_stops_the_candidate_at_its_rung(
     tmp_path, tiny_preset, monkeypatch
 ):
-    _settings, study, objective = setup(tmp_path, tiny_preset)
+    settings, study, objective = setup(tmp_path, tiny_preset)
+    assert promotes_late(settings)  # a cut candidate's checkpoint would be kept
     study.enqueue_trial(SMALL)
     optimize(study, objective, total=1)  # no limit: through the top rung
     monkeypatch.setattr("search.time_limit.next_rung_seconds", lambda *a: 1e6)
@@ -68,6 +70,7 @@ def test_a_promotion_the_clock_cannot_afford_stops_the_candidate_at_its_rung(
         assert (a["status"], a["rung"], a["tokens"]) == ("stopped", 0, objective.schedule.tokens(0))
         assert a["reason"] == a[TIME_LIMITED] and a["reason"].startswith("time limit: rung 1 ")
         assert sorted(t.intermediate_values) == [1]  # reported rung 0 only
+    assert not list((tmp_path / "ck").rglob("*.pt"))  # no late promotion needs them
     ranked = [t.number for t in ranked_trials(study)]
     assert ranked[0] == 0 and sorted(ranked) == [0, 1, 2]  # the top rung ranks first
     note = (

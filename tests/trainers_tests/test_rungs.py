@@ -88,6 +88,26 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(task, tmp_path):
     assert resumed.tokens_processed == full.tokens_processed
 
 
+def test_before_rung_is_asked_before_each_rung_is_trained_on_and_can_stop_it(task, tmp_path):
+    cfg, ckpt = config(task), tmp_path / "t.pt"
+    asked: list[int] = []
+    full = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE).run(
+        before_rung=lambda r: asked.append(r.rung)  # None: go on
+    )
+    assert full.status == "ok" and asked == [0, 1]  # never before rung 0, nor after the top
+    RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+        on_rung=lambda r: r.rung == 1  # a checkpoint with rungs 0 and 1
+    )
+    asked.clear()
+    resumed = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+        before_rung=lambda r: asked.append(r.rung) or "no time for rung 2"
+    )
+    assert asked == [1]  # a replayed rung below the checkpoint's last is not asked
+    assert (resumed.status, resumed.reason) == ("stopped", "no time for rung 2")
+    assert [r.rung for r in resumed.rungs] == [0, 1] and resumed.resumed_from == 1
+    assert resumed.tokens_processed == full.rungs[1].tokens_processed  # nothing trained
+
+
 def test_checkpoint_of_another_config_is_ignored(task, tmp_path):
     ckpt = tmp_path / "t.pt"
     RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
