@@ -15,6 +15,9 @@ section 0, "Projected one rung further"), against the measured order at the top 
 - text at 20 MFLOPs, ListOps twice: the same pick either way.
 - recall: linear 1x64 1.9450 after 29.5M tokens; the projected first, another linear 1x64,
   1.9478 (0.003 worse, below the spread between seeds; both beat every hand baseline).
+Searched after the rule was written: text at 20 MFLOPs, 0.014 better (full 2x64 over window
+2x64); ListOps at 10 MFLOPs, 0.019 worse (the seeded full 1x64 h2, 1.6482 after 23.6M tokens,
+over Linformer(16) 1x32, 1.6292; section 0, "The time limit inside each trial").
 
 A candidate without two consecutive rungs of history (a multi-objective study reports none)
 has no projection, and then the measured order stands for the whole rung.
