@@ -151,6 +151,13 @@ class _Cursor:
     step: int = 0
     processed: int = 0
     train_time: float = 0.0
+    resumed: int = 0  # tokens processed before this run (from a checkpoint): not timed here
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Training tokens per second of this run (0 before it has trained any)."""
+        trained = self.processed - self.resumed
+        return trained / self.train_time if self.train_time else 0.0
 
 
 class RungTrainer:
@@ -290,6 +297,7 @@ class RungTrainer:
         if loaded is None:
             return False
         at.step, at.processed, outcome.rungs = loaded
+        at.resumed = at.processed
         outcome.resumed_from = outcome.rungs[-1].rung if outcome.rungs else None
         for r in outcome.rungs:
             if on_rung is not None and on_rung(r):
@@ -335,7 +343,7 @@ class RungTrainer:
             loss=loss_nats,
             metric=metric,
             wall_time=time.perf_counter() - at.start,
-            tokens_per_s=at.processed / at.train_time if at.train_time else 0.0,
+            tokens_per_s=at.tokens_per_s,
         )
 
     def _validate(self, model) -> tuple[float, float]:
@@ -350,10 +358,11 @@ class RungTrainer:
         processed, train_time = at.processed, at.train_time
         outcome.tokens_processed = processed
         outcome.train_time = train_time
-        if train_time:
-            steps = processed / self.schedule.batch_tokens
-            outcome.tokens_per_s = processed / train_time
-            outcome.flops_per_s = steps * self.flops_per_step / train_time
+        # the speed of this run's training; a run that trained nothing (resumed, then stopped
+        # at once) reports the speed its checkpoint's last rung was trained at
+        speed = at.tokens_per_s or (outcome.rungs[-1].tokens_per_s if outcome.rungs else 0.0)
+        outcome.tokens_per_s = speed
+        outcome.flops_per_s = speed / self.schedule.batch_tokens * self.flops_per_step
         return outcome
 
 

@@ -95,7 +95,7 @@ def test_before_rung_is_asked_before_each_rung_is_trained_on_and_can_stop_it(tas
         before_rung=lambda r: asked.append(r.rung)  # None: go on
     )
     assert full.status == "ok" and asked == [0, 1]  # never before rung 0, nor after the top
-    RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+    first = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
         on_rung=lambda r: r.rung == 1  # a checkpoint with rungs 0 and 1
     )
     asked.clear()
@@ -106,6 +106,21 @@ def test_before_rung_is_asked_before_each_rung_is_trained_on_and_can_stop_it(tas
     assert (resumed.status, resumed.reason) == ("stopped", "no time for rung 2")
     assert [r.rung for r in resumed.rungs] == [0, 1] and resumed.resumed_from == 1
     assert resumed.tokens_processed == full.rungs[1].tokens_processed  # nothing trained
+    assert resumed.train_time == 0 and resumed.tokens_per_s == first.rungs[1].tokens_per_s > 0
+
+
+def test_a_resumed_run_times_only_the_tokens_it_trained(task, tmp_path):
+    cfg, ckpt = config(task), tmp_path / "t.pt"
+    first = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run(
+        on_rung=lambda r: r.rung == 1
+    )
+    resumed = RungTrainer(cfg, task, SCHEDULE, recipe=RECIPE, checkpoint=ckpt).run()
+    trained = resumed.tokens_processed - first.rungs[1].tokens_processed
+    # rung 2 from rung 1's stable state (rung 1's decay was a discarded branch)
+    stable = SCHEDULE.steps(1) - decay_steps(SCHEDULE, 1, RECIPE)
+    assert trained == (SCHEDULE.steps(2) - stable) * SCHEDULE.batch_tokens
+    assert resumed.tokens_per_s == pytest.approx(trained / resumed.train_time)
+    assert resumed.rungs[2].tokens_per_s == pytest.approx(trained / resumed.train_time)
 
 
 def test_checkpoint_of_another_config_is_ignored(task, tmp_path):
