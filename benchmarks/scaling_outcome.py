@@ -1,7 +1,7 @@
 """Does compound scaling earn its keep? Scale the search's pick and train everything for real.
 
     python -m benchmarks.scaling_outcome --study text-20MFLOPs [--factors 2,4,8] [--tokens 1M]
-        [--grid-seeds 2] [--grid-tokens 2M]
+        [--grid-seeds 2] [--grid-tokens 2M] [--grid-race 1] [--trial N]
 
 1. `search.scale` (the CLI's own code) trains its grid at phi = 1 with the study's evaluator and
    fits the pick to factor x the study's budget, for each factor: the compound-scaled configs.
@@ -67,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grid-tokens", type=count_arg, help="search.scale --grid-tokens (default its rungs)"
     )
+    p.add_argument(
+        "--grid-race",
+        type=whole_number_arg("--grid-race", 0),
+        default=1,
+        help="search.scale --grid-race (default 1)",
+    )
+    p.add_argument("--trial", type=int, help="search.scale --trial (default: the search's pick)")
     return p
 
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_study(study)
     factors = [float(x) for x in args.factors.split(",")]
     targets = [round(f * settings.budget) for f in factors]
-    base = ArchConfig.from_dict(scale.pick_base(study, None).user_attrs["config"])
+    base = ArchConfig.from_dict(scale.pick_base(study, args.trial).user_attrs["config"])
     started = time.perf_counter()
 
     out_study = f"{args.study}-compound"
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         ["--study", args.study, "--storage", args.storage, "--out-study", out_study,
          "--overwrite", "--workers", str(args.jobs), "--grid-seeds", str(args.grid_seeds),
          *(["--grid-tokens", str(args.grid_tokens)] if args.grid_tokens else []),
+         "--grid-race", str(args.grid_race),
+         *(["--trial", str(args.trial)] if args.trial is not None else []),
          "--targets", ",".join(str(t) for t in targets)]
     )  # fmt: skip
     if code != 0:

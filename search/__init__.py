@@ -39,6 +39,7 @@ Study database and results:
 Scaling and fidelity (compound, compound_grid and fidelity_stats are pure functions):
     compound        EfficientNet compound scaling: coefficients, fitting a target
     compound_grid   the grid of coefficients worth training (EfficientNet step 1)
+    grid_race       training the grid's points, tied leaders raced on from checkpoints
     scaled_study    the study `search.scale` writes
     scale_flags     the search.scale command line and the checks made before any work
     fidelity_stats  rank agreement between proxy and long runs

@@ -1,6 +1,6 @@
 """Training a study's configs again, the way the study judged its candidates.
 
-`train_rungs_job` runs one config through every rung of the study's schedule (no pruning),
+`train_rungs_job` runs one config through the rungs of the study's schedule (no pruning),
 `train_final_job` / `train_config` train one for final tokens with `search.train`'s trainer, and
 `run_jobs` runs many at once in spawned processes. Used by `search.scale` (the grid and the
 scaled configs) and the outcome benchmarks; results are plain data (status, reason, loss,
@@ -64,29 +64,34 @@ def study_schedule(study: optuna.Study, settings: RunSettings, seq_len: int) -> 
 
 
 def train_rungs_job(job: tuple) -> dict[str, Any]:
-    """Worker: one config through every rung of the schedule (no pruning)."""
-    cfg_dict, settings, schedule, threads = job
+    """Worker: one config through every rung of the schedule (no pruning). A job of six,
+    `(config, settings, schedule, threads, checkpoint, last)`, trains through rung `last` only,
+    continued from the checkpoint when it holds an earlier rung of this run (and leaves its
+    stable state there: the compound grid's race, search.grid_race)."""
+    cfg_dict, settings, schedule, threads, *more = job
+    checkpoint, last = more or (None, schedule.top)
     warnings.filterwarnings("ignore")
-    cfg = ArchConfig.from_dict(cfg_dict)
-    trainer = RungTrainer(
-        cfg,
+    out = RungTrainer(
+        ArchConfig.from_dict(cfg_dict),
         make_task(settings),
         schedule,
         recipe=settings.recipe,
         seed=settings.seed,
         device=settings.device,
         threads=threads,
-    )
-    out = trainer.run()
-    last = out.last
+        checkpoint=checkpoint,
+    ).run(on_rung=lambda r: r.rung >= last)
+    reached = out.last
+    ok = reached is not None and reached.rung == last and out.status in ("ok", "stopped")
     return {
-        "status": out.status,
-        "reason": out.reason,
-        "loss": last.loss if last and out.status == "ok" else None,
-        "metric": last.metric if last and out.status == "ok" else None,
-        "tokens": last.tokens if last else 0,
+        "status": "ok" if ok else out.status,
+        "reason": "" if ok else out.reason,
+        "loss": reached.loss if ok and reached else None,
+        "metric": reached.metric if ok and reached else None,
+        "tokens": reached.tokens if reached else 0,
         "tokens_per_s": out.tokens_per_s,
         "rung_losses": [r.loss for r in out.rungs],  # each rung reached, in order
+        "resumed_from": out.resumed_from,  # the checkpoint's last rung; None when it started
     }
 
 

@@ -5,7 +5,8 @@ EfficientNet-style compound scaling (README, "Compound scaling"), on measured FL
 1. Grid (skipped with `--coefficients`): one grid point per family (depth-led, width-led,
    span-led, balanced; see search/compound.py) whose rounded config at phi = 1 measures about 2x
    the base. Each is trained with the study's own evaluator: the same tokens as the search gave
-   its candidates (all rungs of its schedule). The lowest validation loss picks the coefficients.
+   its candidates (all rungs of its schedule). The lowest validation loss picks the coefficients;
+   points tied within 2% of the best train on for `--grid-race` more rungs (search.grid_race).
 2. Fit: every target gets the config on those coefficients' path that lands in [0.90, 1.00] x
    target (exit 2, naming the nearest reachable FLOPs, when none does).
 3. With `--train`, each scaled config (and the base) trains with `search.train`'s trainer for
@@ -21,8 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import statistics
 import sys
+import tempfile
 import warnings
 from typing import Any, cast
 
@@ -35,9 +36,16 @@ from search.budget import (
 )
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import grid
+from search.grid_race import (
+    GridJob,
+    merge_seeds,
+    race_schedule,
+    record,
+    tied_leaders,
+)
 from search.interrupts import run_interruptible
 from search.parallelism import default_parallelism
-from search.plateau import pick
+from search.plateau import TIE_MARGIN, pick
 from search.retrain import run_jobs, study_schedule, train_final_job, train_rungs_job
 from search.scale_flags import check_flags, parser
 from search.scaled_study import ScaleOutcome, write_study
@@ -221,7 +229,8 @@ def choose_coefficients(
     threads: int,
 ) -> tuple[Coefficients, str, list[dict[str, Any]]]:
     """(coefficients, where they came from, the grid rows trained): the given ones, or the grid
-    point with the lowest validation loss after the study's rungs."""
+    point with the lowest validation loss after the study's rungs, tied leaders raced on
+    (search.grid_race)."""
     if args.coefficients is not None:
         return args.coefficients, "given", []
     longer = grid_schedule(schedule, args.grid_tokens)
@@ -234,33 +243,81 @@ def choose_coefficients(
         f"{f', {len(seeds)} seeds each' if len(seeds) > 1 else ''}), {workers} at once",
         flush=True,
     )
-    jobs = [
-        (cast(ArchConfig, c[2]).to_dict(), dataclasses.replace(settings, seed=s), schedule, threads)
-        for c in reachable
-        for s in seeds
-    ]
-    costs = [float(estimate_flops(cast(ArchConfig, c[2]))) for c in reachable for _ in seeds]
-    got = run_jobs(train_rungs_job, jobs, workers, costs=costs)  # the largest points first
-    grid_rows = []
-    for i, (c, family, cfg, ratio) in enumerate(reachable):
-        assert cfg is not None and ratio is not None  # grid points carry both
-        grid_rows.append(
-            {
-                "family": family,
-                "alpha": c.alpha,
-                "beta": c.beta,
-                "gamma": c.gamma,
-                "ratio": round(ratio, 3),
-                "config": cfg.to_dict(),
-                **merge_seeds(got[i * len(seeds) : (i + 1) * len(seeds)], seeds),
-            }
-        )
-    print_grid(grid_rows)
-    scored = [g for g in grid_rows if g["loss"] is not None]
-    if not scored:
+    configs = [cast(ArchConfig, c[2]) for c in reachable]
+    with tempfile.TemporaryDirectory(prefix="grid-") as tmp:
+        folder = tmp if args.grid_race else None
+        longest = race_schedule(schedule, args.grid_race)
+        race = GridRace(configs, seeds, settings, longest, threads, folder)
+        jobs, costs = race.jobs(range(len(configs)), schedule.top)
+        got = run_jobs(train_rungs_job, jobs, workers, costs=costs)
+        grid_rows: list[dict[str, Any]] = []
+        for i, (c, family, cfg, ratio) in enumerate(reachable):
+            assert cfg is not None and ratio is not None  # grid points carry both
+            grid_rows.append(
+                {
+                    "family": family,
+                    "alpha": c.alpha,
+                    "beta": c.beta,
+                    "gamma": c.gamma,
+                    "ratio": round(ratio, 3),
+                    "config": cfg.to_dict(),
+                }
+            )
+            record(grid_rows[-1], merge_seeds(race.of(got, i), seeds))
+        print_grid(grid_rows)
+        for rung in range(schedule.top + 1, schedule.top + 1 + args.grid_race):
+            lead = tied_leaders(grid_rows)
+            if len(lead) < 2:
+                break
+            print(
+                f"grid: {len(lead)} points within {TIE_MARGIN:.0%} of the best loss "
+                f"({', '.join(grid_rows[i]['family'] for i in lead)}): training them on to "
+                f"{race.schedule.tokens(rung):,} tokens (race rung {rung - schedule.top} of "
+                f"{args.grid_race}, continued from their checkpoints)",
+                flush=True,
+            )
+            jobs, costs = race.jobs(lead, rung)
+            got = run_jobs(train_rungs_job, jobs, workers, costs=costs)
+            for k, i in enumerate(lead):
+                record(grid_rows[i], merge_seeds(race.of(got, k), seeds))
+            print_grid([grid_rows[i] for i in lead])
+    lead = tied_leaders(grid_rows)
+    if not lead:
         raise ScaleFailed("every grid point failed to train (reasons above)")
-    top = min(scored, key=lambda g: g["loss"])
+    top = grid_rows[lead[0]]
     return Coefficients(top["alpha"], top["beta"], top["gamma"]), top["family"], grid_rows
+
+
+@dataclasses.dataclass
+class GridRace:
+    """The grid's jobs: every point under every seed, each with its own checkpoint file when
+    there is a race to continue from it."""
+
+    configs: list[ArchConfig]
+    seeds: list[int]
+    settings: RunSettings
+    schedule: RungSchedule  # the study's rungs, then the race's
+    threads: int
+    folder: str | None  # the checkpoints (none without a race)
+
+    def jobs(self, points, last: int) -> tuple[list[GridJob], list[float]]:
+        """The jobs that train `points` through rung `last`, and their costs (FLOPs: the
+        largest points start first)."""
+        jobs: list[GridJob] = []
+        costs: list[float] = []
+        for i in points:
+            for s in self.seeds:
+                ckpt = f"{self.folder}/{i}-{s}.pt" if self.folder else None
+                settings = dataclasses.replace(self.settings, seed=s)
+                cfg = self.configs[i]
+                jobs.append((cfg.to_dict(), settings, self.schedule, self.threads, ckpt, last))
+                costs.append(float(estimate_flops(cfg)))
+        return jobs, costs
+
+    def of(self, got: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+        """The k-th point's results (one per seed) among `got`."""
+        n = len(self.seeds)
+        return got[k * n : (k + 1) * n]
 
 
 def grid_schedule(schedule: RungSchedule, tokens: int | None) -> RungSchedule:
@@ -270,22 +327,6 @@ def grid_schedule(schedule: RungSchedule, tokens: int | None) -> RungSchedule:
         return schedule
     factor = math.ceil(tokens / schedule.tokens(schedule.top))
     return dataclasses.replace(schedule, first_steps=schedule.first_steps * factor)
-
-
-def merge_seeds(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
-    """One grid point's result over its seeds: the mean loss and metric when every seed trained
-    (a point that failed under any seed fails, with the first failure's reason), and each
-    seed's loss."""
-    failed = [r for r in results if r["status"] != "ok" or r["loss"] is None]
-    merged = dict(failed[0] if failed else results[0])
-    merged["seeds"] = seeds
-    merged["losses"] = [r["loss"] for r in results]
-    if not failed:
-        merged["loss"] = statistics.fmean(r["loss"] for r in results)
-        merged["metric"] = statistics.fmean(r["metric"] for r in results)
-    else:
-        merged["loss"] = merged["metric"] = None
-    return merged
 
 
 def print_outcome(args: argparse.Namespace, outcome: ScaleOutcome, out_name: str) -> None:
@@ -329,6 +370,7 @@ def print_grid(rows: list[dict[str, Any]]) -> None:
                 "alpha,beta,gamma": f"{g['alpha']},{g['beta']},{g['gamma']}",
                 **shape(cfg),
                 "x base": g["ratio"],
+                "tokens": f"{g['tokens']:,}",
                 "val loss": None if g["loss"] is None else round(g["loss"], 4),
                 "metric": None if g["metric"] is None else round(g["metric"], 4),
                 **({"per seed": seed_losses(g)} if len(g.get("losses", [])) > 1 else {}),

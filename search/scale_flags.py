@@ -19,6 +19,7 @@ from search.budget import (
 from search.cli import Parser
 from search.compound import Coefficients
 from search.compound_grid import RATIO_TOLERANCE
+from search.plateau import TIE_MARGIN
 from search.storage import DEFAULT_STORAGE
 
 DESCRIPTION = (
@@ -81,6 +82,15 @@ def parser() -> argparse.ArgumentParser:
         type=count_arg,
         help="train each grid point for at least this many tokens, e.g. 2M (default: the "
         "study's rungs; longer rungs keep the study's batch and anytime schedule)",
+    )
+    a(
+        "--grid-race",
+        type=whole_number_arg("--grid-race", 0),
+        default=1,
+        help=f"grid points within {TIE_MARGIN * 100:.0f}%% of the best loss are tied: train them "
+        "on, continued, for "
+        "up to this many more rungs (eta x the tokens each) while a tie remains, and pick the "
+        "best at the longest horizon; 0 picks among ties by the study's rungs (default 1)",
     )
     a("--storage", default=DEFAULT_STORAGE, help=f"study database URL, default {DEFAULT_STORAGE}")
     a(

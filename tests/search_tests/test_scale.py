@@ -182,14 +182,17 @@ def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
     def fake_run_jobs(fn, jobs, workers, costs=None):
         given_costs.append(costs)
         out = []
-        for cfg_dict, settings, schedule, _ in jobs:
+        for cfg_dict, settings, schedule, _, checkpoint, last in jobs:
+            assert checkpoint is None and last == schedule.top  # no race: no checkpoints
             seen.append((cfg_dict["depth"], settings.seed, schedule.first_steps))
             loss = losses[(cfg_dict["depth"], settings.seed)]
             out.append({"status": "ok", "reason": "", "loss": loss, "metric": -loss, "tokens": 1})
         return out
 
     monkeypatch.setattr(scale, "run_jobs", fake_run_jobs)
-    args = argparse.Namespace(coefficients=None, grid_seeds=2, grid_tokens=2 * 4608 + 1)
+    args = argparse.Namespace(
+        coefficients=None, grid_seeds=2, grid_tokens=2 * 4608 + 1, grid_race=0
+    )
     schedule = RungSchedule(first_steps=4, batch_size=4, seq_len=32)  # top rung 4,608 tokens
     coeffs, family, rows = scale.choose_coefficients(
         args, reachable, RunSettings(budget=10**6), schedule, 1, 1
@@ -206,7 +209,8 @@ def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
 
 
 def test_a_grid_point_that_diverges_under_any_seed_fails():
-    from search.scale import grid_schedule, merge_seeds
+    from search.grid_race import merge_seeds
+    from search.scale import grid_schedule
     from trainers.rungs import RungSchedule
 
     ok = {"status": "ok", "reason": "", "loss": 2.0, "metric": 0.5}
