@@ -24,6 +24,8 @@ from typing import Any
 
 from search.plateau import TIE_MARGIN
 from search.settings import RunSettings
+from spaces import ArchConfig
+from spaces.flops import estimate_flops
 from trainers.rungs import RungSchedule
 
 # one grid point under one seed, for search.retrain.train_rungs_job:
@@ -34,6 +36,38 @@ GridJob = tuple[dict[str, Any], RunSettings, RungSchedule, int, str | None, int]
 def race_schedule(schedule: RungSchedule, race: int) -> RungSchedule:
     """The schedule the grid trains on: the study's, with `race` more rungs for tied leaders."""
     return dataclasses.replace(schedule, rungs=schedule.rungs + race)
+
+
+@dataclasses.dataclass
+class GridRace:
+    """The grid's jobs: every point under every seed, each with its own checkpoint file when
+    there is a race to continue from it."""
+
+    configs: list[ArchConfig]
+    seeds: list[int]
+    settings: RunSettings
+    schedule: RungSchedule  # the study's rungs, then the race's
+    threads: int
+    folder: str | None  # the checkpoints (none without a race)
+
+    def jobs(self, points, last: int) -> tuple[list[GridJob], list[float]]:
+        """The jobs that train `points` through rung `last`, and their costs (FLOPs: the
+        largest points start first)."""
+        jobs: list[GridJob] = []
+        costs: list[float] = []
+        for i in points:
+            for s in self.seeds:
+                ckpt = f"{self.folder}/{i}-{s}.pt" if self.folder else None
+                settings = dataclasses.replace(self.settings, seed=s)
+                cfg = self.configs[i]
+                jobs.append((cfg.to_dict(), settings, self.schedule, self.threads, ckpt, last))
+                costs.append(float(estimate_flops(cfg)))
+        return jobs, costs
+
+    def of(self, got: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+        """The k-th point's results (one per seed) among `got`."""
+        n = len(self.seeds)
+        return got[k * n : (k + 1) * n]
 
 
 def merge_seeds(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -77,6 +111,7 @@ def record(row: dict[str, Any], merged: dict[str, Any]) -> None:
 
 __all__ = [
     "GridJob",
+    "GridRace",
     "merge_seeds",
     "race_schedule",
     "record",

@@ -37,7 +37,7 @@ from search.budget import (
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import grid
 from search.grid_race import (
-    GridJob,
+    GridRace,
     merge_seeds,
     race_schedule,
     record,
@@ -286,38 +286,6 @@ def choose_coefficients(
         raise ScaleFailed("every grid point failed to train (reasons above)")
     top = grid_rows[lead[0]]
     return Coefficients(top["alpha"], top["beta"], top["gamma"]), top["family"], grid_rows
-
-
-@dataclasses.dataclass
-class GridRace:
-    """The grid's jobs: every point under every seed, each with its own checkpoint file when
-    there is a race to continue from it."""
-
-    configs: list[ArchConfig]
-    seeds: list[int]
-    settings: RunSettings
-    schedule: RungSchedule  # the study's rungs, then the race's
-    threads: int
-    folder: str | None  # the checkpoints (none without a race)
-
-    def jobs(self, points, last: int) -> tuple[list[GridJob], list[float]]:
-        """The jobs that train `points` through rung `last`, and their costs (FLOPs: the
-        largest points start first)."""
-        jobs: list[GridJob] = []
-        costs: list[float] = []
-        for i in points:
-            for s in self.seeds:
-                ckpt = f"{self.folder}/{i}-{s}.pt" if self.folder else None
-                settings = dataclasses.replace(self.settings, seed=s)
-                cfg = self.configs[i]
-                jobs.append((cfg.to_dict(), settings, self.schedule, self.threads, ckpt, last))
-                costs.append(float(estimate_flops(cfg)))
-        return jobs, costs
-
-    def of(self, got: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-        """The k-th point's results (one per seed) among `got`."""
-        n = len(self.seeds)
-        return got[k * n : (k + 1) * n]
 
 
 def grid_schedule(schedule: RungSchedule, tokens: int | None) -> RungSchedule:
