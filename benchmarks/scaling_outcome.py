@@ -1,7 +1,7 @@
 """Does compound scaling earn its keep? Scale the search's pick and train everything for real.
 
     python -m benchmarks.scaling_outcome --study text-20MFLOPs [--factors 2,4,8] [--tokens 1M]
-        [--grid-seeds 2] [--grid-tokens 2M] [--grid-race 1] [--trial N]
+        [--grid-seeds 2] [--grid-tokens 2M] [--grid-race 1] [--trial N] [--coefficients a,b,g]
 
 1. `search.scale` (the CLI's own code) trains its grid at phi = 1 with the study's evaluator and
    fits the pick to factor x the study's budget, for each factor: the compound-scaled configs.
@@ -74,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
         help="search.scale --grid-race (default 1)",
     )
     p.add_argument("--trial", type=int, help="search.scale --trial (default: the search's pick)")
+    p.add_argument(
+        "--coefficients",
+        help="search.scale --coefficients: skip the grid, e.g. to train an earlier run's "
+        "compound configs (its printed coefficients) for more tokens",
+    )
     return p
 
 
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
          *(["--grid-tokens", str(args.grid_tokens)] if args.grid_tokens else []),
          "--grid-race", str(args.grid_race),
          *(["--trial", str(args.trial)] if args.trial is not None else []),
+         *(["--coefficients", args.coefficients] if args.coefficients else []),
          "--targets", ",".join(str(t) for t in targets)]
     )  # fmt: skip
     if code != 0:

@@ -3,8 +3,9 @@
 Four grid points whose rounded config measures about 2x the base, grouped by which axis carries
 the growth (depth-, width-, span-led, balanced), each fitted to 2x +- `GRID_BAND` of the base's
 FLOPs with `search.compound.fit_to_target`, so training compares shapes of about equal cost.
-Points are distinct in depth, width or span (an FFN ratio alone does not make a new point), and
-each fit takes the nearest shape in the band that is new and grows the point's own axis.
+Points are distinct in depth, width or span (an FFN ratio alone does not make a new point) and
+in their coefficients, and each fit takes the nearest shape in the band that is new and grows
+the point's own axis.
 """
 
 from __future__ import annotations
@@ -132,6 +133,21 @@ def _avoider(base: ArchConfig, family: str | None, seen: set[tuple]) -> Callable
     return avoid
 
 
+def _tried(pool: list[tuple], family: str) -> list[Coefficients]:
+    """The pool's coefficients in the order `family` tries them: the largest share of the
+    growth on its axis first, or for balanced (at least two axes with over 15% each) the most
+    even split first; ties go to the point closest to 2x."""
+    key: Callable[..., tuple]
+    if family == "balanced":
+        key = lambda p: (round(max(p[3]), 2), abs(p[2] - 2.0), p[0].as_tuple())
+        fits = [p for p in pool if sum(x > 0.15 for x in p[3]) >= 2]
+    else:
+        axis = FAMILIES.index(family)
+        key = lambda p, i=axis: (-round(p[3][i], 2), abs(p[2] - 2.0), p[0].as_tuple())
+        fits = pool
+    return [p[0] for p in sorted(fits, key=key)]
+
+
 def grid_points(
     base: ArchConfig,
     measure: Measure,
@@ -179,17 +195,10 @@ def grid_points(
 
     out: list[GridPoint] = []
     seen: set[tuple] = set()
-    key: Callable[..., tuple]
     for family in wanted:
-        if family == "balanced":
-            key = lambda p: (round(max(p[3]), 2), abs(p[2] - 2.0), p[0].as_tuple())
-            fits = [p for p in pool if sum(x > 0.15 for x in p[3]) >= 2]
-        else:
-            axis = FAMILIES.index(family)
-            key = lambda p, i=axis: (-round(p[3][i], 2), abs(p[2] - 2.0), p[0].as_tuple())
-            fits = pool
-        for coeffs, _, _, _ in sorted(fits, key=key):
-            cfg = fitted(coeffs, family)
+        used = {p.coeffs for p in out}  # one point per coefficients: a second balanced point
+        for coeffs in _tried(pool, family):  # on the first's would scale every target alike
+            cfg = fitted(coeffs, family) if coeffs not in used else None
             if cfg is not None:
                 seen.add(_core(cfg))
                 out.append(GridPoint(family, coeffs, cfg, measure(cfg) / base_flops))
@@ -197,8 +206,8 @@ def grid_points(
     # a coarse lattice (a shallow or narrow base) may leave a family empty: fill up to four
     # with the remaining distinct points closest to 2x, named by the axes their shape grew
     for coeffs, _, _, _ in sorted(pool, key=lambda p: (abs(p[2] - 2.0), p[0].as_tuple())):
-        used = coeffs in {p.coeffs for p in out}  # one point per coefficients
-        cfg = fitted(coeffs) if len(out) < len(wanted) and not used else None
+        taken = coeffs in {p.coeffs for p in out}  # one point per coefficients
+        cfg = fitted(coeffs) if len(out) < len(wanted) and not taken else None
         if cfg is not None:
             seen.add(_core(cfg))
             grown = _grown(cfg, base)

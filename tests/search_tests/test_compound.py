@@ -93,6 +93,7 @@ def test_grid_has_four_distinct_points_that_change_the_shape(variant):
     else:  # this base's lattice holds one balanced point; the fourth is the next closest to 2x
         assert families[:3] == ["depth", "width", "balanced"] and len(families) == 4
     assert len({p.config for p in points}) == 4 and base not in {p.config for p in points}
+    assert len({p.coeffs for p in points}) == 4  # the fit of a target depends on them alone
     for p in points:
         assert abs(p.ratio - 2.0) <= 0.5
         lead = {"depth": p.config.depth > base.depth, "width": p.config.d_model > base.d_model}
@@ -113,6 +114,22 @@ def test_a_one_layer_base_without_a_span_gets_a_balanced_point(variant):
     shapes = {(p.config.depth, p.config.d_model, p.config.span) for p in points}
     assert len(shapes) == len(points) == 4  # distinct in depth, width or span, not FFN alone
     assert len({p.coeffs for p in points}) == 4
+
+
+def test_a_second_balanced_point_has_coefficients_of_its_own():
+    # the text study's pick (full 2x64, 2 heads, FFN 4x, 128 tokens): both balanced points used
+    # to share (1.3, 1.15, 1), 3x80 and 4x80 with FFN 2x, so they scaled every target alike
+    base = base_config(
+        "full", depth=2, d_model=64, n_heads=2, ffn_mult=4.0, seq_len=128, vocab_size=256
+    )
+    points, widen = grid(base, estimate_flops)
+    got = [(p.family, p.coeffs.as_tuple(), p.config.depth, p.config.d_model) for p in points]
+    assert widen == 1 and got == [
+        ("depth", (1.8, 1.0, 1.0), 4, 64),
+        ("width", (1.0, 1.4, 1.0), 2, 96),
+        ("balanced", (1.3, 1.15, 1.0), 3, 80),
+        ("balanced", (1.3, 1.2, 1.0), 3, 96),
+    ]
 
 
 def test_a_fit_never_returns_an_avoided_shape():
