@@ -27,6 +27,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -88,13 +89,26 @@ def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) ->
     """Each row's config trained for `tokens` (`args.jobs` processes x `args.threads`
     threads); `done(result)` sees each as it finishes. Rows that name the same model
     (`ArchConfig.identity`: e.g. a hand baseline the search also found) share one run."""
-    keys = [ArchConfig.from_dict(r["config"]).identity() for r in rows]
-    first = {key: i for i, key in reversed(list(enumerate(keys)))}  # key -> its first row
-    order = sorted(first.values())  # the rows that train
-    jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
-    costs = expected_seconds([rows[i] for i in order], tokens)
-    trained = {keys[i]: res for i, res in zip(order, run_jobs(_run, jobs, args.jobs, done, costs))}
-    return [{**trained[key], **r} for r, key in zip(rows, keys)]
+
+    def train(order: list[int]) -> list[dict]:
+        jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
+        costs = expected_seconds([rows[i] for i in order], tokens)
+        return run_jobs(_run, jobs, args.jobs, done, costs)
+
+    configs = [ArchConfig.from_dict(r["config"]) for r in rows]
+    return [{**res, **r} for r, res in zip(rows, once_per_model(configs, train))]
+
+
+def once_per_model(
+    configs: list[ArchConfig], train: Callable[[list[int]], list[dict]]
+) -> list[dict]:
+    """Each config's result, where `train(order)` trains only the first of the configs that
+    name the same model (`ArchConfig.identity`) and returns their results in that order."""
+    keys = [c.identity() for c in configs]
+    first = {key: i for i, key in reversed(list(enumerate(keys)))}  # key -> its first config
+    order = sorted(first.values())
+    trained = dict(zip((keys[i] for i in order), train(order)))
+    return [trained[key] for key in keys]
 
 
 def expected_seconds(rows: list[dict], tokens: int) -> list[float] | None:

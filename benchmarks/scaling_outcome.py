@@ -1,6 +1,6 @@
 """Does compound scaling earn its keep? Scale the search's pick and train everything for real.
 
-    python -m benchmarks.scaling_outcome --study text-20MFLOPs [--factors 2,4,8] [--tokens 1M]
+    python -m benchmarks.scaling_outcome --study text-20MFLOPs [--factors 2,4,8] [--tokens 3M]
         [--grid-seeds 2] [--grid-tokens 2M] [--grid-race 1] [--trial N] [--coefficients a,b,g]
 
 1. `search.scale` (the CLI's own code) trains its grid at phi = 1 with the study's evaluator and
@@ -8,7 +8,10 @@
 2. The same targets are fitted with width-only (alpha = gamma = 1) and depth-only (beta =
    gamma = 1) coefficients.
 3. The base and every scaled config train with `search.train`'s trainer for the same tokens,
-   `--jobs` processes at once, one torch thread each.
+   `--jobs` processes at once, one torch thread each. By default that is the grid's longest
+   horizon (the study's top rung, lengthened by `--grid-tokens`, x eta per `--grid-race`
+   rung): the horizon at which the grid chose the coefficients. Rows that name the same model
+   (a compound config that is also the width-only one) share one run.
 
 It prints one table (budget x scaling: shape, FLOPs, validation loss, task metric) and two
 verdicts: whether the compound configs improve monotonically with budget, and whether they are
@@ -29,11 +32,12 @@ from typing import Any
 
 import optuna
 
-from benchmarks.outcome import INTERRUPTED, describe
+from benchmarks.outcome import INTERRUPTED, describe, once_per_model
 from search import scale
 from search.budget import count_arg, format_flops, whole_number_arg
 from search.cli import Parser
 from search.compound import Coefficients, scale_to_targets
+from search.grid_race import race_schedule
 from search.interrupts import run_interruptible
 from search.retrain import run_jobs, study_schedule, train_final_job
 from search.storage import DEFAULT_STORAGE, open_storage
@@ -52,7 +56,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="a finished search.run study")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
     p.add_argument("--factors", default="2,4,8", help="targets = factor x budget (default 2,4,8)")
-    p.add_argument("--tokens", type=count_arg, default=1_000_000, help="tokens each (default 1M)")
+    p.add_argument(
+        "--tokens",
+        type=count_arg,
+        help="tokens each (default: the grid's longest horizon, the study's top rung x eta per "
+        "--grid-race rung)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="training processes at once (default 2)")
     p.add_argument(
         "--train-seed",
@@ -127,18 +136,60 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"kind": kind, "factor": f, "config": cfg})
 
     schedule = study_schedule(study, settings, base.seq_len)
+    args.tokens = args.tokens or grid_horizon(schedule, args)
     final = settings if args.train_seed is None else replace(settings, seed=args.train_seed)
+    configs = [r["config"] for r in rows]
+    mark_shared(rows)
     print(
-        f"\ntraining {len(rows)} configs for {args.tokens:,} tokens each (batch "
-        f"{schedule.batch_size} x {schedule.seq_len}), {args.jobs} at once, seed {final.seed}",
+        f"\ntraining {len(rows)} configs ({len({c.identity() for c in configs})} distinct models) "
+        f"for {args.tokens:,} tokens each (batch {schedule.batch_size} x {schedule.seq_len}), "
+        f"{args.jobs} at once, seed {final.seed}",
         flush=True,
     )
-    jobs = [(r["config"].to_dict(), final, args.tokens, schedule.batch_size, 1) for r in rows]
-    costs = [float(estimate_flops(r["config"])) for r in rows]  # the largest configs first
-    for r, res in zip(rows, run_jobs(train_final_job, jobs, args.jobs, costs=costs)):
+
+    def train(order: list[int]) -> list[dict]:
+        jobs = [(configs[i].to_dict(), final, args.tokens, schedule.batch_size, 1) for i in order]
+        costs = [float(estimate_flops(configs[i])) for i in order]  # the largest first
+        finished = itertools.count(1)
+
+        def done(res: dict) -> None:
+            got = "-" if res["loss"] is None else f"val loss {res['loss']:.4f}"
+            why = f" ({res['status']}: {res['reason']})" if res["status"] != "ok" else ""
+            print(
+                f"  done {next(finished)} of {len(jobs)}: {res['model']}, {got}{why}, "
+                f"{res['wall_time'] / 60:.1f} min",
+                flush=True,
+            )
+
+        return run_jobs(_train, jobs, args.jobs, done, costs)
+
+    for r, res in zip(rows, once_per_model(configs, train)):
         r.update(res)
     report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
     return 0
+
+
+def _train(job: tuple) -> dict[str, Any]:
+    """Worker: `search.retrain.train_final_job`, its result naming the model it trained."""
+    return {**train_final_job(job), "model": describe(ArchConfig.from_dict(job[0]))}
+
+
+def grid_horizon(schedule, args: argparse.Namespace) -> int:
+    """The longest training the grid could give a point: the study's rungs (lengthened by
+    `--grid-tokens`) and `--grid-race` more."""
+    longest = race_schedule(scale.grid_schedule(schedule, args.grid_tokens), args.grid_race)
+    return longest.tokens(longest.top)
+
+
+def mark_shared(rows: list[dict[str, Any]]) -> None:
+    """Note on each row that names an earlier row's model which one it shares a run with."""
+    seen: dict[Any, str] = {}
+    for r in rows:
+        key = r["config"].identity()
+        if key in seen:
+            r["shared_with"] = seen[key]
+        else:
+            seen[key] = f"{r['kind']} {r['factor']:g}x"
 
 
 def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
@@ -160,6 +211,7 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
             f"{r['factor']:8g} {r['kind']:11s} {describe(cfg):36s} "
             f"{format_flops(count_flops(cfg)):>12s} {count_flops(cfg) / target:8.3f} {loss:>9s} "
             f"{metric:>8s} {r['status']:>8s}"
+            + (f"  (the {r['shared_with']} model, one run)" if "shared_with" in r else "")
         )
     base = rows[0]
     by = {(r["kind"], r["factor"]): r for r in rows}

@@ -138,3 +138,35 @@ def test_kill_stops_the_final_training_processes_not_only_the_parent():
         for c in children:
             if _alive(c):
                 os.kill(c, signal.SIGKILL)
+
+
+def test_scaling_outcome_trains_by_default_as_long_as_the_grids_longest_horizon():
+    from benchmarks.scaling_outcome import grid_horizon
+    from benchmarks.scaling_outcome import parser as scaling_parser
+    from trainers.rungs import RungSchedule
+
+    schedule = RungSchedule(first_steps=16, batch_size=8, seq_len=128)  # top: 147,456 tokens
+    args = scaling_parser().parse_args(["--study", "s"])
+    assert args.tokens is None and args.grid_race == 1
+    assert grid_horizon(schedule, args) == 16 * 27 * 8 * 128  # one race rung: 3 x the top
+    no_race = scaling_parser().parse_args(["--study", "s", "--grid-race", "0"])
+    assert grid_horizon(schedule, no_race) == 147_456
+    # --grid-tokens lengthens every rung by a whole factor (ceil(300,000 / 147,456) = 3)
+    longer = scaling_parser().parse_args(["--study", "s", "--grid-tokens", "300000"])
+    assert grid_horizon(schedule, longer) == 48 * 27 * 8 * 128
+
+
+def test_scaling_rows_that_name_the_same_model_say_which_run_they_share():
+    from benchmarks.scaling_outcome import mark_shared
+    from spaces import ArchConfig
+
+    base = ArchConfig(16, 32, True, depth=2, d_model=32, n_heads=2)
+    wide = ArchConfig(16, 32, True, depth=2, d_model=64, n_heads=2)
+    rows = [
+        {"kind": "base", "factor": 1.0, "config": base},
+        {"kind": "compound", "factor": 2.0, "config": wide},
+        {"kind": "width-only", "factor": 2.0, "config": wide},
+        {"kind": "depth-only", "factor": 2.0, "config": base},
+    ]
+    mark_shared(rows)
+    assert [r.get("shared_with") for r in rows] == [None, None, "compound 2x", "base 1x"]

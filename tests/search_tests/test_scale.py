@@ -355,3 +355,25 @@ def test_unreachable_targets_name_the_nearest_flops_once(capsys, base_copy):
     )
     nearest = err.split("the nearest reachable is ")[1].split(" FLOPs (")[0]
     assert err.endswith(f" FLOPs ({format_flops(int(nearest.replace(',', '')))})\n")
+
+
+def test_scaling_outcome_trains_a_model_two_rows_name_once(base_study, tmp_path):
+    """Given width-only's own coefficients, the compound config is the width-only one: one run,
+    one result, in both rows, and the table says which run a row shares."""
+    _, storage = base_study
+    out = tmp_path / "scaling.json"
+    proc = run_cli(
+        "benchmarks.scaling_outcome",
+        *("--study", "base", "--storage", storage, "--factors", "2", "--tokens", "2048"),
+        *("--coefficients", "1.0,1.25,1.0", "--jobs", "1", "--json", str(out)),
+        check=True,
+    )
+    assert "training 4 configs (3 distinct models) for 2,048 tokens each" in proc.stdout
+    assert "(the compound 2x model, one run)" in proc.stdout
+    assert [f"done {k} of 3:" in proc.stdout for k in (1, 2, 3, 4)] == [True] * 3 + [False]
+    rows = {r["kind"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["width-only"]["config"] == rows["compound"]["config"]
+    assert rows["width-only"]["shared_with"] == "compound 2x"
+    assert rows["width-only"]["loss"] == rows["compound"]["loss"] is not None
+    assert rows["depth-only"]["config"] != rows["compound"]["config"]
+    assert "shared_with" not in rows["depth-only"]
