@@ -93,7 +93,8 @@ def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) ->
     def train(order: list[int]) -> list[dict]:
         jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
         costs = expected_seconds([rows[i] for i in order], tokens)
-        return run_jobs(_run, jobs, args.jobs, done, costs)
+        labels = [describe(ArchConfig.from_dict(rows[i]["config"])) for i in order]
+        return run_jobs(_run, jobs, args.jobs, done, costs, labels)
 
     configs = [ArchConfig.from_dict(r["config"]) for r in rows]
     return [{**res, **r} for r, res in zip(rows, once_per_model(configs, train))]
@@ -271,15 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.perf_counter()
-
-    def done(res: dict) -> None:
-        print(
-            f"  done {describe(ArchConfig.from_dict(res['config']))}: loss "
-            f"{res['loss']:.4f} {task.metric} {res['metric']:.4f} ({res['wall_s']:.0f} s)",
-            flush=True,
-        )
-
-    results = train_rows(rows, settings, tokens, schedule.batch_size, args, done)
+    results = train_rows(rows, settings, tokens, schedule.batch_size, args)
     report(results, task, budget, tokens, time.perf_counter() - started, args)
     return 0
 

@@ -150,28 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     def train(order: list[int]) -> list[dict]:
         jobs = [(configs[i].to_dict(), final, args.tokens, schedule.batch_size, 1) for i in order]
         costs = [float(estimate_flops(configs[i])) for i in order]  # the largest first
-        finished = itertools.count(1)
-
-        def done(res: dict) -> None:
-            got = "-" if res["loss"] is None else f"val loss {res['loss']:.4f}"
-            why = f" ({res['status']}: {res['reason']})" if res["status"] != "ok" else ""
-            print(
-                f"  done {next(finished)} of {len(jobs)}: {res['model']}, {got}{why}, "
-                f"{res['wall_time'] / 60:.1f} min",
-                flush=True,
-            )
-
-        return run_jobs(_train, jobs, args.jobs, done, costs)
+        labels = [describe(configs[i]) for i in order]
+        return run_jobs(train_final_job, jobs, args.jobs, costs=costs, labels=labels)
 
     for r, res in zip(rows, once_per_model(configs, train)):
         r.update(res)
     report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
     return 0
-
-
-def _train(job: tuple) -> dict[str, Any]:
-    """Worker: `search.retrain.train_final_job`, its result naming the model it trained."""
-    return {**train_final_job(job), "model": describe(ArchConfig.from_dict(job[0]))}
 
 
 def grid_horizon(schedule, args: argparse.Namespace) -> int:

@@ -64,6 +64,14 @@ class GridRace:
                 costs.append(float(estimate_flops(cfg)))
         return jobs, costs
 
+    def labels(self, points, names: list[str]) -> list[str]:
+        """One per job of `points`, in the order of `jobs`: the point's name, shape and seed."""
+        return [
+            f"{names[i]} {self.configs[i].depth}x{self.configs[i].d_model} seed {s}"
+            for i in points
+            for s in self.seeds
+        ]
+
     def of(self, got: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
         """The k-th point's results (one per seed) among `got`."""
         n = len(self.seeds)

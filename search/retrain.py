@@ -10,6 +10,7 @@ metric, tokens, tokens_per_s).
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -107,6 +108,7 @@ def run_jobs(
     workers: int,
     done: Callable[[R], None] | None = None,
     costs: list[float] | None = None,
+    labels: list[str] | None = None,
 ) -> list[R]:
     """`fn` over `jobs` in `workers` spawned processes (in this one when there is one worker or
     one job); the results in the jobs' order, while `done` sees each as it comes. With `costs`
@@ -114,9 +116,12 @@ def run_jobs(
     last while the other processes sit idle (longest-processing-time-first); without them the
     jobs start in order. `kill` or Ctrl-C raises KeyboardInterrupt here and terminates the
     processes (`search.interrupts.stop_on_signals`), where before they trained on without their
-    parent."""
+    parent. With `labels` (one per job) each finished job prints a line (`done_line`)."""
     if costs is not None and len(costs) != len(jobs):
         raise ValueError(f"costs: {len(costs)} for {len(jobs)} jobs; give one per job")
+    if labels is not None and len(labels) != len(jobs):
+        raise ValueError(f"labels: {len(labels)} for {len(jobs)} jobs; give one per job")
+    started = time.perf_counter()
     order = list(range(len(jobs)))
     if costs is not None:
         order.sort(key=lambda i: -costs[i])  # stable: equal costs keep the jobs' order
@@ -124,6 +129,9 @@ def run_jobs(
 
     def record(i: int, result: R) -> None:
         results[i] = result
+        if labels is not None:
+            elapsed = time.perf_counter() - started
+            print(done_line(len(results), len(jobs), labels[i], result, elapsed), flush=True)
         if done is not None:
             done(result)
 
@@ -131,7 +139,27 @@ def run_jobs(
         for i in order:
             record(i, fn(jobs[i]))
     else:
+        tasks = [(fn, i, jobs[i]) for i in order]
         with stop_on_signals(), mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for i, result in zip(order, pool.imap(fn, [jobs[i] for i in order])):
+            for i, result in pool.imap_unordered(_indexed, tasks):  # as each one finishes
                 record(i, result)
     return [results[i] for i in range(len(jobs))]
+
+
+def done_line(k: int, n: int, label: str, result: Any, elapsed: float) -> str:
+    """`  done k of n (elapsed): label, val loss X` for a result dict with a loss; its status
+    and reason when it has none (a diverged run says why)."""
+    loss = result.get("loss") if isinstance(result, dict) else None
+    if loss is not None:
+        what = f"val loss {loss:.4f}"
+    elif isinstance(result, dict):
+        what = f"{result.get('status')}: {result.get('reason') or 'no loss'}"
+    else:
+        what = str(result)
+    return f"  done {k} of {n} ({elapsed / 60:.1f} min): {label}, {what}"
+
+
+def _indexed(task: tuple[Callable[[Any], R], int, Any]) -> tuple[int, R]:
+    """Worker: `(fn, i, job)` -> `(i, fn(job))`, so that results may come in any order."""
+    fn, i, job = task
+    return i, fn(job)

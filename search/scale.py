@@ -142,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         configs = [base] + [cfg for _, cfg, _ in scaled]
         jobs = [(c.to_dict(), settings, tokens, schedule.batch_size, threads) for c in configs]
         costs = [float(estimate_flops(c)) for c in configs]  # equal tokens: FLOPs set the time
-        trained = cast(
-            "list[dict[str, Any] | None]", run_jobs(train_final_job, jobs, workers, costs=costs)
-        )
+        labels = ["base"] + [f"{format_flops(t)} target" for t, _, _ in scaled]
+        labels = [f"{name} {c.depth}x{c.d_model}" for name, c in zip(labels, configs)]
+        got = run_jobs(train_final_job, jobs, workers, costs=costs, labels=labels)
+        trained = cast("list[dict[str, Any] | None]", got)
     outcome = ScaleOutcome(base_t.number, base, coeffs, source, grid_rows, scaled, trained)
     try:  # open_base refused a non-scaled --out-study; this guards one made since then
         write_study(storage, study, out_name, outcome, args.tolerance, settings)
@@ -248,8 +249,10 @@ def choose_coefficients(
         folder = tmp if args.grid_race else None
         longest = race_schedule(schedule, args.grid_race)
         race = GridRace(configs, seeds, settings, longest, threads, folder)
+        names = [c[1] for c in reachable]
         jobs, costs = race.jobs(range(len(configs)), schedule.top)
-        got = run_jobs(train_rungs_job, jobs, workers, costs=costs)
+        labels = race.labels(range(len(configs)), names)
+        got = run_jobs(train_rungs_job, jobs, workers, costs=costs, labels=labels)
         grid_rows: list[dict[str, Any]] = []
         for i, (c, family, cfg, ratio) in enumerate(reachable):
             assert cfg is not None and ratio is not None  # grid points carry both
@@ -277,7 +280,8 @@ def choose_coefficients(
                 flush=True,
             )
             jobs, costs = race.jobs(lead, rung)
-            got = run_jobs(train_rungs_job, jobs, workers, costs=costs)
+            labels = race.labels(lead, names)
+            got = run_jobs(train_rungs_job, jobs, workers, costs=costs, labels=labels)
             for k, i in enumerate(lead):
                 record(grid_rows[i], merge_seeds(race.of(got, k), seeds))
             print_grid([grid_rows[i] for i in lead])

@@ -45,10 +45,11 @@ def test_tied_points_race_on_from_their_checkpoints_and_the_longer_horizon_picks
         (Coefficients(1.2, 1.2, 1.0), "balanced", cfg(4), 2.0),
     ]
     losses = {(2, 2): 2.00, (3, 2): 2.03, (4, 2): 2.20, (2, 3): 1.80, (3, 3): 1.70}
-    calls = []
+    calls, named = [], []
 
-    def fake_run_jobs(fn, jobs, workers, costs=None):
+    def fake_run_jobs(fn, jobs, workers, costs=None, labels=None):
         assert fn is train_rungs_job and len(costs) == len(jobs)
+        named.append(labels)
         calls.append(
             [(c["depth"], s.seed, sch.rungs, ckpt, last) for c, s, sch, _, ckpt, last in jobs]
         )
@@ -76,6 +77,10 @@ def test_tied_points_race_on_from_their_checkpoints_and_the_longer_horizon_picks
     assert [c[3] for c in race] == [c[3] for c in first[:2]]  # the same checkpoint files
     assert all(c[3] and c[3].endswith(f"{i}-0.pt") for i, c in enumerate(first))
     assert (family, coeffs) == ("width", Coefficients(1.0, 1.4, 1.0))
+    assert named == [  # each job's line in the progress output
+        ["depth 2x64 seed 0", "width 3x64 seed 0", "balanced 4x64 seed 0"],
+        ["depth 2x64 seed 0", "width 3x64 seed 0"],
+    ]
     assert [r["loss"] for r in rows] == [1.80, 1.70, 2.20]
     assert [r["tokens"] for r in rows] == [schedule.tokens(3), schedule.tokens(3), 4608]
     assert [[h["loss"] for h in r["history"]] for r in rows] == [[2.0, 1.8], [2.03, 1.7], [2.2]]
@@ -86,7 +91,7 @@ def test_without_a_race_the_grid_keeps_no_checkpoints_and_picks_at_the_studys_ru
 ):
     seen = []
 
-    def fake_run_jobs(fn, jobs, workers, costs=None):
+    def fake_run_jobs(fn, jobs, workers, costs=None, labels=None):
         seen.extend((sch.rungs, ckpt, last) for _, _, sch, _, ckpt, last in jobs)
         return [
             {

@@ -1,9 +1,12 @@
-"""search.retrain.run_jobs: the costliest jobs start first, results come back in the jobs'
-order; and the outcome benchmark's cost estimate from the search's measured speeds."""
+"""search.retrain.run_jobs: the costliest jobs start first, `done` sees results as they finish,
+the results come back in the jobs' order; and the outcome benchmark's cost estimate from the
+search's measured speeds."""
 
 from __future__ import annotations
 
 import operator
+import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -38,6 +41,46 @@ def test_costs_must_match_the_jobs():
 
 def test_spawned_processes_return_results_in_the_jobs_order():
     assert run_jobs(operator.neg, [1, 2, 3, 4, 5], 2, costs=[1, 5, 2, 4, 3]) == [-1, -2, -3, -4, -5]
+
+
+def _after(job: tuple[str, str | None, str]) -> str:
+    """Touch `name` in `folder`, once `wait_for` is there (a hang guard, not a timing)."""
+    name, wait_for, folder = job
+    deadline = time.monotonic() + 600
+    while wait_for and not Path(folder, wait_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    Path(folder, name).touch()
+    return name
+
+
+def test_done_sees_spawned_results_as_they_finish_not_in_the_jobs_order(tmp_path):
+    seen = []
+    jobs = [("a", "b", str(tmp_path)), ("b", None, str(tmp_path))]  # "a" ends after "b"
+    got = run_jobs(_after, jobs, 2, done=seen.append, costs=[2.0, 1.0])  # "a" starts first
+    assert seen == ["b", "a"]
+    assert got == ["a", "b"]  # in the jobs' order
+
+
+def test_labels_print_a_line_per_finished_job_with_a_failed_runs_reason(capsys):
+    from search.retrain import done_line
+
+    results = [
+        {"loss": 1.23456, "status": "ok"},
+        {"loss": None, "status": "diverged", "reason": "non-finite loss at step 68"},
+    ]
+    got = run_jobs(results.__getitem__, [0, 1], 1, labels=["base 2x64", "8x target 5x128"])
+    assert got == results
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(")", 1)[1] for line in lines] == [
+        ": base 2x64, val loss 1.2346",
+        ": 8x target 5x128, diverged: non-finite loss at step 68",
+    ]
+    assert lines[0].startswith("  done 1 of 2 (") and lines[1].startswith("  done 2 of 2 (")
+    assert done_line(3, 4, "x", {"loss": None, "status": "oom", "reason": ""}, 90.0) == (
+        "  done 3 of 4 (1.5 min): x, oom: no loss"
+    )
+    with pytest.raises(ValueError, match="labels: 1 for 2 jobs"):
+        run_jobs(operator.neg, [1, 2], 1, labels=["a"])
 
 
 def test_expected_seconds_use_the_searchs_speed_and_the_median_per_flop_otherwise():

@@ -113,6 +113,8 @@ def test_train_with_given_coefficients_prints_results(base_study):
         check=True,
     )
     assert "training the base and 1 scaled configs for 2,048 tokens" in proc.stdout
+    assert "done 1 of 2 (" in proc.stdout and "done 2 of 2 (" in proc.stdout
+    assert "): base 3x64, val loss " in proc.stdout and "): 12.0 MFLOPs target " in proc.stdout
     assert proc.stdout.count(" ok") >= 2  # base and target rows, result column
     trained = [t for t in optuna.load_study(study_name="given", storage=storage).trials]
     assert trained[0].user_attrs["status"] == "ok" and trained[0].value is not None
@@ -179,7 +181,7 @@ def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
     losses = {(2, 0): 1.0, (2, 1): 3.0, (3, 0): 1.5, (3, 1): 1.7}
     seen, given_costs = [], []
 
-    def fake_run_jobs(fn, jobs, workers, costs=None):
+    def fake_run_jobs(fn, jobs, workers, costs=None, labels=None):
         given_costs.append(costs)
         out = []
         for cfg_dict, settings, schedule, _, checkpoint, last in jobs:
@@ -370,7 +372,7 @@ def test_scaling_outcome_trains_a_model_two_rows_name_once(base_study, tmp_path)
     )
     assert "training 4 configs (3 distinct models) for 2,048 tokens each" in proc.stdout
     assert "(the compound 2x model, one run)" in proc.stdout
-    assert [f"done {k} of 3:" in proc.stdout for k in (1, 2, 3, 4)] == [True] * 3 + [False]
+    assert [f"done {k} of 3 (" in proc.stdout for k in (1, 2, 3, 4)] == [True] * 3 + [False]
     rows = {r["kind"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["width-only"]["config"] == rows["compound"]["config"]
     assert rows["width-only"]["shared_with"] == "compound 2x"
