@@ -89,14 +89,14 @@ def train_rows(rows, settings, tokens: int, batch_size: int, args, done=None) ->
     """Each row's config trained for `tokens` (`args.jobs` processes x `args.threads`
     threads); `done(result)` sees each as it finishes. Rows that name the same model
     (`ArchConfig.identity`: e.g. a hand baseline the search also found) share one run."""
+    configs = [ArchConfig.from_dict(r["config"]) for r in rows]
 
     def train(order: list[int]) -> list[dict]:
         jobs = [(rows[i], settings, tokens, batch_size, args.threads) for i in order]
         costs = expected_seconds([rows[i] for i in order], tokens)
-        labels = [describe(ArchConfig.from_dict(rows[i]["config"])) for i in order]
+        labels = [describe(configs[i]) for i in order]
         return run_jobs(_run, jobs, args.jobs, done, costs, labels)
 
-    configs = [ArchConfig.from_dict(r["config"]) for r in rows]
     return [{**res, **r} for r, res in zip(rows, once_per_model(configs, train))]
 
 

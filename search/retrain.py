@@ -147,15 +147,14 @@ def run_jobs(
 
 
 def done_line(k: int, n: int, label: str, result: Any, elapsed: float) -> str:
-    """`  done k of n (elapsed): label, val loss X` for a result dict with a loss; its status
-    and reason when it has none (a diverged run says why)."""
-    loss = result.get("loss") if isinstance(result, dict) else None
-    if loss is not None:
-        what = f"val loss {loss:.4f}"
-    elif isinstance(result, dict):
-        what = f"{result.get('status')}: {result.get('reason') or 'no loss'}"
-    else:
-        what = str(result)
+    """`  done k of n (elapsed): label, val loss X` for a result dict; a run without a loss gives
+    its status and reason instead (a diverged run says why)."""
+    loss = result.get("loss")
+    what = (
+        f"val loss {loss:.4f}"
+        if loss is not None
+        else f"{result.get('status')}: {result.get('reason') or 'no loss'}"
+    )
     return f"  done {k} of {n} ({elapsed / 60:.1f} min): {label}, {what}"
 
 
