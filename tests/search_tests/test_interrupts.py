@@ -98,6 +98,7 @@ def test_ctrl_c_returns_the_trial_prints_the_summary_and_the_rerun_resumes(
     storage = f"sqlite:///{tmp_path}/c.db"
     args = search_args(tiny_preset, storage, "stop", 3, "--workers", str(workers), "--threads", "1")
     args[args.index("--rung-tokens") + 1] = "65536"  # 256 steps first: slow enough to catch
+    args += ["--rungs", "2"]  # the promoted rung, 3x longer, is all the re-run needs to train
     proc = start(args)
     wait_for_a_checkpointed_trial(storage, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
@@ -134,6 +135,7 @@ def test_workers_stop_and_return_their_trials_when_the_parent_is_killed(tmp_path
     storage = f"sqlite:///{tmp_path}/k.db"
     args = search_args(tiny_preset, storage, "stop", 3, "--workers", "2", "--threads", "1")
     args[args.index("--rung-tokens") + 1] = "65536"
+    args += ["--rungs", "2"]  # a second rung of 3x: enough to promote, not 9x
     proc = start(args)
     wait_for_a_checkpointed_trial(storage, proc)
     kids = children(proc.pid)
@@ -219,6 +221,7 @@ def test_one_of_two_workers_killed_the_other_finishes_the_study(tmp_path, tiny_p
         tiny_preset, storage, "stop", 3, "--workers", "2", "--threads", "1", "--grace-period", "3"
     )
     args[args.index("--rung-tokens") + 1] = "65536"
+    args += ["--rungs", "2"]  # a second rung of 3x: enough to promote, not 9x
     proc = start(args)
     wait_for_a_checkpointed_trial(storage, proc)
     kids = children(proc.pid)
