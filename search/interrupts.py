@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 STOP_TIMEOUT = 60.0  # seconds the parent waits for interrupted workers to return their trial
+REDELIVER_DELAY = 0.1  # seconds before an interrupt that a callback swallowed is sent again
 
 
 def _quiet_types() -> tuple[type[BaseException], ...]:
@@ -123,6 +124,37 @@ def quiet_optuna_tracebacks() -> None:
     threading.excepthook = _thread_hook
 
 
+def _redeliver_lost_interrupt(args) -> None:
+    """`sys.unraisablehook`: an interrupt raised while Python ran a weakref callback or a
+    finalizer (SQLAlchemy's registry runs one while garbage is collected) cannot propagate.
+    Python would print "Exception ignored in ..." with a traceback and run on, and a worker,
+    whose handler ignores later SIGINTs, would train on until its parent terminated it. So the
+    interrupt is sent again, silently, a moment later from another thread (sent from here, its
+    handler would run at once, inside this hook, and be swallowed again): the handler then
+    runs in the code the callback interrupted. Any other unraisable exception is reported as
+    before."""
+    if args.exc_type is None or not issubclass(args.exc_type, KeyboardInterrupt):
+        _ORIGINAL_UNRAISABLE_HOOK(args)
+        return
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # `_interrupt_once` fired
+        signal.signal(signal.SIGINT, _interrupt_once)
+    threading.Thread(target=_interrupt_later, daemon=True).start()
+
+
+def _interrupt_later() -> None:
+    time.sleep(REDELIVER_DELAY)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+_ORIGINAL_UNRAISABLE_HOOK = sys.unraisablehook
+
+
+def install_lost_interrupt_hook() -> None:
+    """Deliver again an interrupt that a callback swallowed (`_redeliver_lost_interrupt`)."""
+    sys.unraisablehook = _redeliver_lost_interrupt
+
+
 def _interrupt_once(signum, frame) -> None:
     # A worker may get SIGINT twice (the terminal's, then the parent's forward): the second must
     # not interrupt the first one's cleanup, so later ones are ignored.
@@ -146,11 +178,14 @@ def stop_on_signals():
         return
     term = signal.signal(signal.SIGTERM, raise_interrupt)
     intr = signal.signal(signal.SIGINT, signal.default_int_handler)
+    hook = sys.unraisablehook
+    install_lost_interrupt_hook()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, term)
         signal.signal(signal.SIGINT, intr)
+        sys.unraisablehook = hook
 
 
 def run_interruptible(main: Callable[[], int], message: str) -> int:
@@ -175,6 +210,7 @@ def supervise_worker() -> None:
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     quiet_optuna_tracebacks()  # an interrupt may come before the worker's loop installs it
+    install_lost_interrupt_hook()
     parent = mp.parent_process()
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -197,6 +233,7 @@ def stop_workers(procs: list, timeout: float = STOP_TIMEOUT) -> None:
 
 
 __all__ = [
+    "install_lost_interrupt_hook",
     "quiet_optuna_tracebacks",
     "raise_interrupt",
     "run_interruptible",

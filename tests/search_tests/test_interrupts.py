@@ -259,3 +259,43 @@ def test_a_diverged_candidate_is_one_warning_line_without_a_traceback():
     assert "Traceback" not in logging.Formatter().format(first)
     assert f.filter(record("Trial 2 failed with value None.")) is False
     assert f.filter(record("Trial 3 finished with value 1.0")) is True
+
+
+LOST_INTERRUPT = """
+import gc, signal, time, weakref
+from search.interrupts import {setup}
+{setup}()
+class Thing:
+    pass
+def collected(ref):  # a weakref callback, as SQLAlchemy's registry runs while collecting
+    signal.raise_signal(signal.SIGINT)  # Ctrl-C lands while it runs
+thing = Thing()
+ref = weakref.ref(thing, collected)
+try:
+    del thing
+    gc.collect()
+    time.sleep(30)  # training on
+    print("ran on")
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+
+@pytest.mark.parametrize("setup", ["supervise_worker", "install_lost_interrupt_hook"])
+def test_an_interrupt_raised_inside_a_weakref_callback_is_delivered_again_not_lost(setup):
+    """Seen in CI: Ctrl-C reached a worker while SQLAlchemy's weakref callback ran during
+    garbage collection. An exception there cannot propagate: Python printed "Exception ignored
+    in ..." with a traceback and ran on, and the worker, whose handler ignores later SIGINTs,
+    trained on until the parent terminated it. Now the interrupt is raised again, silently,
+    in the code the callback interrupted."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOST_INTERRUPT.format(setup=setup)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=guard(60),
+    )
+    assert proc.stdout == "stopped\n", proc.stderr[-2000:]
+    assert proc.stderr == ""
