@@ -129,11 +129,10 @@ def _redeliver_lost_interrupt(args) -> None:
     finalizer (SQLAlchemy's registry runs one while garbage is collected) cannot propagate.
     Python would print "Exception ignored in ..." with a traceback and run on, and a worker,
     whose handler ignores later SIGINTs, would ignore its parent's forward too: only the
-    parent's terminate, STOP_TIMEOUT later, would end it. So the
-    interrupt is sent again, silently, a moment later from another thread (sent from here, its
-    handler would run at once, inside this hook, and be swallowed again): the handler then
-    runs in the code the callback interrupted. Any other unraisable exception is reported as
-    before."""
+    parent's terminate, STOP_TIMEOUT later, would end it. So the interrupt is sent again,
+    silently, a moment later from another thread (sent from here, its handler would run at
+    once, inside this hook, and be swallowed again): the handler then runs in the code the
+    callback interrupted. Any other unraisable exception is reported as before."""
     if args.exc_type is None or not issubclass(args.exc_type, KeyboardInterrupt):
         _ORIGINAL_UNRAISABLE_HOOK(args)
         return
