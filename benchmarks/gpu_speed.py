@@ -70,7 +70,7 @@ def peak_flops(device: torch.device, n: int, reps: int) -> float:
 def train_mfu(cfg, batch: int, device, steps: int, peak, *, read_every_step: bool, compile_=False):
     """(tokens/s, MFU, seconds of the first step) of steady-state training steps of `cfg`."""
     model = build_model(cfg).to(device).train()
-    opt, _ = make_optimizer(model, cfg, Recipe())
+    opt, _ = make_optimizer(model, cfg, Recipe(), batch * cfg.seq_len)
     run = torch.compile(model) if compile_ else model
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 256, (batch, cfg.seq_len + 1), generator=gen)

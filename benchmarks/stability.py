@@ -5,8 +5,8 @@
 A small base (full attention, 1 layer x 32, byte-level text at 128 tokens) is scaled with
 compound (1.3, 1.2, 1), width-only and depth-only coefficients to each factor x its FLOPs
 (`search.compound`; depth-only up to 100x), and every config trains with `search.train`'s
-trainer and the one recipe (width-scaled learning rate, depth-scaled init, WSD) for the same
-tokens. Printed per config:
+trainer and the one recipe (width- and batch-scaled learning rate, depth-scaled init, WSD) for
+the same tokens. Printed per config:
 shape, FLOPs, params, peak learning rate, training loss at the start and the end, validation
 loss, status. Pass: every run ends `ok` with a validation loss below the first training loss.
 FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += [(kind, f, cfg) for f, (_, cfg, _) in zip(mine, fitted)]
     print(
         f"base {describe(base)}: {format_flops(base_flops)}; {args.tokens:,} tokens each, "
-        f"batch {args.batch} x 128, recipe {Recipe().base_lr} * sqrt(256 / d_model)",
+        f"batch {args.batch} x 128, recipe {Recipe().base_lr} * sqrt(256 / d_model) "
+        f"* sqrt(min(1, {args.batch * 128} / {Recipe().lr_batch_tokens}))",
         flush=True,
     )
     print(
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         passed += ok
         print(
             f"{kind:11s} {f:6g} {describe(cfg):30s} {format_flops(count_flops(cfg)):>12s} "
-            f"{count_params(cfg):11,} {Recipe().lr_for(cfg):8.2e} {first.get('loss', 0):7.3f} "
+            f"{count_params(cfg):11,} {trainer.peak_lr:8.2e} {first.get('loss', 0):7.3f} "
             f"{last:8.3f} {val:8.3f} {time.perf_counter() - t0:5.0f} "
             f"{res.status}{'' if ok else ' FAIL ' + res.reason}",
             flush=True,

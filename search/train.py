@@ -1,11 +1,11 @@
 """`python -m search.train best.json --tokens 5M`: train an exported (or scaled) config for real.
 
 The final step after a search: the config trains with the recipe the search judged it by
-(trainers/final.py: AdamW, width-scaled learning rate, warmup-stable-decay, bf16 autocast on
-CUDA) on the task's deterministic data stream. An exported file's provenance supplies the task,
-its options, the seed and the batch size; flags override them. Checkpoints (config.json +
-model.safetensors, loadable with `spaces.build_model` + `load_state_dict`) are written
-atomically at every evaluation; `--resume` continues exactly, with the same data order.
+(trainers/final.py: AdamW, width- and batch-scaled learning rate, warmup-stable-decay, bf16
+autocast on CUDA) on the task's deterministic data stream. An exported file's provenance
+supplies the task, its options, the seed and the batch size; flags override them. Checkpoints
+(config.json + model.safetensors, loadable with `spaces.build_model` + `load_state_dict`) are
+written atomically at every evaluation; `--resume` continues exactly, with the same data order.
 Ctrl-C finishes the current step, writes a checkpoint and exits 130.
 """
 
@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--lr",
         type=number_arg("--lr", 0, math.inf, "3e-4"),
-        help="peak learning rate (default: the recipe's width-scaled rule)",
+        help="peak learning rate (default: the recipe's rule, scaled by width and step tokens)",
     )
     a(
         "--eval-every",
@@ -266,7 +266,7 @@ def announce(trainer: FinalTrainer, cfg: ArchConfig) -> None:
         f"training {describe_stack(cfg)} depth {cfg.depth} width {cfg.d_model} heads {cfg.n_heads} "
         f"({format_flops(count_flops(cfg))} per sequence, {FLOP_CONVENTION}) on {task.name} for "
         f"{trainer.tokens:,} tokens: {trainer.steps:,} steps of {trainer.batch_size} x "
-        f"{task.seq_len}; checkpoints in {trainer.out}",
+        f"{task.seq_len}, peak learning rate {trainer.peak_lr:.3g}; checkpoints in {trainer.out}",
         flush=True,
     )
     if trainer.teacher is not None:

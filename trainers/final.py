@@ -157,6 +157,12 @@ class FinalTrainer:
     def tokens(self) -> int:
         return self.steps * self.batch_tokens
 
+    @property
+    def peak_lr(self) -> float:
+        """The peak learning rate: `lr` if given, else the recipe's rule for this width and
+        step (`Recipe.lr_for`)."""
+        return self.recipe.lr_for(self.cfg, self.batch_tokens) if self.lr is None else self.lr
+
     def lr_at(self, step: int, peak: float) -> float:
         """WSD: warm-up, constant, linear decay to 0 over the last `decay` steps."""
         if step < self.warmup:
@@ -310,7 +316,7 @@ class FinalTrainer:
         start, train_time = time.perf_counter(), 0.0
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
-        opt, peak = make_optimizer(model, self.cfg, self.recipe, self.lr)
+        opt, peak = make_optimizer(model, self.cfg, self.recipe, self.batch_tokens, self.lr)
         step = 0
         history: list[Evaluation] = []
         if resume:

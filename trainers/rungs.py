@@ -195,7 +195,7 @@ class RungTrainer:
         check_fits(self.cfg, str(self.device), self.schedule.batch_size)
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
-        opt, lr = make_optimizer(model, self.cfg, self.recipe)
+        opt, lr = make_optimizer(model, self.cfg, self.recipe, self.schedule.batch_tokens)
         return model, opt, lr
 
     def _identity(self) -> dict[str, Any]:

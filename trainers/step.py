@@ -1,7 +1,7 @@
 """One optimizer step and the optimizer, shared by the rung evaluator and the final trainer.
 
 Both trainers train with exactly the same recipe, so a candidate ranked by the search is trained
-by `search.train` the way it was judged: AdamW with the width-scaled learning rate of
+by `search.train` the way it was judged: AdamW with the width- and batch-scaled learning rate of
 `Recipe.lr_for`, gradient clipping, and bf16 autocast on CUDA (fp32 on the CPU).
 
 Host syncs: reading the loss (`.item()`, or testing it for finiteness) makes the CPU wait for the
@@ -55,13 +55,18 @@ def autocast(device: torch.device):
 
 
 def make_optimizer(
-    model: torch.nn.Module, cfg: ArchConfig, recipe: Recipe, lr: float | None = None
+    model: torch.nn.Module,
+    cfg: ArchConfig,
+    recipe: Recipe,
+    batch_tokens: int,
+    lr: float | None = None,
 ) -> tuple[torch.optim.Optimizer, float]:
-    """(AdamW, peak learning rate): `lr` if given, else the recipe's width-scaled rule. On CUDA
+    """(AdamW, peak learning rate): `lr` if given, else the recipe's rule for this width and
+    `batch_tokens` tokens per step (`Recipe.lr_for`). On CUDA
     the fused AdamW kernel (one launch for all parameters). On the CPU the multi-tensor
     (foreach) one: the same numbers bit for bit as the per-tensor loop, 3-16% faster steps for
     the small models a CPU search trains (the fused CPU kernel rounds differently)."""
-    peak = recipe.lr_for(cfg) if lr is None else lr
+    peak = recipe.lr_for(cfg, batch_tokens) if lr is None else lr
     params = list(model.parameters())
     kind = _kernel(params)
     opt = torch.optim.AdamW(

@@ -149,7 +149,7 @@ def seen(monkeypatch):
 def test_learning_rate_is_warmup_stable_decay_on_every_rung(task, seen):
     trainer = RungTrainer(config(task), task, SCHEDULE, recipe=RECIPE)
     trainer.run()
-    peak = RECIPE.lr_for(config(task))
+    peak = RECIPE.lr_for(config(task), SCHEDULE.batch_tokens)
     lrs = [lr for _, lr in seen]
     assert lrs[0] == pytest.approx(peak)  # warm-up of round(0.25 * 4) = 1 step
     # each rung's evaluated model ends its decay at lr 0: positions of the last decay steps
@@ -179,7 +179,7 @@ def test_the_default_warm_up_spans_rung_0_and_the_stable_phase_then_holds_the_pe
     recipe = dataclasses.replace(RECIPE, wsd_warmup_frac=Recipe().wsd_warmup_frac)
     schedule = RungSchedule(first_steps=8, batch_size=8, seq_len=32, eta=3, rungs=2)
     RungTrainer(config(task), task, schedule, recipe=recipe).run()
-    peak = recipe.lr_for(config(task))
+    peak = recipe.lr_for(config(task), schedule.batch_tokens)
     # rung 0: 8 steps, decay over round(0.25 * 8) = 2; warm-up (i + 1) / 8 for steps 0-5
     assert [lr / peak for _, lr in seen[:6]] == pytest.approx([(i + 1) / 8 for i in range(6)])
     assert [lr / peak for _, lr in seen[6:8]] == pytest.approx([7 / 8 * 0.5, 0.0])

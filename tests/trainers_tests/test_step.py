@@ -24,11 +24,27 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 
 def test_the_cpu_keeps_fp32_and_foreach_adamw(task):
     model = build_model(small_config(task))
-    opt, peak = make_optimizer(model, small_config(task), Recipe())
-    assert not opt.defaults.get("fused") and peak == Recipe().lr_for(small_config(task))
+    opt, peak = make_optimizer(model, small_config(task), Recipe(), 1024)
+    assert not opt.defaults.get("fused") and peak == Recipe().lr_for(small_config(task), 1024)
     assert opt.defaults["foreach"] is True
     with autocast(torch.device("cpu")):
         assert model(task.train_batch(0, 2).tokens).dtype == torch.float32
+
+
+def test_the_peak_learning_rate_shrinks_with_width_and_with_a_step_below_the_recipes(task):
+    """`base_lr * sqrt(256 / d_model) * sqrt(min(1, step tokens / lr_batch_tokens))`: the CPU's
+    1,024-token step takes half the 4,096-token rate, a larger step keeps it (never raised)."""
+    recipe = Recipe()
+    assert (recipe.base_lr, recipe.lr_batch_tokens) == (2e-3, 4096)
+    wide, narrow = (small_config(task, d_model=d) for d in (256, 64))
+    assert recipe.lr_for(wide, 4096) == 2e-3
+    assert recipe.lr_for(wide, 1024) == 1e-3
+    assert recipe.lr_for(wide, 16384) == 2e-3
+    assert recipe.lr_for(narrow, 4096) == 4e-3
+    assert recipe.lr_for(narrow, 256) == pytest.approx(1e-3)
+    # what the optimizer gets; an explicit rate wins
+    assert make_optimizer(build_model(narrow), narrow, recipe, 1024)[1] == 2e-3
+    assert make_optimizer(build_model(narrow), narrow, recipe, 1024, lr=5e-4)[1] == 5e-4
 
 
 def test_the_cpu_step_gives_the_per_tensor_loops_numbers_bit_for_bit(task):
@@ -39,7 +55,7 @@ def test_the_cpu_step_gives_the_per_tensor_loops_numbers_bit_for_bit(task):
     ours = build_model(cfg)
     theirs = build_model(cfg)
     theirs.load_state_dict(ours.state_dict())
-    opt, _ = make_optimizer(ours, cfg, recipe, lr=lr)
+    opt, _ = make_optimizer(ours, cfg, recipe, 1024, lr=lr)
     loop = torch.optim.AdamW(
         theirs.parameters(),
         lr=lr,
@@ -83,7 +99,7 @@ def _nan_loss(logits, batch):
 
 def test_a_read_nan_raises_before_the_weights_move_an_unread_one_does_not(task):
     model = build_model(small_config(task))
-    opt, _ = make_optimizer(model, small_config(task), Recipe())
+    opt, _ = make_optimizer(model, small_config(task), Recipe(), 1024)
     before = [p.detach().clone() for p in model.parameters()]
     batch = task.train_batch(0, 2)
     with pytest.raises(Diverged, match="step 4"):
@@ -123,7 +139,7 @@ def test_the_final_trainer_reads_on_the_cuda_cadence(task, monkeypatch):
 @CUDA
 def test_cuda_gets_fused_adamw_bf16_and_pinned_batches(task):
     model = build_model(small_config(task)).cuda()
-    opt, _ = make_optimizer(model, small_config(task), Recipe())
+    opt, _ = make_optimizer(model, small_config(task), Recipe(), 1024)
     assert opt.defaults["fused"] is True
     batch = task.train_batch(0, 2).to("cuda")
     assert batch.tokens.is_cuda and batch.mask.is_cuda
