@@ -149,7 +149,8 @@ def test_divergence_reason_reaches_the_table(tmp_path):
     cfg = ArchConfig(vocab_size=34, seq_len=32, causal=True, depth=1, d_model=16, n_heads=1)
     res = train_final_job((cfg.to_dict(), settings, 2048, 8, 1))
     assert res["status"] == "diverged" and res["loss"] is None
-    assert result_text(res).startswith("diverged: non-finite") and "(lr 4e+30)" in res["reason"]
+    # the rate that diverged: 1e30 * sqrt(256 / 16) for the width * sqrt(8 * 32 / 4096) for the step
+    assert result_text(res).startswith("diverged: non-finite") and "(lr 1e+30)" in res["reason"]
 
 
 def test_grid_seeds_average_each_point_over_its_own_seeds(monkeypatch):
