@@ -61,7 +61,7 @@ class RunSettings:
             "rungs": self.rungs,
             "objectives": self.objectives,
             "space": self.space.to_dict(),
-            "recipe": dataclasses.asdict(self.recipe),
+            "recipe": self.recipe.stored(),
         }
 
 

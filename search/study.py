@@ -9,7 +9,6 @@ import path is only imported when the user allows it (`check_task_trusted`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 from typing import Any, Literal
@@ -105,6 +104,11 @@ def open_study(
                 details += (
                     "; " + ", ".join(k for k in diffs if k in ("space", "recipe")) + " differ"
                 )
+            if "lr_batch_tokens" not in (stored.get("recipe") or {}) and "recipe" in diffs:
+                details += (
+                    " (the learning rate now scales with the step's tokens: a study made before "
+                    "resumes with lr_batch_tokens = 0 in its preset's [recipe])"
+                )
             was, now = (stored_positions(x.get("space")) for x in (stored, identity))
             if was != now:
                 details += (
@@ -174,10 +178,6 @@ def settings_from_study(
     tasks load as they are."""
     check_task_trusted(study, allow_task)
     ident = study.user_attrs["identity"]
-    recipe = dict(ident["recipe"])
-    if "betas" in recipe:
-        recipe["betas"] = tuple(recipe["betas"])
-    known = {f.name for f in dataclasses.fields(Recipe)}
     extra = {
         k: ident[k] for k in ("evaluation", "eta", "rungs") if k in ident
     }  # studies made before the rung evaluator lack these
@@ -189,7 +189,7 @@ def settings_from_study(
         seq_len=ident["seq_len"],
         proxy_compute=ident["proxy_compute"],
         space=SearchSpace.from_stored(ident["space"]),
-        recipe=Recipe(**{k: v for k, v in recipe.items() if k in known}),
+        recipe=Recipe.from_stored(ident["recipe"]),
         seed=study.user_attrs.get("seed", 0),
         device=device or "cpu",
         **extra,

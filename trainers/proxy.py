@@ -41,7 +41,8 @@ class Recipe:
     batch_size: int | None = None  # fixed sequences per step instead (steps then vary)
     max_batch_size: int = 256  # clamp of the derived batch size
     base_lr: float = 2e-3  # learning rate at d_model = 256 and lr_batch_tokens tokens per step
-    # the step the base rate is for: a smaller step scales the peak by sqrt(step / this)
+    # the step the base rate is for: a smaller step scales the peak by sqrt(step / this).
+    # 0: no batch factor, the rule of every study made before this field (`from_stored`)
     lr_batch_tokens: int = 4096
     warmup_frac: float = 0.1  # fraction of steps with linear warm-up
     final_lr_frac: float = 0.1  # cosine decay ends at this fraction of the peak
@@ -72,8 +73,29 @@ class Recipe:
         batch) the base holds. Measured on CPU's 1,024-token steps (docs/results.md 0, "The
         learning rate at the CPU's batch"): half the old rate trained the budget-sized 6x192
         text model to a lower loss after 1.18M tokens (1.571 against 1.729)."""
-        batch = math.sqrt(min(1.0, batch_tokens / self.lr_batch_tokens))
+        batch = 1.0
+        if self.lr_batch_tokens > 0:
+            batch = math.sqrt(min(1.0, batch_tokens / self.lr_batch_tokens))
         return self.base_lr * math.sqrt(256 / cfg.d_model) * batch
+
+    def stored(self) -> dict[str, Any]:
+        """The recipe as a study stores it: its fields, with `lr_batch_tokens` left out when 0,
+        so a study made before the field existed (and stored without it) resumes with
+        `lr_batch_tokens = 0` in its preset's [recipe], and not without it."""
+        d = dataclasses.asdict(self)
+        if d["lr_batch_tokens"] == 0:
+            del d["lr_batch_tokens"]
+        return d
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Recipe:
+        """The recipe a study stored with `stored` (unknown keys ignored): without
+        `lr_batch_tokens` it is 0, the unscaled rate that study was judged with."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in data.items() if k in known}
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**{"lr_batch_tokens": 0, **d})
 
 
 @dataclasses.dataclass(frozen=True)
