@@ -316,7 +316,7 @@ class FinalTrainer:
         start, train_time = time.perf_counter(), 0.0
         torch.manual_seed(self.seed)
         model = build_model(self.cfg).to(self.device).train()
-        opt, peak = make_optimizer(model, self.cfg, self.recipe, self.batch_tokens, self.lr)
+        opt, peak = make_optimizer(model, self.cfg, self.recipe, self.batch_tokens, self.peak_lr)
         step = 0
         history: list[Evaluation] = []
         if resume:
