@@ -27,6 +27,7 @@ import torch
 
 from spaces import ArchConfig, build_model
 from spaces.flops import training_flops_per_sequence
+from trainers.recipe_checks import check_recipe
 from trainers.step import clip_gradients, is_oom, make_optimizer, oom_reason
 from trainers.tasks import Task
 
@@ -63,6 +64,11 @@ class Recipe:
     decay_frac: float = 0.2  # each rung ends with a linear decay over this share of its steps
     val_tokens: int = 32768  # validation tokens per rung evaluation (a fixed subset)
 
+    def __post_init__(self) -> None:
+        """Every field checked (`trainers.recipe_checks`); betas kept as a tuple."""
+        check_recipe(dataclasses.asdict(self))
+        object.__setattr__(self, "betas", tuple(self.betas))
+
     def lr_for(self, cfg: ArchConfig, batch_tokens: int) -> float:
         """Peak learning rate of `cfg` trained with `batch_tokens` tokens per optimizer step:
         `base_lr * sqrt(256 / d_model) * sqrt(min(1, batch_tokens / lr_batch_tokens))`.
@@ -93,8 +99,6 @@ class Recipe:
         `lr_batch_tokens` it is 0, the unscaled rate that study was judged with."""
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in data.items() if k in known}
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
         return cls(**{"lr_batch_tokens": 0, **d})
 
 

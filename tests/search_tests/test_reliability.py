@@ -113,6 +113,26 @@ def test_preset_numbers_pass_the_flag_checks(preset, tmp_path, capsys, extra, dr
 
 
 @pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("lr_batch_tokens", "-1", "recipe: lr_batch_tokens must be an integer >= 0, got -1"),
+        ("base_lr", '"abc"', "recipe: base_lr must be a finite number > 0, e.g. 2e-3, got 'abc'"),
+        ("batch_tokens", "0", "recipe: batch_tokens must be an integer >= 1, got 0"),
+        ("warmup_frac", "2.0", "recipe: warmup_frac must be a number in [0, 1], got 2.0"),
+        ("betas", "[0.9]", "recipe: betas must be two numbers in [0, 1), e.g. [0.9, 0.98]"),
+    ],
+)
+def test_a_bad_recipe_value_is_one_line_before_anything_is_written(
+    preset, tmp_path, capsys, key, value, message
+):
+    path = preset(drop=key)
+    with open(path, "a") as f:  # the preset ends in its [recipe] table
+        f.write(f"\n{key} = {value}\n")
+    one_line_exit_2(search_run.main(run_args(path, f"sqlite:///{tmp_path}/s.db")), capsys, message)
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize(
     "flags, message",
     [
         (["--device", "tpu"], "--device 'tpu' is not cpu"),
