@@ -100,7 +100,9 @@ def pick(study: optuna.Study) -> Pick:
     plateau = study.user_attrs.get("plateau_loss")
     loss = first.user_attrs.get("loss")
     if plateau is None or loss is None or not on_plateau(loss, plateau):
-        ahead = projected_first(ranked, study.user_attrs.get("eta", 3))
+        ahead = projected_first(
+            ranked, study.user_attrs.get("eta", 3), study.user_attrs.get("chance_loss")
+        )
         if ahead is None:
             return Pick(first, first)
         return Pick(ahead[0], first, projected=ahead[1])

@@ -103,3 +103,25 @@ def test_the_measured_first_stays_when_it_also_projects_lowest_or_a_peer_cannot_
     )
     assert projected_first(gap.trials, 3) is None
     assert pick(gap).trial.number == 0 and pick(gap).projected is None
+
+
+def test_a_drop_off_the_chance_loss_is_not_projected_and_the_measured_order_stands(tmp_path):
+    """The ListOps study of docs/results.md 0 ('The three outcome studies on the batch-scaled
+    rate'), its two leaders: trial 13 was at chance (2.2746 nats) one rung before the top and
+    would project 1.4603, far below the measured first's 1.7449; trained 10x longer the
+    measured first ended 0.050 nats ahead, so its order stands."""
+    chance = 2.2746
+    leaver = _trial({1: 2.3136, 3: 2.2882, 9: 1.8742}, depth=1)  # 2.2882 >= 0.98 x chance
+    learner = _trial({1: 1.9342, 3: 1.8902, 9: 1.8176}, depth=1)
+    assert projected_loss(leaver, 3) == pytest.approx(1.4602)
+    assert projected_loss(leaver, 3, chance) is None
+    assert projected_loss(learner, 3, chance) == pytest.approx(1.7450)
+    # just below the margin (2.2291) a drop is a rate again
+    assert projected_loss(_trial({1: 2.3, 3: 2.2290, 9: 1.9}, depth=1), 3, chance) == pytest.approx(
+        1.5710
+    )
+    study, _ = _study(tmp_path, learner, leaver)
+    assert pick(study).trial.number == 1  # without a recorded chance loss: the projection
+    study.set_user_attr("chance_loss", chance)
+    chosen = pick(study)
+    assert chosen.trial.number == 0 and chosen.projected is None and fallback_note(chosen) is None
