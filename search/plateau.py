@@ -36,7 +36,8 @@ positions"). It stays as the guard for short rungs: other corpora, larger budget
 machine.
 
 Past the plateau the pick is the top rung's candidate whose loss projects lowest one rung
-further (`search.projection`), and candidates within TIE_MARGIN of the pick on its rung are
+further (`search.projection`; the measured order stands when a candidate there was still at
+the chance loss one rung earlier), and candidates within TIE_MARGIN of the pick on its rung are
 named as tied (`tie_note`).
 """
 
