@@ -23,9 +23,9 @@ A candidate without two consecutive rungs of history (a multi-objective study re
 has no projection, and then the measured order stands for the whole rung. Nor has one that was
 still at the task's chance loss on the rung before (`search.chance.is_at_chance`): its drop is
 the jump off chance, not a rate that repeats, and extrapolating it compares a candidate that
-has just started learning with ones well on their way. On the two ListOps studies of the
-batch-scaled rate's session that jump decided the projected pick: a full 1x16 at chance one
-rung earlier projected 1.46 nats and was picked over the measured first, Linformer(32) 1x32,
+has just started learning with ones well on their way. On the ListOps study searched with the
+batch-scaled rate that jump decided the projected pick: a full 1x16 at chance one rung
+earlier projected 1.46 nats and was picked over the measured first, Linformer(32) 1x32,
 which ended 0.050 nats ahead after 23.6M tokens. With the rule the measured order stands on
 the three outcome studies where a top-rung candidate was at chance the rung before (ListOps
 twice, recall once), and there the measured first ended better than the projected pick every
