@@ -49,6 +49,9 @@ def document(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, 
             "rung": a.get("rung"),
             "tokens": a.get("tokens"),
             "schedule": s.get("schedule"),
+            # the recipe the search judged it by (a scaled study keeps its source's in identity);
+            # search.train trains with it
+            "recipe": s.get("recipe") or (s.get("identity") or {}).get("recipe"),
             "corpus": s.get("corpus"),
             "data": s.get("data") or [],  # the search's --data files; search.train reads them
             "seed": s.get("seed"),

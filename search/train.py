@@ -31,7 +31,7 @@ from search.cli import Parser
 from search.parallelism import default_parallelism
 from search.resume_mismatch import mismatch_line
 from search.settings import DEFAULT_TASK
-from search.train_input import batch_of, check_task, prepare_out, read_export
+from search.train_input import batch_of, check_task, prepare_out, read_export, recipe_of
 from spaces import ArchConfig
 from spaces.atomic import write_text
 from spaces.flops import FLOP_CONVENTION, count_flops
@@ -104,7 +104,8 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--lr",
         type=number_arg("--lr", 0, math.inf, "3e-4"),
-        help="peak learning rate (default: the recipe's rule, scaled by width and step tokens)",
+        help="peak learning rate (default: the rule of the recipe the search judged the config "
+        "by, from the export, else today's; scaled by width and step tokens)",
     )
     a(
         "--eval-every",
@@ -157,7 +158,8 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
     with other flags) / OSError for bad input. Writes nothing."""
     path = Path(args.config)
     cfg, prov = read_export(path)
-    batch_size = batch_of(args, cfg, prov.get("schedule") or {})
+    recipe = recipe_of(prov, str(path))
+    batch_size = batch_of(args, cfg, prov.get("schedule") or {}, recipe)
     options = dict(prov.get("task_options") or {}) if args.task is None else {}
     options.update(dict(args.option))
     data = args.data or (prov.get("data") if args.task is None else None)
@@ -184,6 +186,7 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
         task,
         args.tokens,
         batch_size=batch_size,
+        recipe=recipe,
         seed=seed,
         device=args.device,
         threads=threads,

@@ -92,7 +92,24 @@ def check_task(cfg: ArchConfig, task: Task, name: str) -> None:
     )
 
 
-def batch_of(args: argparse.Namespace, cfg: ArchConfig, schedule: dict[str, Any]) -> int:
+def recipe_of(provenance: dict[str, Any], name: str) -> Recipe:
+    """The recipe the search judged the config by (the export's `recipe`, as the study stored
+    it: `Recipe.from_stored`), else today's default for a bare config or an older export;
+    ValueError naming the file when the stored one is not a valid recipe."""
+    stored = provenance.get("recipe")
+    if stored is None:
+        return Recipe()
+    if not isinstance(stored, dict):
+        raise ValueError(f'{name}: "provenance.recipe" must be a mapping, got {_kind(stored)}')
+    try:
+        return Recipe.from_stored(stored)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: provenance.recipe: {exc}") from None
+
+
+def batch_of(
+    args: argparse.Namespace, cfg: ArchConfig, schedule: dict[str, Any], recipe: Recipe
+) -> int:
     """Sequences per step (flag, else the export's schedule, else the recipe's); ValueError
     when --tokens is less than one batch (it would be rounded up to a whole one)."""
     if args.batch_tokens:
@@ -107,8 +124,8 @@ def batch_of(args: argparse.Namespace, cfg: ArchConfig, schedule: dict[str, Any]
             )
         source = "the export's batch"
     else:
-        batch_size = max(1, round(Recipe().batch_tokens / cfg.seq_len))
-        source = "the default batch"
+        batch_size = max(1, round(recipe.batch_tokens / cfg.seq_len))
+        source = "the recipe's batch"
     tokens = batch_size * cfg.seq_len
     if args.tokens < tokens:
         raise ValueError(
@@ -125,4 +142,12 @@ def prepare_out(out: Path) -> None:
     make_folder(out, "--out", probe=True)
 
 
-__all__ = ["EXPORT_KEYS", "batch_of", "check_task", "prepare_out", "read_document", "read_export"]
+__all__ = [
+    "EXPORT_KEYS",
+    "batch_of",
+    "check_task",
+    "prepare_out",
+    "read_document",
+    "read_export",
+    "recipe_of",
+]

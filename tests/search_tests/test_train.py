@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from search.budget import count_arg
 from search.train import main
 from spaces import ArchConfig
 from tests.search_tests.conftest import ROOT, guard
+from trainers.proxy import Recipe
 from trainers.tasks import get_task
 
 
@@ -205,3 +207,54 @@ def test_an_export_from_a_data_search_trains_on_that_data(tmp_path):
     assert corpus_of("--data", str(other)) == corpus_name([str(other)])  # --data wins
     assert corpus_of("--task", "text") == corpus_name(None)  # another --task: the export's
     # options and data are dropped, so text falls back to the stdlib sources
+
+
+def test_an_export_trains_with_the_recipe_its_study_judged_by(tmp_path, capsys):
+    """The study's recipe travels in the export (before: search.train used today's default
+    whatever the search had judged with, e.g. an older study's unscaled rate)."""
+    import optuna
+
+    from search.export import document
+    from search.train import build, parser
+
+    task = get_task("recall", seq_len=32, num_pairs=4, n_val=32)
+    cfg = ArchConfig(**task.interface(), depth=1, d_model=32, n_heads=2, ffn_mult=2.0)
+    # an older study's recipe: stored without lr_batch_tokens, so its rate has no batch factor
+    stored = json.loads(
+        json.dumps(Recipe(base_lr=1e-3, lr_batch_tokens=0, batch_tokens=512).stored())
+    )
+    assert "lr_batch_tokens" not in stored
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    attrs = {"task": "recall", "task_options": {"num_pairs": 4, "n_val": 32}, "seed": 0}
+    for key, value in {**attrs, "recipe": stored}.items():
+        study.set_user_attr(key, value)
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"config": cfg.to_dict()}))
+    doc = document(study, study.trials[0])
+    assert doc["provenance"]["recipe"] == stored
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps(doc))
+
+    def trainer(*extra: str):
+        args = [str(path), "--tokens", "4096", "--out", str(tmp_path / "r"), *extra]
+        return build(parser().parse_args(args))[0]
+
+    t = trainer()
+    assert t.recipe == Recipe(base_lr=1e-3, lr_batch_tokens=0, batch_tokens=512)
+    assert t.batch_size == 512 // 32  # the recipe's batch, no schedule in this export
+    assert t.peak_lr == pytest.approx(1e-3 * math.sqrt(256 / 32))  # no batch factor
+    assert trainer("--lr", "5e-4").peak_lr == 5e-4  # --lr still wins
+    # a scaled study keeps its source's recipe inside its identity
+    scaled = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="scaled")
+    scaled.set_user_attr("identity", {"recipe": stored})
+    scaled.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"config": cfg.to_dict()}))
+    assert document(scaled, scaled.trials[0])["provenance"]["recipe"] == stored
+    # an export without one (older, or hand-written) trains with today's default
+    del doc["provenance"]["recipe"]
+    path.write_text(json.dumps(doc))
+    assert trainer().recipe == Recipe()
+    # a bad one is one line naming the file, exit 2
+    doc["provenance"]["recipe"] = {"base_lr": -1}
+    path.write_text(json.dumps(doc))
+    assert main([str(path), "--tokens", "4096", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: provenance.recipe: ") and len(err.splitlines()) == 1

@@ -59,7 +59,7 @@ def test_tokens_less_than_the_default_batch_are_refused(tmp_path, capsys):
     config = tiny_config(tmp_path / "c.json")
     out = tmp_path / "run"
     assert main([config, "--task", "recall", "--tokens", "4000", "--out", str(out)]) == 2
-    one_line(capsys, "(the default batch = 128 sequences of 32 = 4,096 tokens)")
+    one_line(capsys, "(the recipe's batch = 128 sequences of 32 = 4,096 tokens)")
     assert not out.exists()
 
 
