@@ -188,15 +188,24 @@ def stop_on_signals():
         sys.unraisablehook = hook
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended abruptly (killed by a signal, e.g. the kernel's out-of-memory
+    killer, or crashed) before returning its result; the message names what it was running."""
+
+
 def run_interruptible(main: Callable[[], int], message: str) -> int:
     """A CLI's `__main__`: `main()` under `stop_on_signals`; Ctrl-C or `kill` prints `message`
-    (one line on stderr, no traceback) and gives exit status 130."""
+    (one line on stderr, no traceback) and gives exit status 130. A worker process that died
+    (`WorkerDied`) is one `error:` line and exit status 1."""
     with stop_on_signals():
         try:
             return main()
         except KeyboardInterrupt:
             print(message, file=sys.stderr)
             return 130
+        except WorkerDied as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
 
 
 def _watch_parent(parent: mp.process.BaseProcess) -> None:
@@ -233,6 +242,7 @@ def stop_workers(procs: list, timeout: float = STOP_TIMEOUT) -> None:
 
 
 __all__ = [
+    "WorkerDied",
     "install_lost_interrupt_hook",
     "quiet_optuna_tracebacks",
     "raise_interrupt",

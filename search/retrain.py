@@ -9,15 +9,18 @@ metric, tokens, tokens_per_s).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import optuna
 
-from search.interrupts import stop_on_signals
+from search.interrupts import WorkerDied, stop_on_signals
 from search.objective import make_task
 from search.settings import RunSettings
 from search.study import stored_schedule
@@ -116,7 +119,12 @@ def run_jobs(
     last while the other processes sit idle (longest-processing-time-first); without them the
     jobs start in order. `kill` or Ctrl-C raises KeyboardInterrupt here and terminates the
     processes (`search.interrupts.stop_on_signals`), where before they trained on without their
-    parent. With `labels` (one per job) each finished job prints a line (`done_line`)."""
+    parent. With `labels` (one per job) each finished job prints a line (`done_line`).
+
+    A process that dies abruptly (the kernel's out-of-memory killer, a crash) raises
+    `WorkerDied` naming the jobs that had not finished, after `done` saw every finished one;
+    before (`multiprocessing.Pool`), the parent waited forever for the lost job, and a `kill`
+    of the parent could not end the wait either."""
     if costs is not None and len(costs) != len(jobs):
         raise ValueError(f"costs: {len(costs)} for {len(jobs)} jobs; give one per job")
     if labels is not None and len(labels) != len(jobs):
@@ -139,11 +147,63 @@ def run_jobs(
         for i in order:
             record(i, fn(jobs[i]))
     else:
-        tasks = [(fn, i, jobs[i]) for i in order]
-        with stop_on_signals(), mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for i, result in pool.imap_unordered(_indexed, tasks):  # as each one finishes
-                record(i, result)
+        with stop_on_signals():
+            _run_spawned(fn, jobs, order, min(workers, len(jobs)), record, labels)
     return [results[i] for i in range(len(jobs))]
+
+
+def _run_spawned(
+    fn: Callable[[Any], R],
+    jobs: list,
+    order: list[int],
+    workers: int,
+    record: Callable[[int, R], None],
+    labels: list[str] | None,
+) -> None:
+    """`run_jobs` in `workers` spawned processes: jobs submitted in `order` (a process takes
+    the next one as it frees up), each result recorded as it comes."""
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        pending: dict[Future, int] = {pool.submit(fn, jobs[i]): i for i in order}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in sorted(finished, key=lambda f: order.index(pending[f])):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                record(pending.pop(future), result)
+            if broken:  # every unfinished job is lost with the pool
+                raise WorkerDied(_died(pending.values(), len(jobs), labels))
+    finally:  # on an error or an interrupt the other processes must not train on
+        _terminate(pool)
+
+
+def _died(unfinished, total: int, labels: list[str] | None) -> str:
+    names = sorted(unfinished)
+    shown = [labels[i] if labels else f"job {i + 1}" for i in names]
+    return (
+        f"a training process ended abruptly (killed, e.g. for memory, or crashed) with "
+        f"{len(names)} of {total} jobs unfinished: {'; '.join(shown)}; the finished ones are "
+        "printed above; fewer --jobs (or --workers) use less memory"
+    )
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool's processes now (`terminate_workers` from Python 3.14, else by hand)."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(10)
 
 
 def done_line(k: int, n: int, label: str, result: Any, elapsed: float) -> str:
@@ -156,9 +216,3 @@ def done_line(k: int, n: int, label: str, result: Any, elapsed: float) -> str:
         else f"{result.get('status')}: {result.get('reason') or 'no loss'}"
     )
     return f"  done {k} of {n} ({elapsed / 60:.1f} min): {label}, {what}"
-
-
-def _indexed(task: tuple[Callable[[Any], R], int, Any]) -> tuple[int, R]:
-    """Worker: `(fn, i, job)` -> `(i, fn(job))`, so that results may come in any order."""
-    fn, i, job = task
-    return i, fn(job)

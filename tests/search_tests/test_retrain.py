@@ -5,6 +5,8 @@ search's measured speeds."""
 from __future__ import annotations
 
 import operator
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import optuna
 import pytest
 
 from benchmarks.outcome import expected_seconds, search_speeds
+from search.interrupts import WorkerDied
 from search.retrain import run_jobs
 
 
@@ -59,6 +62,41 @@ def test_done_sees_spawned_results_as_they_finish_not_in_the_jobs_order(tmp_path
     got = run_jobs(_after, jobs, 2, done=seen.append, costs=[2.0, 1.0])  # "a" starts first
     assert seen == ["b", "a"]
     assert got == ["a", "b"]  # in the jobs' order
+
+
+def _die_after_seen(job: tuple[str, str]) -> dict:
+    """`"die"` kills its own process once the parent has recorded the other job (a file the
+    `done` callback writes; a hang guard, not a timing); any other job returns at once."""
+    name, folder = job
+    if name == "die":
+        deadline = time.monotonic() + 600
+        while not Path(folder, "seen").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"name": name, "loss": 1.0, "status": "ok"}
+
+
+def test_a_killed_process_is_an_error_naming_the_unfinished_jobs_not_a_hang(tmp_path, capsys):
+    # before (multiprocessing.Pool): the parent waited forever for the killed job's result,
+    # and a `kill` of the parent could not end the wait
+    seen = []
+
+    def done(result):
+        seen.append(result["name"])
+        Path(tmp_path, "seen").touch()
+
+    jobs = [("ok", str(tmp_path)), ("die", str(tmp_path))]
+    labels = ["base 2x64", "8x target 18x64"]
+    with pytest.raises(WorkerDied) as err:
+        run_jobs(_die_after_seen, jobs, 2, done=done, costs=[1.0, 2.0], labels=labels)
+    assert seen == ["ok"]  # the finished job was recorded and printed first
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("  done 1 of 2 (") and line.endswith("): base 2x64, val loss 1.0000")
+    assert str(err.value) == (
+        "a training process ended abruptly (killed, e.g. for memory, or crashed) with 1 of 2 "
+        "jobs unfinished: 8x target 18x64; the finished ones are printed above; fewer --jobs "
+        "(or --workers) use less memory"
+    )
 
 
 def test_labels_print_a_line_per_finished_job_with_a_failed_runs_reason(capsys):
@@ -111,3 +149,15 @@ def test_search_speeds_are_the_fastest_trial_of_each_model():
         study.tell(trial, 1.0)
     speeds = sorted(search_speeds(study).values())
     assert speeds == [50.0, 300.0]
+
+
+def test_a_cli_under_run_interruptible_reports_a_dead_worker_in_one_line_exit_1(capsys):
+    from search.interrupts import run_interruptible
+
+    def main() -> int:
+        raise WorkerDied("a training process ended abruptly ... unfinished: 8x target 18x64")
+
+    assert run_interruptible(main, "interrupted") == 1
+    assert capsys.readouterr().err == (
+        "error: a training process ended abruptly ... unfinished: 8x target 18x64\n"
+    )
