@@ -35,10 +35,9 @@ from search.budget import format_flops
 from search.export import document
 from search.optuna_private import storage_of, study_id, trial_id
 from search.optuna_private import storage_url as storage_url_of
-from search.plateau import fallback_note, pick, tie_note
+from search.plateau import pick, pick_notes
 from search.results import attention_label, feasible_trials, trial_counts
 from search.storage import safe_url
-from search.time_limit import time_note
 from spaces.flops import FLOP_UNIT
 
 MARKER = (
@@ -199,15 +198,12 @@ def study_note(
 
 
 def _pick_notes(study: optuna.Study) -> list[str]:
-    """The notes on the pick, as the summary prints them: the time limit stopped promoted
-    candidates (`search.time_limit`), the pick is not the search's first above (a seeded hand
-    baseline, or a candidate that projects lower; `search.plateau`), and others tie with it."""
+    """The notes on the pick, as the summary prints them (`search.plateau.pick_notes`)."""
     try:
         chosen = pick(study)
     except LookupError:  # nothing finished within the budget yet
         return []
-    notes = (time_note(study), fallback_note(chosen), tie_note(study, chosen))
-    return [n for n in notes if n]
+    return pick_notes(study, chosen)
 
 
 def trial_note(

@@ -46,15 +46,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 
+from search.asha import lineage, rung_values
 from search.projection import projected_first
 from search.results import attention_label, best_trial, ranked_trials
+from search.time_limit import TIME_LIMITED, time_note
 
 PLATEAU_MARGIN = 0.10  # a first-ranked loss above 90% of the plateau loss is "on the plateau"
 # Two candidates whose top-rung losses are within TIE_MARGIN of each other are tied: one config
 # trained under two seeds moved by up to 1.3% (0.025 nats at about 2 nats; the text and recall
 # grids of docs/results.md section 0b), so the difference of two such figures can reach about 2%.
 TIE_MARGIN = 0.02
+MAX_NAMED = 3  # candidates a note names before "and N more"
 
 
 def on_plateau(loss: float, plateau: float) -> bool:
@@ -186,13 +190,72 @@ def tie_note(study: optuna.Study, p: Pick) -> str | None:
     )
 
 
+def passed_over(study: optuna.Study, p: Pick) -> list[tuple[optuna.trial.FrozenTrial, int, float]]:
+    """(trial, rung, the pick's loss on that rung) for each candidate the halving cut on a rung
+    below the pick's while its loss there was lower than the pick's on the same rung, best
+    first. Optuna's rule decides on arrival (`search.asha.promotable`): until a rung fills, the
+    best so far continues, so an early arrival may go on while a later, better one is cut and
+    the late promotion's best 1/eta is already taken. Candidates stopped by the time limit are
+    left out (`time_note` names those)."""
+    eta = study.user_attrs.get("eta", 3)
+    top = p.trial.user_attrs.get("rung") or 0
+    trials = study.get_trials(deepcopy=False)
+    pick_line = lineage(p.trial)
+    out = []
+    for t in ranked_trials(study):
+        a = t.user_attrs
+        rung = a.get("rung")
+        cut = t.state == TrialState.PRUNED and a.get("status") == "stopped"
+        if rung is None or rung >= top or not cut or TIME_LIMITED in a:
+            continue
+        ours = rung_values(trials, eta**rung).get(pick_line)
+        if ours is not None and a["loss"] < ours:
+            out.append((t, rung, ours))
+    return sorted(out, key=lambda x: (-x[1], x[0].user_attrs["loss"]))  # nearest rung first
+
+
+def passed_over_note(study: optuna.Study, p: Pick) -> str | None:
+    """What the summary prints when the halving cut candidates that were ahead of the pick on
+    the rung where they were cut (None when it cut none). On the default README run of
+    2026-12-07 (the third, docs/results.md section 0) the seeded full 6x192 with head dim 32
+    was cut at rung 1 with 2.0233 nats, ahead of the pick's 2.0400 there (the same shape with
+    head dim 64, promoted on arrival); trained for 4.88M tokens it ended 0.064 ahead."""
+    over = passed_over(study, p)
+    if not over:
+        return None
+    names = "; ".join(
+        f"{_trial(t)} {t.user_attrs['loss']:.4f} at rung {rung} (the pick: {ours:.4f})"
+        + (", a seeded hand baseline" if t.user_attrs.get("seeded") == "baseline" else "")
+        for t, rung, ours in over[:MAX_NAMED]
+    )
+    more = f" and {len(over) - MAX_NAMED} more" if len(over) > MAX_NAMED else ""
+    return (
+        f"note: cut by the halving though ahead of the pick where they stopped: {names}{more}. "
+        f"The halving promotes early arrivals on the best so far (search/asha.py), so the pick "
+        f"went on without beating them there: train them too (search.export --trial N, then "
+        f"search.train) or raise --timeout for more promotions."
+    )
+
+
+def pick_notes(study: optuna.Study, p: Pick) -> list[str]:
+    """Every note on the pick, in the order the summary and the dashboard show them: the time
+    limit stopped promoted candidates (`search.time_limit`), the pick is not the search's
+    first, others tie with it, and the halving cut some that were ahead of it."""
+    notes = (time_note(study), fallback_note(p), tie_note(study, p), passed_over_note(study, p))
+    return [n for n in notes if n]
+
+
 __all__ = [
+    "MAX_NAMED",
     "PLATEAU_MARGIN",
     "TIE_MARGIN",
     "Pick",
     "fallback_note",
     "on_plateau",
+    "passed_over",
+    "passed_over_note",
     "pick",
+    "pick_notes",
     "seeded_baselines",
     "tie_note",
     "tied_with",

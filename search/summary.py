@@ -11,7 +11,7 @@ import optuna
 from search.budget import format_flops
 from search.chance import CHANCE_MARGIN, mostly_at_chance
 from search.hooks import run_after_run_hooks
-from search.plateau import Pick, fallback_note, pick, tie_note
+from search.plateau import Pick, pick, pick_notes
 from search.results import (
     OPTIONAL_COUNTS,
     at_chance_by_rung,
@@ -83,9 +83,8 @@ def summarize(study: optuna.Study, settings: RunSettings, storage: str, top: int
         f"{a.get('loss'):.4f}, {study.user_attrs.get('task_metric')} "
         f"{'-' if metric is None else format(metric, '.4f')} after {a.get('tokens', 0):,} tokens"
     )
-    for note in (time_note(study), fallback_note(chosen), tie_note(study, chosen)):
-        if note:
-            print(note)
+    for note in pick_notes(study, chosen):
+        print(note)
     print(
         f"export it:  python -m search.export --study {study.study_name} --out best.json "
         f"--storage {shown}"

@@ -262,3 +262,66 @@ def test_a_tie_with_a_seeded_baseline_says_so_and_no_tie_prints_nothing(tmp_path
     # the dashboard's study note carries it too, after the fallback note
     dash = study_note(close, [], storage)
     assert dash.index("**the search's first, trial 3") < dash.index("**tied with the pick")
+
+
+def _rungs(values: list[float], stopped: bool = True, seeded: bool = False, **extra):
+    """A candidate with these losses on rungs 0, 1, ...: cut by the halving after the last
+    (`stopped`), or through the top rung (3 values)."""
+    rung = len(values) - 1
+    done = rung == 2
+    attrs = {
+        "status": "ok" if done else "stopped",
+        "loss": values[-1],
+        "metric": values[-1],
+        "rung": rung,
+        "flops": 1000,
+        "config": ArchConfig(256, 64, True, depth=6, d_model=192, n_heads=6).to_dict(),
+        "variant": "full",
+        "d_model": 192,
+        "tokens": 100 * 3**rung,
+        **({"seeded": "baseline"} if seeded else {}),
+        **extra,
+    }
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
+        value=values[-1] if done else None,
+        intermediate_values={3**r: v for r, v in enumerate(values)},
+        user_attrs=attrs,
+    )
+
+
+def test_candidates_cut_while_ahead_of_the_pick_on_their_rung_are_named(capsys, tmp_path):
+    """The third default run of 2026-12-07: the seeded 6x192 h6 was cut at rung 1 with 2.0233,
+    ahead of the pick's 2.0400 there (promoted on arrival), and ended 0.064 ahead of it."""
+    from search.plateau import passed_over, passed_over_note
+
+    storage = f"sqlite:///{tmp_path}/o.db"
+    study = optuna.create_study(storage=storage, study_name="o")
+    for key, value in {"eta": 3, "rungs": 3, "budget": 2000, "task_metric": "bits"}.items():
+        study.set_user_attr(key, value)
+    study.add_trial(_rungs([2.40, 2.04, 1.57], seeded=True))  # 0: the pick
+    study.add_trial(_rungs([2.50, 2.10, 1.60]))  # 1: top rung, behind; projects behind too
+    assert passed_over_note(study, pick(study)) is None  # nobody cut ahead of the pick
+    study.add_trial(_rungs([2.41, 2.0233], seeded=True))  # 2: cut at rung 1, ahead: named
+    study.add_trial(_rungs([2.38, 2.05]))  # 3: cut at rung 1 behind the pick's 2.04
+    study.add_trial(_rungs([2.39]))  # 4: cut at rung 0, ahead of the pick's 2.40: named
+    study.add_trial(_rungs([2.45]))  # 5: cut at rung 0, behind
+    study.add_trial(_rungs([2.30, 2.00], time_limited="the time limit"))  # 6: not the halving
+    chosen = pick(study)
+    assert chosen.trial.number == 0
+    got = [(t.number, rung, ours) for t, rung, ours in passed_over(study, chosen)]
+    assert got == [(2, 1, 2.04), (4, 0, 2.40)]  # the nearest rung first
+    assert summarize(study, RunSettings(budget=2000), storage, top=5) == 0
+    assert (
+        "note: cut by the halving though ahead of the pick where they stopped: trial 2 (full, "
+        "6 layers x 192) 2.0233 at rung 1 (the pick: 2.0400), a seeded hand baseline; trial 4 "
+        "(full, 6 layers x 192) 2.3900 at rung 0 (the pick: 2.4000). The halving promotes "
+        "early arrivals on the best so far (search/asha.py)" in capsys.readouterr().out
+    )
+    assert "cut by the halving though ahead of the pick" in study_note(study, [], storage)
+    study.add_trial(_rungs([2.36]))  # 7
+    study.add_trial(_rungs([2.37]))  # 8: four are ahead now; the note names the best three
+    note = passed_over_note(study, pick(study))
+    assert note is not None and "trial 4" not in note
+    assert "; trial 7 (full, 6 layers x 192) 2.3600 at rung 0 (the pick: 2.4000); trial 8" in note
+    assert "trial 8 (full, 6 layers x 192) 2.3700 at rung 0 (the pick: 2.4000) and 1 more." in note
