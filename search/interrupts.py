@@ -170,7 +170,7 @@ def raise_interrupt(signum, frame) -> None:
 @contextlib.contextmanager
 def stop_on_signals():
     """While the block runs, SIGTERM and SIGINT raise KeyboardInterrupt in this process, even
-    when SIGINT came inherited ignored (a shell's background job). A `with Pool(...)` inside
+    when SIGINT came inherited ignored (a shell's background job). A process pool inside
     then terminates its workers on `kill`, where the default SIGTERM would kill the parent
     alone and leave them training on, orphaned. Off the main thread it changes nothing."""
     if threading.current_thread() is not threading.main_thread():
