@@ -12,7 +12,9 @@ mkdir -p "$out" "$db"
 rung=${RUNG_TOKENS:-65536}  # RUNG_TOKENS=131072 doubles every rung (and the outcome's tokens)
 # OUTCOME_ARGS="--val-sequences 4096" passes flags to benchmarks.outcome
 # BATCH_TOKENS=1024 caps the tokens per optimizer step (Recipe.batch_tokens, default 4096)
-recipe=${BATCH_TOKENS:+$'[recipe]\nbatch_tokens = '$BATCH_TOKENS$'\n'}
+# RECIPE=$'lr_width_power = 1.0\nbase_lr = 1.7320508e-3' adds lines to the preset's [recipe]
+recipe=${BATCH_TOKENS:+"batch_tokens = $BATCH_TOKENS"$'\n'}${RECIPE:+"$RECIPE"$'\n'}
+recipe=${recipe:+$'[recipe]\n'"$recipe"}
 run() {  # task budget seq_len [task options as TOML]
     local task=$1 budget=$2 seq=$3 name="$1-$2${SUFFIX:-}" options=${4:-}
     rm -f "$db/$name.db"*

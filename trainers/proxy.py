@@ -7,8 +7,9 @@ the difference: small models train on large batches (which also keeps a 2-core C
 of waiting on per-step overhead), large models on small ones; the batch is clamped to [1,
 max_batch_size], and the step count then moves instead. The recipe is one for the whole space:
 AdamW, linear warm-up then cosine decay to 10%, gradient clipping at 1.0, and a learning rate
-that shrinks with width (`lr = base_lr * sqrt(256 / d_model)`, muP-flavoured: wider layers take
-smaller steps) and with a step smaller than `lr_batch_tokens` (`Recipe.lr_for`). The validation
+that shrinks with width (`lr = base_lr * (256 / d_model) ** lr_width_power`, the power 0.5 by
+default, muP-flavoured: wider layers take smaller steps) and with a step smaller than
+`lr_batch_tokens` (`Recipe.lr_for`). The validation
 metric is reported at `n_evals` even fractions of the compute through a callback that knows
 nothing of Optuna or Ray (intermediate points on the first `intermediate_val_fraction` of the
 validation set, the final one on all of it); the callback may stop the run. A non-finite loss
@@ -45,6 +46,9 @@ class Recipe:
     # the step the base rate is for: a smaller step scales the peak by sqrt(step / this).
     # 0: no batch factor, the rule of every study made before this field (`from_stored`)
     lr_batch_tokens: int = 4096
+    # the width exponent: the peak scales as (256 / d_model) ** this. 0.5 (square root) is the
+    # rule every study so far was judged with; muP's rule for Adam's hidden weights is 1
+    lr_width_power: float = 0.5
     warmup_frac: float = 0.1  # fraction of steps with linear warm-up
     final_lr_frac: float = 0.1  # cosine decay ends at this fraction of the peak
     weight_decay: float = 0.01
@@ -71,7 +75,8 @@ class Recipe:
 
     def lr_for(self, cfg: ArchConfig, batch_tokens: int) -> float:
         """Peak learning rate of `cfg` trained with `batch_tokens` tokens per optimizer step:
-        `base_lr * sqrt(256 / d_model) * sqrt(min(1, batch_tokens / lr_batch_tokens))`.
+        `base_lr * (256 / d_model) ** lr_width_power * sqrt(min(1, batch_tokens /
+        lr_batch_tokens))`, the width exponent 0.5 by default.
 
         The batch factor is Adam's square-root scaling rule (Malladi et al. 2022,
         arXiv:2205.10287): a step of a quarter the tokens has twice the gradient noise, so it
@@ -82,21 +87,29 @@ class Recipe:
         batch = 1.0
         if self.lr_batch_tokens > 0:
             batch = math.sqrt(min(1.0, batch_tokens / self.lr_batch_tokens))
-        return self.base_lr * math.sqrt(256 / cfg.d_model) * batch
+        ratio = 256 / cfg.d_model
+        # sqrt at the default power, bit for bit the rate every earlier study trained with
+        width = math.sqrt(ratio) if self.lr_width_power == 0.5 else ratio**self.lr_width_power
+        return self.base_lr * width * batch
 
     def stored(self) -> dict[str, Any]:
         """The recipe as a study stores it: its fields, with `lr_batch_tokens` left out when 0,
         so a study made before the field existed (and stored without it) resumes with
-        `lr_batch_tokens = 0` in its preset's [recipe], and not without it."""
+        `lr_batch_tokens = 0` in its preset's [recipe], and not without it; and
+        `lr_width_power` left out at 0.5, the rule of every study made before it, so those
+        resume unchanged."""
         d = dataclasses.asdict(self)
         if d["lr_batch_tokens"] == 0:
             del d["lr_batch_tokens"]
+        if d["lr_width_power"] == 0.5:
+            del d["lr_width_power"]
         return d
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> Recipe:
         """The recipe a study stored with `stored` (unknown keys ignored): without
-        `lr_batch_tokens` it is 0, the unscaled rate that study was judged with."""
+        `lr_batch_tokens` it is 0, the unscaled rate that study was judged with; without
+        `lr_width_power`, 0.5."""
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in data.items() if k in known}
         return cls(**{"lr_batch_tokens": 0, **d})

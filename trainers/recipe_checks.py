@@ -43,6 +43,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_batch_size": _int_at_least(1),
     "base_lr": ((lambda v: _num(v) and 0 < v < math.inf), "a finite number > 0, e.g. 2e-3"),
     "lr_batch_tokens": _int_at_least(0),
+    "lr_width_power": ((lambda v: _num(v) and 0 <= v <= 2), "a number in [0, 2], e.g. 0.5 or 1"),
     "warmup_frac": _fraction(),
     "final_lr_frac": _fraction(),
     "weight_decay": ((lambda v: _num(v) and 0 <= v < math.inf), "a finite number >= 0"),

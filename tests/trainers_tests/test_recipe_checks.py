@@ -18,6 +18,7 @@ EDGES = {
     "max_batch_size": (1, 0),
     "base_lr": (1e30, 0.0),
     "lr_batch_tokens": (0, -1),
+    "lr_width_power": (2.0, 2.5),
     "warmup_frac": (0.0, 1.5),
     "final_lr_frac": (1.0, -0.1),
     "weight_decay": (0.0, math.inf),

@@ -3,6 +3,8 @@ AdamW, bf16 autocast, pinned non-blocking batches). The CUDA halves run only wit
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -45,6 +47,19 @@ def test_the_peak_learning_rate_shrinks_with_width_and_with_a_step_below_the_rec
     # what the optimizer gets; an explicit rate wins
     assert make_optimizer(build_model(narrow), narrow, recipe, 1024)[1] == 2e-3
     assert make_optimizer(build_model(narrow), narrow, recipe, 1024, lr=5e-4)[1] == 5e-4
+
+
+def test_the_width_power_sets_how_fast_the_rate_falls_with_width(task):
+    """`lr_width_power` 1 (muP's rule for Adam) with the base that keeps width 192 where the
+    square root puts it: width 64 gets sqrt(3) and width 32 sqrt(6) times the default rule."""
+    sqrt_rule = Recipe()
+    assert sqrt_rule.lr_width_power == 0.5
+    linear = Recipe(base_lr=2e-3 * math.sqrt(192 / 256), lr_width_power=1.0)
+    w192, w64, w32 = (small_config(task, d_model=d) for d in (192, 64, 32))
+    assert linear.lr_for(w192, 1024) == pytest.approx(sqrt_rule.lr_for(w192, 1024), rel=1e-12)
+    assert linear.lr_for(w64, 1024) / sqrt_rule.lr_for(w64, 1024) == pytest.approx(math.sqrt(3))
+    assert linear.lr_for(w32, 1024) / sqrt_rule.lr_for(w32, 1024) == pytest.approx(math.sqrt(6))
+    assert Recipe(lr_width_power=0.0).lr_for(w32, 4096) == 2e-3  # no width factor
 
 
 def test_the_cpu_step_gives_the_per_tensor_loops_numbers_bit_for_bit(task):
