@@ -184,7 +184,7 @@ class FinalTrainer:
             "seed": self.seed,
             "lr": self.lr,
             "warmup": self.warmup,
-            "recipe": dataclasses.asdict(self.recipe),
+            "recipe": self.recipe.stored(),  # as a study stores it: older checkpoints match
         }
         if self.teacher is not None:
             identity["teacher"] = self.teacher.identity()

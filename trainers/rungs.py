@@ -203,7 +203,7 @@ class RungTrainer:
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
             "schedule": self.schedule.to_dict(),
-            "recipe": dataclasses.asdict(self.recipe),
+            "recipe": self.recipe.stored(),  # as a study stores it: older checkpoints match
             "seed": self.seed,
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -77,6 +78,31 @@ def test_resume_refuses_a_different_run(task, tmp_path):
     other = trainer(task, tmp_path, cfg=small_config(task, d_model=16))
     with pytest.raises(ValueError, match=r"different run.*config"):
         other.run(resume=True)
+
+
+def test_a_checkpoint_from_before_the_width_power_resumes_and_another_power_is_refused(
+    task, tmp_path
+):
+    """The identity holds the recipe as a study stores it, so a checkpoint written before
+    `lr_width_power` existed (a recipe without the key) still matches; before (the whole
+    dataclass), adding a field would have refused every earlier --resume."""
+    run = trainer(task, tmp_path)
+    run.run(should_stop=lambda: True)
+    state_path = tmp_path / "train_state.pt"
+    state = torch.load(state_path, weights_only=False)
+    assert "lr_width_power" not in state["identity"]["recipe"]  # the default is not stored
+    state["identity"]["recipe"] = {
+        k: v for k, v in dataclasses.asdict(RECIPE).items() if k != "lr_width_power"
+    }
+    torch.save(state, state_path)  # as the previous release wrote it
+    trainer(task, tmp_path).check_resume()
+    linear = dataclasses.replace(RECIPE, lr_width_power=1.0)
+    other = FinalTrainer(
+        small_config(task), task, 32 * 8 * 12, batch_size=8, recipe=linear, out=tmp_path
+    )
+    with pytest.raises(CheckpointMismatch) as info:
+        other.check_resume()
+    assert info.value.fields == ["recipe"]
 
 
 def test_resume_without_a_checkpoint_raises_instead_of_starting_afresh(task, tmp_path):
