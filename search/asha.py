@@ -129,11 +129,16 @@ def late_promotions(
         if not trained:
             continue
         last = max(trained, key=lambda t: t.number)
-        # cut by the halving, not by the time limit (search.time_limit): that one stays
-        stopped = last.user_attrs.get("status") == "stopped" and TIME_LIMITED not in last.user_attrs
-        if last.state == TrialState.PRUNED and stopped and last.user_attrs.get("rung") == rung:
+        if cut_by_halving(last) and last.user_attrs.get("rung") == rung:
             out.append(last)
     return out
+
+
+def cut_by_halving(t: FrozenTrial) -> bool:
+    """The halving stopped `t` at its rung: pruned with status "stopped", and not by the time
+    limit (search.time_limit), whose stops stay where they are."""
+    a = t.user_attrs
+    return t.state == TrialState.PRUNED and a.get("status") == "stopped" and TIME_LIMITED not in a
 
 
 def promote(study: optuna.Study, cut: FrozenTrial, rung: int) -> None:

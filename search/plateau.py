@@ -46,12 +46,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
 
-from search.asha import lineage, rung_values
+from search.asha import cut_by_halving, lineage, rung_values
 from search.projection import projected_first
 from search.results import attention_label, best_trial, ranked_trials
-from search.time_limit import TIME_LIMITED, time_note
+from search.time_limit import time_note
 
 PLATEAU_MARGIN = 0.10  # a first-ranked loss above 90% of the plateau loss is "on the plateau"
 # Two candidates whose top-rung losses are within TIE_MARGIN of each other are tied: one config
@@ -121,6 +120,10 @@ def _trial(t: optuna.trial.FrozenTrial) -> str:
     return f"trial {t.number} ({attention_label(a)}, {depth} layers x {a.get('d_model')})"
 
 
+def _seeded(t: optuna.trial.FrozenTrial) -> str:
+    return ", a seeded hand baseline" if t.user_attrs.get("seeded") == "baseline" else ""
+
+
 REMEDY = "For the search to decide, its rungs must be longer: raise --timeout or use --device cuda."
 
 
@@ -177,11 +180,7 @@ def tie_note(study: optuna.Study, p: Pick) -> str | None:
     if not tied:
         return None
     loss = p.trial.user_attrs["loss"]
-    names = "; ".join(
-        f"{_trial(t)} {t.user_attrs['loss']:.4f}"
-        + (", a seeded hand baseline" if t.user_attrs.get("seeded") == "baseline" else "")
-        for t in tied
-    )
+    names = "; ".join(f"{_trial(t)} {t.user_attrs['loss']:.4f}" + _seeded(t) for t in tied)
     return (
         f"note: tied with the pick on its rung, within {TIE_MARGIN:.0%} of its val loss "
         f"{loss:.4f} (the spread between training seeds): {names}. Their order at this length "
@@ -200,17 +199,15 @@ def passed_over(study: optuna.Study, p: Pick) -> list[tuple[optuna.trial.FrozenT
     eta = study.user_attrs.get("eta", 3)
     top = p.trial.user_attrs.get("rung") or 0
     trials = study.get_trials(deepcopy=False)
-    pick_line = lineage(p.trial)
+    ours = {r: rung_values(trials, eta**r).get(lineage(p.trial)) for r in range(top)}
     out = []
     for t in ranked_trials(study):
-        a = t.user_attrs
-        rung = a.get("rung")
-        cut = t.state == TrialState.PRUNED and a.get("status") == "stopped"
-        if rung is None or rung >= top or not cut or TIME_LIMITED in a:
+        rung = t.user_attrs.get("rung")
+        if rung is None or rung >= top or not cut_by_halving(t):
             continue
-        ours = rung_values(trials, eta**rung).get(pick_line)
-        if ours is not None and a["loss"] < ours:
-            out.append((t, rung, ours))
+        theirs = ours[rung]
+        if theirs is not None and t.user_attrs["loss"] < theirs:
+            out.append((t, rung, theirs))
     return sorted(out, key=lambda x: (-x[1], x[0].user_attrs["loss"]))  # nearest rung first
 
 
@@ -224,8 +221,7 @@ def passed_over_note(study: optuna.Study, p: Pick) -> str | None:
     if not over:
         return None
     names = "; ".join(
-        f"{_trial(t)} {t.user_attrs['loss']:.4f} at rung {rung} (the pick: {ours:.4f})"
-        + (", a seeded hand baseline" if t.user_attrs.get("seeded") == "baseline" else "")
+        f"{_trial(t)} {t.user_attrs['loss']:.4f} at rung {rung} (the pick: {ours:.4f})" + _seeded(t)
         for t, rung, ours in over[:MAX_NAMED]
     )
     more = f" and {len(over) - MAX_NAMED} more" if len(over) > MAX_NAMED else ""
