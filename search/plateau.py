@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 
 from search.asha import cut_by_halving, lineage, rung_values
 from search.projection import projected_first
@@ -195,15 +196,18 @@ def passed_over(study: optuna.Study, p: Pick) -> list[tuple[optuna.trial.FrozenT
     first. Optuna's rule decides on arrival (`search.asha.promotable`): until a rung fills, the
     best so far continues, so an early arrival may go on while a later, better one is cut and
     the late promotion's best 1/eta is already taken. Candidates stopped by the time limit are
-    left out (`time_note` names those)."""
+    left out (`time_note` names those), and so are candidates with a queued or running
+    continuation (a late promotion not run yet, when --timeout ended the search first: the
+    summary counts it as waiting)."""
     eta = study.user_attrs.get("eta", 3)
     top = p.trial.user_attrs.get("rung") or 0
     trials = study.get_trials(deepcopy=False)
+    going_on = {lineage(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
     ours = {r: rung_values(trials, eta**r).get(lineage(p.trial)) for r in range(top)}
     out = []
     for t in ranked_trials(study):
         rung = t.user_attrs.get("rung")
-        if rung is None or rung >= top or not cut_by_halving(t):
+        if rung is None or rung >= top or not cut_by_halving(t) or lineage(t) in going_on:
             continue
         theirs = ours[rung]
         if theirs is not None and t.user_attrs["loss"] < theirs:

@@ -293,6 +293,7 @@ def _rungs(values: list[float], stopped: bool = True, seeded: bool = False, **ex
 def test_candidates_cut_while_ahead_of_the_pick_on_their_rung_are_named(capsys, tmp_path):
     """The third default run of 2026-12-07: the seeded 6x192 h6 was cut at rung 1 with 2.0233,
     ahead of the pick's 2.0400 there (promoted on arrival), and ended 0.064 ahead of it."""
+    from search.asha import promote
     from search.plateau import passed_over, passed_over_note
 
     storage = f"sqlite:///{tmp_path}/o.db"
@@ -325,3 +326,6 @@ def test_candidates_cut_while_ahead_of_the_pick_on_their_rung_are_named(capsys, 
     assert note is not None and "trial 4" not in note
     assert "; trial 7 (full, 6 layers x 192) 2.3600 at rung 0 (the pick: 2.4000); trial 8" in note
     assert "trial 8 (full, 6 layers x 192) 2.3700 at rung 0 (the pick: 2.4000) and 1 more." in note
+    promote(study, study.trials[7], 0)  # promoted late, not run yet (--timeout ended first)
+    got = [t.number for t, _, _ in passed_over(study, pick(study))]
+    assert got == [2, 8, 4]  # trial 7 was promoted: not "cut", though its copy has not run
