@@ -153,9 +153,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
-    """The trainer the flags describe; ValueError (CheckpointMismatch for a --resume of a run
-    with other flags) / OSError for bad input. Writes nothing."""
+def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig, str]:
+    """(the trainer the flags describe, its config, where its peak learning rate comes from);
+    ValueError (CheckpointMismatch for a --resume of a run with other flags) / OSError for bad
+    input. Writes nothing."""
     path = Path(args.config)
     cfg, prov = read_export(path)
     recipe = recipe_of(prov, str(path))
@@ -206,7 +207,17 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig]:
                 f"--resume: no run in {str(out)!r} to continue; drop --resume to start a new run"
             )
         trainer.check_resume()  # CheckpointMismatch (a ValueError) before any banner
-    return trainer, cfg
+    return trainer, cfg, lr_origin(args.lr, prov, trainer, cfg)
+
+
+def lr_origin(lr: float | None, prov: dict, trainer: FinalTrainer, cfg: ArchConfig) -> str:
+    """Where the peak learning rate comes from, for the banner: --lr, or the rule with its
+    numbers and whose recipe it is (the study's, or today's default for an export without
+    one)."""
+    if lr is not None:
+        return "--lr"
+    whose = "the study's recipe" if prov.get("recipe") else "the default recipe"
+    return f"{whose}: {trainer.recipe.lr_rule(cfg, trainer.batch_tokens)}"
 
 
 def write_result(trainer: FinalTrainer, result: FinalResult) -> None:
@@ -237,14 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem := device_problem(args.device):
         return fail(problem)
     try:
-        trainer, cfg = build(args)
+        trainer, cfg, origin = build(args)
         assert trainer.out is not None  # build always gives the trainer a folder
         prepare_out(trainer.out)
     except CheckpointMismatch as exc:  # a --resume with other flags: name them
         return fail(mismatch_line(exc))
     except (ValueError, OSError) as exc:
         return fail(str(exc).splitlines()[0])
-    announce(trainer, cfg)
+    announce(trainer, cfg, origin)
     try:
         result = run_with_progress(trainer, args.resume, args.quiet)
     except CheckpointMismatch as exc:
@@ -263,13 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def announce(trainer: FinalTrainer, cfg: ArchConfig) -> None:
+def announce(trainer: FinalTrainer, cfg: ArchConfig, lr_origin: str) -> None:
     task = trainer.task
     print(
         f"training {describe_stack(cfg)} depth {cfg.depth} width {cfg.d_model} heads {cfg.n_heads} "
         f"({format_flops(count_flops(cfg))} per sequence, {FLOP_CONVENTION}) on {task.name} for "
         f"{trainer.tokens:,} tokens: {trainer.steps:,} steps of {trainer.batch_size} x "
-        f"{task.seq_len}, peak learning rate {trainer.peak_lr:.3g}; checkpoints in {trainer.out}",
+        f"{task.seq_len}, peak learning rate {trainer.peak_lr:.3g} ({lr_origin}); checkpoints in "
+        f"{trainer.out}",
         flush=True,
     )
     if trainer.teacher is not None:

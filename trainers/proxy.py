@@ -92,6 +92,14 @@ class Recipe:
         width = math.sqrt(ratio) if self.lr_width_power == 0.5 else ratio**self.lr_width_power
         return self.base_lr * width * batch
 
+    def lr_rule(self, cfg: ArchConfig, batch_tokens: int) -> str:
+        """`lr_for`'s rule with this config's numbers, e.g. `2e-3 x (256 / 64)^0.5 x sqrt(1024 /
+        4096)`, for a banner."""
+        text = f"{self.base_lr:g} x (256 / {cfg.d_model})^{self.lr_width_power:g}"
+        if self.lr_batch_tokens > 0 and batch_tokens < self.lr_batch_tokens:
+            text += f" x sqrt({batch_tokens} / {self.lr_batch_tokens})"
+        return text
+
     def stored(self) -> dict[str, Any]:
         """The recipe as a study stores it: its fields, with `lr_batch_tokens` left out when 0,
         so a study made before the field existed (and stored without it) resumes with

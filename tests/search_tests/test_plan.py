@@ -194,7 +194,7 @@ def test_search_train_defaults_to_one_torch_thread_on_the_cpu(monkeypatch, tmp_p
         '"d_model": 32, "n_heads": 1}'
     )
     argv = [str(cfg), "--task", "listops", "--tokens", "4096", "--out", str(tmp_path / "r")]
-    trainer, _ = train.build(train.parser().parse_args(argv))
+    trainer, _, _ = train.build(train.parser().parse_args(argv))
     assert threads == [1] and trainer.steps == 1
     train.build(train.parser().parse_args([*argv, "--threads", "3"]))
     assert threads == [1, 3]

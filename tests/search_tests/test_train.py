@@ -234,15 +234,21 @@ def test_an_export_trains_with_the_recipe_its_study_judged_by(tmp_path, capsys):
     path = tmp_path / "best.json"
     path.write_text(json.dumps(doc))
 
-    def trainer(*extra: str):
+    def built(*extra: str):
         args = [str(path), "--tokens", "4096", "--out", str(tmp_path / "r"), *extra]
-        return build(parser().parse_args(args))[0]
+        return build(parser().parse_args(args))
+
+    def trainer(*extra: str):
+        return built(*extra)[0]
 
     t = trainer()
     assert t.recipe == Recipe(base_lr=1e-3, lr_batch_tokens=0, batch_tokens=512)
     assert t.batch_size == 512 // 32  # the recipe's batch, no schedule in this export
     assert t.peak_lr == pytest.approx(1e-3 * math.sqrt(256 / 32))  # no batch factor
     assert trainer("--lr", "5e-4").peak_lr == 5e-4  # --lr still wins
+    # the banner says where the rate comes from, with the rule's numbers
+    assert built()[2] == "the study's recipe: 0.001 x (256 / 32)^0.5"
+    assert built("--lr", "5e-4")[2] == "--lr"
     # a scaled study keeps its source's recipe inside its identity
     scaled = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="scaled")
     scaled.set_user_attr("identity", {"recipe": stored})
@@ -252,6 +258,9 @@ def test_an_export_trains_with_the_recipe_its_study_judged_by(tmp_path, capsys):
     del doc["provenance"]["recipe"]
     path.write_text(json.dumps(doc))
     assert trainer().recipe == Recipe()
+    assert built()[2] == "the default recipe: 0.002 x (256 / 32)^0.5"  # 4,096-token steps
+    got = built("--batch-tokens", "1024")[2]
+    assert got == "the default recipe: 0.002 x (256 / 32)^0.5 x sqrt(1024 / 4096)"
     # a bad one is one line naming the file, exit 2
     doc["provenance"]["recipe"] = {"base_lr": -1}
     path.write_text(json.dumps(doc))
