@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,3 +171,69 @@ def test_scaling_rows_that_name_the_same_model_say_which_run_they_share():
     ]
     mark_shared(rows)
     assert [r.get("shared_with") for r in rows] == [None, None, "compound 2x", "base 1x"]
+
+
+def _scaling_run(seed, losses, flops=(100e6, 190e6, 380e6, 200e6, 400e6, 180e6, 390e6)):
+    kinds = [
+        ("base", 1), ("compound", 2), ("compound", 4), ("width-only", 2), ("width-only", 4),
+        ("depth-only", 2), ("depth-only", 4),
+    ]  # fmt: skip
+    rows = [
+        {"kind": k, "factor": f, "config": {"d": i}, "flops": x, "loss": v}
+        for i, ((k, f), x, v) in enumerate(zip(kinds, flops, losses))
+    ]
+    return {"study": "s", "coefficients": [1.3, 1.2, 1.0], "tokens": 4096, "train_seed": seed,
+            "rows": rows}  # fmt: skip
+
+
+def test_scaling_seeds_compares_the_mean_at_the_target_and_at_equal_flops(tmp_path, capsys):
+    import math
+
+    from benchmarks.scaling_seeds import at_flops
+    from benchmarks.scaling_seeds import main as seeds_main
+
+    # linear in log FLOPs: halfway in log between 100 and 400 is 200
+    assert at_flops([(400, 1.0), (100, 2.0)], 200) == pytest.approx(1.5)
+    assert at_flops([(100, 2.0), (400, 1.0)], 400) == 1.0
+    assert at_flops([(100, 2.0), (400, 1.0)], 401) is None  # never extrapolated
+    assert at_flops([(100, 2.0), (400, 1.0)], 99) is None
+    # seed 0: compound loses to width-only at the 4x target (which spends more FLOPs), seed 1
+    # ties it; at equal FLOPs (380) the mean of width-only is interpolated between 200 and 400
+    paths = []
+    for seed, losses in (
+        (0, [3.0, 2.5, 2.1, 2.6, 2.0, 2.7, 2.4]),
+        (1, [3.0, 2.5, 2.1, 2.6, 2.2, 2.7, 2.4]),
+    ):
+        path = tmp_path / f"s{seed}.json"
+        path.write_text(json.dumps(_scaling_run(seed, losses)))
+        paths.append(str(path))
+    assert seeds_main(paths) == 0
+    out = capsys.readouterr().out
+    assert "       4 width-only    400 MFLOPs       2.0000       2.2000    2.1000  0.2000" in out
+    assert "mean: compound by budget 3.0000, 2.5000, 2.1000 -> monotone" in out
+    assert (
+        "  4x: compound 2.1000 vs width-only 2.1000, depth-only 2.4000 -> at least as good" in out
+    )
+    at_380 = 2.6 + (2.1 - 2.6) * math.log(380 / 200) / math.log(400 / 200)
+    assert f"  4x: compound 2.1000 vs width-only {at_380:.4f}, depth-only" in out
+    # 2x: depth-only's 180 and 390 bracket 190; width-only's base (100) and 200 do
+    assert out.count("compound at least as good at 2 of 2 budgets") == 2
+    # a third seed on which compound's 4x model trains badly: the mean loses at 4x, both ways
+    (tmp_path / "s2.json").write_text(
+        json.dumps(_scaling_run(2, [3.0, 2.5, 2.5, 2.6, 2.2, 2.7, 2.4]))
+    )
+    assert seeds_main([*paths, str(tmp_path / "s2.json")]) == 0
+    out = capsys.readouterr().out
+    assert "  4x: compound 2.2333 vs width-only 2.1333, depth-only 2.4000 -> WORSE" in out
+    assert out.count("compound at least as good at 1 of 2 budgets") == 2
+    # not replicates: one line, exit 2
+    other = _scaling_run(2, [3.0] * 7)
+    other["rows"][3]["config"] = {"d": 99}
+    (tmp_path / "o.json").write_text(json.dumps(other))
+    assert seeds_main([paths[0], str(tmp_path / "o.json")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'o.json'}: other configs than {paths[0]} (not a replicate)\n"
+    )
+    assert seeds_main([paths[0], paths[0]]) == 2
+    assert "two files have the same --train-seed ([0, 0])" in capsys.readouterr().err
