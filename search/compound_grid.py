@@ -186,8 +186,8 @@ def grid_points(
         earlier point's) and grows the family's axis (two axes for balanced). None if none."""
         avoid = _avoider(base, family, seen)
         try:
-            cfg, _ = fit_to_target(
-                base, coeffs, (2 + band) * base_flops, measure, low=low, avoid=avoid
+            cfg, _ = fit_to_target(  # no shortfall: anywhere in the band, as it always was
+                base, coeffs, (2 + band) * base_flops, measure, low=low, avoid=avoid, shortfall=0
             )
         except ScalingError:
             return None
