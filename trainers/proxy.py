@@ -93,8 +93,8 @@ class Recipe:
         return self.base_lr * width * batch
 
     def lr_rule(self, cfg: ArchConfig, batch_tokens: int) -> str:
-        """`lr_for`'s rule with this config's numbers, e.g. `2e-3 x (256 / 64)^0.5 x sqrt(1024 /
-        4096)`, for a banner."""
+        """`lr_for`'s rule with this config's numbers, e.g. `0.002 x (256 / 64)^0.5 x sqrt(1024 /
+        4096)` (the batch factor only where it lowers the rate), for a banner."""
         text = f"{self.base_lr:g} x (256 / {cfg.d_model})^{self.lr_width_power:g}"
         if self.lr_batch_tokens > 0 and batch_tokens < self.lr_batch_tokens:
             text += f" x sqrt({batch_tokens} / {self.lr_batch_tokens})"
