@@ -207,17 +207,19 @@ def build(args: argparse.Namespace) -> tuple[FinalTrainer, ArchConfig, str]:
                 f"--resume: no run in {str(out)!r} to continue; drop --resume to start a new run"
             )
         trainer.check_resume()  # CheckpointMismatch (a ValueError) before any banner
-    return trainer, cfg, lr_origin(args.lr, prov, trainer, cfg)
+    return trainer, cfg, lr_origin(args.lr, prov, recipe, cfg, batch_size * cfg.seq_len)
 
 
-def lr_origin(lr: float | None, prov: dict, trainer: FinalTrainer, cfg: ArchConfig) -> str:
+def lr_origin(
+    lr: float | None, prov: dict, recipe: Recipe, cfg: ArchConfig, batch_tokens: int
+) -> str:
     """Where the peak learning rate comes from, for the banner: --lr, or the rule with its
     numbers and whose recipe it is (the study's, or today's default for an export without
     one)."""
     if lr is not None:
         return "--lr"
     whose = "the study's recipe" if prov.get("recipe") else "the default recipe"
-    return f"{whose}: {trainer.recipe.lr_rule(cfg, trainer.batch_tokens)}"
+    return f"{whose}: {recipe.lr_rule(cfg, batch_tokens)}"
 
 
 def write_result(trainer: FinalTrainer, result: FinalResult) -> None:
