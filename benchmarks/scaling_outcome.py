@@ -177,6 +177,16 @@ def mark_shared(rows: list[dict[str, Any]]) -> None:
             seen[key] = f"{r['kind']} {r['factor']:g}x"
 
 
+def is_monotone(chain: list[float | None]) -> bool:
+    """Every budget's loss below the one before (the target's first verdict)."""
+    return all(a is not None and b is not None and b < a for a, b in itertools.pairwise(chain))
+
+
+def at_least_as_good(compound: float | None, others: dict[str, float | None]) -> bool:
+    """Compound's loss no higher than each single-axis one that trained (the second verdict)."""
+    return compound is not None and all(v is None or compound <= v for v in others.values())
+
+
 def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
     budget = settings.budget
     print(
@@ -201,7 +211,7 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
     base = rows[0]
     by = {(r["kind"], r["factor"]): r for r in rows}
     chain = [base["loss"]] + [by[("compound", f)]["loss"] for f in factors]
-    monotone = all(a is not None and b is not None and b < a for a, b in itertools.pairwise(chain))
+    monotone = is_monotone(chain)
     print(
         f"\ncompound, val loss by budget (base, {', '.join(f'{f:g}x' for f in factors)}): "
         f"{', '.join('-' if x is None else f'{x:.4f}' for x in chain)} -> "
@@ -211,7 +221,7 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
     for f in factors:
         c = by[("compound", f)]["loss"]
         others = {k: by[(k, f)]["loss"] for k in SINGLE_AXIS}
-        ok = c is not None and all(v is None or c <= v for v in others.values())
+        ok = at_least_as_good(c, others)
         wins.append(ok)
         print(
             f"{f:g}x budget: compound {c if c is None else round(c, 4)} vs "

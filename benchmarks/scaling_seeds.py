@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import itertools
 import json
 import math
 import statistics
 import sys
 from typing import Any
 
+from benchmarks.scaling_outcome import at_least_as_good, is_monotone
 from search.budget import format_flops
 from search.cli import Parser
 
@@ -141,7 +141,7 @@ def report(runs: list[dict[str, Any]], paths: list[str]) -> None:
     by = {(r["kind"], r["factor"]): r["mean"] for r in rows}
     factors = sorted({r["factor"] for r in rows if r["kind"] == "compound"})
     chain = [rows[0]["mean"]] + [by["compound", f] for f in factors]
-    monotone = all(a is not None and b is not None and b < a for a, b in itertools.pairwise(chain))
+    monotone = is_monotone(chain)
     print(
         f"\nmean: compound by budget {', '.join(_loss(x) for x in chain)} -> "
         f"{'monotone' if monotone else 'NOT monotone'}   [target: monotone]"
@@ -154,7 +154,7 @@ def report(runs: list[dict[str, Any]], paths: list[str]) -> None:
         wins = 0
         print(f"mean, {title}:")
         for f, c, others in verdicts:
-            ok = c is not None and all(v is None or c <= v for v in others.values())
+            ok = at_least_as_good(c, others)
             wins += ok
             print(
                 f"  {f:g}x: compound {_loss(c)} vs "

@@ -218,7 +218,7 @@ def _nearby(base, starts, floor, ideal, window, measure, allowed, shortfall=0.0)
     base at 2x landed on 1x96 with one head, 0.69 + 0.41 away, rather than on 2x64 with FFN
     4.5; docs/results.md 0b.)"""
     low, high = window
-    inside: list = []
+    best: list = []  # the lowest (rank, shape) in the window so far, when there is one
     outside: list[int] = []  # FLOPs of the shapes that missed the window
 
     def consider(cand: ArchConfig) -> None:
@@ -226,23 +226,25 @@ def _nearby(base, starts, floor, ideal, window, measure, allowed, shortfall=0.0)
         if not low <= f <= high:
             outside.append(f)
         elif allowed(cand):
-            inside.append((*_rank(cand, f, ideal, base, high, shortfall, starts[0]), cand))
+            entry = (*_rank(cand, f, ideal, base, high, shortfall, starts[0]), cand)
+            if not best or entry < best[0]:
+                best[:] = [entry]
 
     def hopeless(width: int, span, ffn: float) -> bool:
         """Depth aside, the shape is already further from the ideal than the best found (the
         depth term and the unused budget only add): not worth building and measuring."""
-        return bool(inside) and _part(width, span, ffn, ideal, base) > min(inside)[0] + TIE
+        return bool(best) and _part(width, span, ffn, ideal, base) > best[0][0] + TIE
 
     consider(starts[0])
     for k in sorted(FFN_STEPS, key=lambda k: abs(math.log(k))):
-        if inside and min(inside)[0] <= FFN_WEIGHT * abs(math.log(k)):
+        if best and best[0][0] <= FFN_WEIGHT * abs(math.log(k)):
             break  # this FFN ratio alone costs more than the best shape found: none can win
         for cfg in dict.fromkeys(starts):  # in order, once each
             for cand in _neighbours(cfg, base, floor, (k,), window, measure, hopeless):
                 consider(cand)
     below = max((f for f in outside if f < low), default=0)
     above = min((f for f in outside if f > high), default=None)
-    return (min(inside)[-1] if inside else None), below, above
+    return (best[0][-1] if best else None), below, above
 
 
 def _rank(cand, f, ideal, base, high, shortfall, path) -> tuple:
