@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 
-from search.cli import Parser
+from search.cli import Parser, run_main
 
 D_MODEL, HEADS, SPAN = 256, 4, 128
 PARAMS = {
@@ -116,4 +116,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

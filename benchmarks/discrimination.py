@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 from search.budget import flops_arg, format_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.settings import DEFAULT_PROXY_COMPUTE
 from spaces import ArchConfig
 from spaces.flops import count_flops
@@ -58,4 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from search.budget import count_arg, format_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.train import main as train_main
 from spaces import ArchConfig
 from spaces.flops import count_flops
@@ -109,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from search.budget import format_flops
+from search.cli import run_main
 from spaces import ArchConfig
 from spaces.flops import count_flops, count_params, estimate_flops
 
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

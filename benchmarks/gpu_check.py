@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from search.cli import Parser
+from search.cli import Parser, run_main
 from spaces import ATTENTION, ArchConfig
 from spaces.flops import count_flops, training_flops_per_sequence
 from trainers.proxy import Recipe, train
@@ -76,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from search.cli import Parser
+from search.cli import Parser, run_main
 from spaces import ATTENTION, build_model
 from spaces.baselines import largest_any_head_dim
 from spaces.flops import TRAIN_FLOPS_FACTOR, count_flops
@@ -311,4 +311,4 @@ def _compile_table(out, budget, seq_len, batch, device, steps, peak) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -26,7 +26,7 @@ import optuna
 
 from benchmarks.outcome import INTERRUPTED, describe, load_finished_study, train_rows
 from search.budget import format_flops, parse_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.interrupts import run_interruptible
 from search.results import ranked_trials
 from search.storage import DEFAULT_STORAGE
@@ -159,4 +159,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_interruptible(main, INTERRUPTED))
+    run_main(lambda: run_interruptible(main, INTERRUPTED))

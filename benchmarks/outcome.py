@@ -34,7 +34,7 @@ import optuna
 from scipy.stats import kendalltau
 
 from search.budget import format_flops, whole_number_arg
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.interrupts import run_interruptible
 from search.objective import make_task
 from search.plateau import pick as product_pick
@@ -332,4 +332,4 @@ def report(results: list[dict], task, budget: int, tokens: int, wall: float, arg
 
 
 if __name__ == "__main__":
-    sys.exit(run_interruptible(main, INTERRUPTED))
+    run_main(lambda: run_interruptible(main, INTERRUPTED))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from search.budget import whole_number_arg
-from search.cli import Parser
+from search.cli import Parser, run_main
 from spaces import ArchConfig, build_model
 from spaces.rotary import Rotary
 
@@ -122,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

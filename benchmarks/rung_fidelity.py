@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 
 import optuna
 from scipy.stats import kendalltau
 
 from benchmarks.outcome import INTERRUPTED, describe
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.interrupts import run_interruptible
 from search.retrain import run_jobs, train_rungs_job
 from search.settings import RunSettings
@@ -119,4 +118,4 @@ def report(names: list[str], final: list[float], got: list[list[float | None]]) 
 
 
 if __name__ == "__main__":
-    sys.exit(run_interruptible(main, INTERRUPTED))
+    run_main(lambda: run_interruptible(main, INTERRUPTED))

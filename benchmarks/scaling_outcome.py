@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 import warnings
 from dataclasses import replace
@@ -35,7 +34,7 @@ import optuna
 from benchmarks.outcome import INTERRUPTED, describe, once_per_model
 from search import scale
 from search.budget import count_arg, format_flops, whole_number_arg
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.compound import Coefficients, scale_to_targets
 from search.grid_race import race_schedule
 from search.interrupts import run_interruptible
@@ -253,4 +252,4 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_interruptible(main, INTERRUPTED))
+    run_main(lambda: run_interruptible(main, INTERRUPTED))

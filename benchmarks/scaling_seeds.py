@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks.scaling_outcome import at_least_as_good, is_monotone
 from search.budget import format_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 
 ARMS = ("compound", "width-only", "depth-only")
 
@@ -176,4 +176,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -54,7 +54,7 @@ from typing import Any
 import optuna
 
 from search.budget import flops_arg, format_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.driver import optimize
 from search.objective import Objective, make_task
 from search.plan import make_plan
@@ -397,4 +397,4 @@ __all__ = [
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

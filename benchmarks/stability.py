@@ -14,12 +14,11 @@ FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from benchmarks.outcome import describe
 from search.budget import count_arg, format_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.compound import Coefficients, scale_to_targets
 from spaces import ArchConfig
 from spaces.flops import count_flops, count_params, estimate_flops
@@ -87,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -28,7 +28,7 @@ import torch
 
 import trainers.step
 from benchmarks.outcome import describe
-from search.cli import Parser
+from search.cli import Parser, run_main
 from spaces import ArchConfig
 from trainers.final import FinalTrainer
 from trainers.tasks import get_task
@@ -102,4 +102,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

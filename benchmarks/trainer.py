@@ -16,7 +16,7 @@ import time
 import torch
 
 from search.budget import format_flops
-from search.cli import Parser
+from search.cli import Parser, run_main
 from spaces import ArchConfig
 from spaces.flops import count_flops
 from trainers.proxy import Recipe, train
@@ -78,4 +78,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

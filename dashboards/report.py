@@ -43,7 +43,7 @@ from dashboards.trials import (
     scaling_rows,
 )
 from search.budget import whole_number_arg
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.results import top_table
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 from spaces.atomic import make_folder, write_text
@@ -212,4 +212,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from dashboards import default_artifact_dir
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.storage import DEFAULT_STORAGE, StorageError, open_existing_storage, safe_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -169,4 +169,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.plateau import fallback_note
 from search.plateau import pick as plateau_pick
 from search.results import NOT_CANDIDATES, feasible_trials
@@ -181,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

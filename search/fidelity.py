@@ -50,7 +50,7 @@ from collections.abc import Sequence
 import optuna
 
 from search.budget import device_arg, device_problem, whole_number_arg
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.fidelity_runs import LongRuns, long_run
 from search.fidelity_stats import (
     ROUGH_GUIDE,
@@ -341,4 +341,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

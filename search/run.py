@@ -14,6 +14,7 @@ import warnings
 import optuna
 
 from search.budget import device_problem, format_flops
+from search.cli import run_main
 from search.driver import SpaceExhausted
 from search.interrupts import stop_on_signals
 from search.objective import forget_finished_checkpoints, make_task
@@ -268,5 +269,4 @@ if __name__ == "__main__":
     # `kill` stops like Ctrl-C; and a shell's background job (`cmd &`), which starts with SIGINT
     # ignored, stops on `kill -INT` as its workers do, so it is never left without workers
     with stop_on_signals():
-        code = main()
-    sys.exit(code)
+        run_main(main)

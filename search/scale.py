@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.budget import (
     format_flops,
 )
+from search.cli import run_main
 from search.compound import Coefficients, ScalingError, scale_to_targets
 from search.compound_grid import grid
 from search.grid_race import (
@@ -357,4 +358,5 @@ def seed_losses(g: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_interruptible(main, INTERRUPTED))  # `kill` stops like Ctrl-C: one line, 130
+    # `kill` stops like Ctrl-C: one line, 130
+    run_main(lambda: run_interruptible(main, INTERRUPTED))

@@ -27,7 +27,7 @@ from search.budget import (
     number_arg,
     whole_number_arg,
 )
-from search.cli import Parser
+from search.cli import Parser, run_main
 from search.parallelism import default_parallelism
 from search.resume_mismatch import mismatch_line
 from search.settings import DEFAULT_TASK
@@ -341,4 +341,4 @@ def run_with_progress(trainer: FinalTrainer, resume: bool, quiet: bool) -> Final
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

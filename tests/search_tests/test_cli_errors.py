@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
 
-from search.cli import Parser, one_line
-from tests.search_tests.conftest import run_cli
+from search.cli import EXIT_BROKEN_PIPE, Parser, one_line, run_main
+from tests.search_tests.conftest import ROOT, guard, run_cli
 
 # module with a `parser()` function, its prog, and bad argv with a piece of argparse's message
 CASES = {
@@ -177,3 +180,53 @@ def test_a_device_torch_cannot_see_is_named_before_any_work(
     assert run.main(argv) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
     assert not db.exists()  # refused before the study was created
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`python -m search.fidelity ... | head`: once `head` has its lines, the command's next
+    write fails (EPIPE). It ends with the shell's status for a piped command, 141, and prints no
+    BrokenPipeError traceback (benchmarks.flops | head -1 printed one)."""
+    code = (
+        "from search.cli import run_main\n"
+        "def main():\n"
+        "    for i in range(200_000):\n"  # about 2 MB, far over a pipe's buffer
+        "        print('line', i)\n"
+        "    return 0\n"
+        "run_main(main)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == "line 0\n"
+    proc.stdout.close()  # the reader stops, as `head -1` does
+    err = proc.stderr.read()
+    assert proc.wait(timeout=guard(60)) == EXIT_BROKEN_PIPE == 141
+    assert err == ""
+
+
+def test_a_command_that_finishes_keeps_its_exit_status():
+    for main, status in [(lambda: 0, 0), (lambda: 3, 3), (lambda: None, None)]:
+        with pytest.raises(SystemExit) as info:
+            run_main(main)
+        assert info.value.code == status
+
+
+def test_every_command_line_ends_through_run_main():
+    """Each `python -m` entry point of search/, dashboards/ and benchmarks/ hands its main to
+    `run_main`, so none of them ends a `| head` in a traceback."""
+    mains = sorted(
+        path
+        for folder in ("search", "dashboards", "benchmarks")
+        for path in (ROOT / folder).glob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text()
+    )
+    assert len(mains) >= 20, mains
+    for path in mains:
+        block = path.read_text().split('if __name__ == "__main__":', 1)[1]
+        assert "run_main(" in block, path
