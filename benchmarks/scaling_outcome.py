@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for r, res in zip(rows, once_per_model(configs, train)):
         r.update(res)
-    report(rows, settings, coeffs, factors, time.perf_counter() - started, grid_s, args)
+    wall = time.perf_counter() - started
+    report(rows, settings, coeffs, factors, wall, grid_s, args, seed=final.seed)
     return 0
 
 
@@ -186,7 +187,7 @@ def at_least_as_good(compound: float | None, others: dict[str, float | None]) ->
     return compound is not None and all(v is None or compound <= v for v in others.values())
 
 
-def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
+def report(rows, settings, coeffs, factors, wall, grid_s, args, seed: int) -> None:
     budget = settings.budget
     print(
         f"\nstudy {args.study}: budget {format_flops(budget)}, compound coefficients "
@@ -243,7 +244,8 @@ def report(rows, settings, coeffs, factors, wall, grid_s, args) -> None:
                     "study": args.study,
                     "coefficients": coeffs,
                     "tokens": args.tokens,
-                    "train_seed": args.train_seed,
+                    "train_seed": args.train_seed,  # None: the study's
+                    "seed": seed,  # the seed the final runs used, whichever it was
                     "rows": out,
                 },
                 f,

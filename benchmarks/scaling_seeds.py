@@ -60,10 +60,18 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: study {run['study']!r}, not {first['study']!r}")
         if [(r["kind"], r["factor"], r["config"]) for r in run["rows"]] != shape:
             raise ValueError(f"{path}: other configs than {paths[0]} (not a replicate)")
-    seeds = [r.get("train_seed") for r in runs]
+    seeds = [seed_of(r) for r in runs]
     if len(set(seeds)) < len(seeds):
         raise ValueError(f"two files have the same --train-seed ({seeds}); give one per seed")
     return runs
+
+
+def seed_of(run: dict[str, Any]) -> int | None:
+    """The seed a run's final models trained with: `seed` (written since 2026-12-07), else its
+    `--train-seed`, where None is the study's own seed (unknown to an older file, so a file
+    with None and one with the study's seed given explicitly are told apart only by `seed`)."""
+    seed = run.get("seed", run.get("train_seed"))
+    return None if seed is None else int(seed)
 
 
 def at_flops(points: list[tuple[float, float]], flops: float) -> float | None:
@@ -122,7 +130,7 @@ def _loss(x: float | None) -> str:
 
 def report(runs: list[dict[str, Any]], paths: list[str]) -> None:
     rows = mean_rows(runs)
-    seeds = ["study's" if run.get("train_seed") is None else run["train_seed"] for run in runs]
+    seeds = ["study's" if seed_of(run) is None else seed_of(run) for run in runs]
     print(
         f"study {runs[0]['study']}, coefficients {tuple(runs[0]['coefficients'])}, "
         f"{runs[0]['tokens']:,} tokens per config; seeds {', '.join(map(str, seeds))} "

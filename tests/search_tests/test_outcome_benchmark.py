@@ -237,3 +237,12 @@ def test_scaling_seeds_compares_the_mean_at_the_target_and_at_equal_flops(tmp_pa
     )
     assert seeds_main([paths[0], paths[0]]) == 2
     assert "two files have the same --train-seed ([0, 0])" in capsys.readouterr().err
+    # the study's seed given (--train-seed 0) and left to the study (None) are the same runs
+    # once the file records the seed it used; an older file without it is taken as distinct
+    same = _scaling_run(None, [3.0, 2.5, 2.1, 2.6, 2.0, 2.7, 2.4])
+    (tmp_path / "old.json").write_text(json.dumps(same))
+    assert seeds_main([paths[0], str(tmp_path / "old.json")]) == 0
+    assert "seeds 0, study's " in capsys.readouterr().out
+    (tmp_path / "new.json").write_text(json.dumps({**same, "seed": 0}))
+    assert seeds_main([paths[0], str(tmp_path / "new.json")]) == 2
+    assert "two files have the same --train-seed ([0, 0])" in capsys.readouterr().err

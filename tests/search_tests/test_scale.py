@@ -11,6 +11,7 @@ from search.budget import format_flops
 from search.retrain import train_final_job
 from search.scale import result_text
 from search.settings import RunSettings
+from search.study import settings_from_study
 from spaces import ArchConfig
 from spaces.flops import estimate_flops
 from tests.search_tests.conftest import TINY_BUDGET, TINY_PRESET, run_cli, run_scale, search_args
@@ -374,7 +375,10 @@ def test_scaling_outcome_trains_a_model_two_rows_name_once(base_study, tmp_path)
     assert "training 4 configs (3 distinct models) for 2,048 tokens each" in proc.stdout
     assert "(the compound 2x model, one run)" in proc.stdout
     assert [f"done {k} of 3 (" in proc.stdout for k in (1, 2, 3, 4)] == [True] * 3 + [False]
-    rows = {r["kind"]: r for r in json.loads(out.read_text())["rows"]}
+    written = json.loads(out.read_text())
+    study_seed = settings_from_study(optuna.load_study(study_name="base", storage=storage)).seed
+    assert (written["train_seed"], written["seed"]) == (None, study_seed)  # the seed it used
+    rows = {r["kind"]: r for r in written["rows"]}
     assert rows["width-only"]["config"] == rows["compound"]["config"]
     assert rows["width-only"]["shared_with"] == "compound 2x"
     assert rows["width-only"]["loss"] == rows["compound"]["loss"] is not None
