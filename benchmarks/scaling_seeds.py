@@ -11,7 +11,11 @@ equal FLOPs. Fitted configs land anywhere in [0.90, 1.00] x their target (a 4x c
 at 0.911 and the width-only one at 0.979 do not spend the same compute), so the last table
 interpolates width-only and depth-only to the compound config's FLOPs: linear in log FLOPs
 between the two points of that arm around it (the base is every arm's 1x point), never
-extrapolated. FLOPs: fvcore, one multiply-add = one FLOP, forward, one sequence.
+extrapolated. Last, the paired view: under each seed, compound's loss minus each arm's at the
+same target, their mean with its standard error, and under how many seeds compound was at
+least as good (a seed's data order and initialisation move every arm alike, so the paired
+difference is less noisy than the two means apart). FLOPs: fvcore, one multiply-add = one
+FLOP, forward, one sequence.
 """
 
 from __future__ import annotations
@@ -124,6 +128,26 @@ def equal_flops(rows: list[dict[str, Any]]) -> list[tuple[float, float, dict[str
     return out
 
 
+def paired(rows: list[dict[str, Any]]) -> list[tuple[float, str, list[float]]]:
+    """(factor, arm, compound's loss minus the arm's under each seed) at every target where
+    both trained under every seed: the differences a seed's own noise partly cancels out of."""
+    by = {(r["kind"], r["factor"]): r["losses"] for r in rows}
+    out = []
+    for r in rows:
+        if r["kind"] != "compound":
+            continue
+        for arm in ARMS[1:]:
+            pairs = list(zip(r["losses"], by.get((arm, r["factor"]), [])))
+            if pairs and all(c is not None and a is not None for c, a in pairs):
+                out.append((r["factor"], arm, [c - a for c, a in pairs]))
+    return out
+
+
+def standard_error(xs: list[float]) -> float | None:
+    """The standard error of the mean of `xs` (sample deviation / sqrt n); None below 2."""
+    return statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else None
+
+
 def _loss(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -170,6 +194,15 @@ def report(runs: list[dict[str, Any]], paths: list[str]) -> None:
                 + f" -> {'at least as good' if ok else 'WORSE'}"
             )
         print(f"  compound at least as good at {wins} of {len(verdicts)} budgets   [target: all]")
+    print("paired by seed, compound minus each arm at the same target (below 0: compound ahead):")
+    for f, arm, diffs in paired(rows):
+        se = standard_error(diffs)
+        ahead = sum(d <= 0 for d in diffs)
+        print(
+            f"  {f:g}x {arm:10s} {statistics.fmean(diffs):+.4f}"
+            + ("" if se is None else f" +- {se:.4f} (standard error)")
+            + f", compound at least as good under {ahead} of {len(diffs)} seeds"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,6 +218,15 @@ def test_scaling_seeds_compares_the_mean_at_the_target_and_at_equal_flops(tmp_pa
     assert f"  4x: compound 2.1000 vs width-only {at_380:.4f}, depth-only" in out
     # 2x: depth-only's 180 and 390 bracket 190; width-only's base (100) and 200 do
     assert out.count("compound at least as good at 2 of 2 budgets") == 2
+    # paired: at 4x compound minus width-only is 2.1 - 2.0 and 2.1 - 2.2 under the two seeds
+    assert (
+        "  4x width-only +0.0000 +- 0.1000 (standard error), compound at least as good "
+        "under 1 of 2 seeds" in out
+    )
+    assert (
+        "  2x depth-only -0.2000 +- 0.0000 (standard error), compound at least as good "
+        "under 2 of 2 seeds" in out
+    )
     # a third seed on which compound's 4x model trains badly: the mean loses at 4x, both ways
     (tmp_path / "s2.json").write_text(
         json.dumps(_scaling_run(2, [3.0, 2.5, 2.5, 2.6, 2.2, 2.7, 2.4]))
