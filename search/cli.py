@@ -1,4 +1,5 @@
-"""The argument parser every user-facing command line uses: a usage error is one line.
+"""What every command line shares: its argument parser, whose usage error is one line, and
+`run_main`, its `__main__`, which ends a closed pipe (`... | head`) without a traceback.
 
 argparse's own `error()` prints the whole usage block (18 lines for `search.run` at 80 columns)
 before the `prog: error: ...` line, so the reason scrolls among the flags. `Parser.error` keeps
