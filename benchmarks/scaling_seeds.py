@@ -154,7 +154,7 @@ def _loss(x: float | None) -> str:
 
 def report(runs: list[dict[str, Any]], paths: list[str]) -> None:
     rows = mean_rows(runs)
-    seeds = ["study's" if seed_of(run) is None else seed_of(run) for run in runs]
+    seeds = ["study's" if seed is None else seed for seed in map(seed_of, runs)]
     print(
         f"study {runs[0]['study']}, coefficients {tuple(runs[0]['coefficients'])}, "
         f"{runs[0]['tokens']:,} tokens per config; seeds {', '.join(map(str, seeds))} "

@@ -306,12 +306,8 @@ def _distance(cfg: ArchConfig, ideal: tuple[float, float, float], base: ArchConf
     study's 2x target: that took 2x96, dropping the half layer the balanced coefficients asked
     for, over 3x80 with FFN 3.5x, which trained better under six seeds of six; docs/results.md
     0b.)"""
-    d, w, s = ideal
-    out = abs(math.log(cfg.depth / d)) + abs(math.log(cfg.d_model / w))
-    out += FFN_WEIGHT * abs(math.log(cfg.ffn_mult / base.ffn_mult))
-    if cfg.span is not None:
-        out += abs(math.log(cfg.span / s))
-    return out
+    depth = abs(math.log(cfg.depth / ideal[0]))
+    return depth + _part(cfg.d_model, cfg.span, cfg.ffn_mult, ideal, base)
 
 
 def _neighbours(cfg, base, floor, ffn_steps, window, measure, hopeless=None):
