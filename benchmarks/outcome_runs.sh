@@ -35,6 +35,7 @@ for task in text recall listops; do
         text) run text 20MFLOPs 128 ;;
         recall) run recall 10MFLOPs 128 "$recall8" ;;
         # LISTOPS_SEQ=128 LISTOPS_BUDGET=10MFLOPs: the same shapes at half the length
+        # (LISTOPS_SEQ=64 LISTOPS_BUDGET=5MFLOPs halves it again: docs/results.md, "ListOps at 64 tokens")
         listops) run listops "${LISTOPS_BUDGET:-20MFLOPs}" "${LISTOPS_SEQ:-256}" ;;
     esac
 done
